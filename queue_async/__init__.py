@@ -1,0 +1,63 @@
+"""queue_async: an asyncio-native background job queue on Redis and Valkey."""
+
+from queue_async.codec import Codec, JsonCodec
+from queue_async.context import JobContext
+from queue_async.exceptions import (
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+    EncodeError,
+    Fatal,
+    JobCancelled,
+    JobError,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    PayloadTooLarge,
+    QueueAsyncError,
+    Retry,
+    TaskNotRegistered,
+)
+from queue_async.handle import JobHandle
+from queue_async.models import Job, JobStatus, QueueStats, WorkerHeartbeat
+from queue_async.options import EnqueueOptions, TaskOptions, WorkerSettings
+from queue_async.queue import Queue
+from queue_async.task import JobSpec, Task, TaskCall
+from queue_async.worker import Worker
+
+ConnectionError = BrokerConnectionError
+
+__all__ = [
+    "BrokerConnectionError",
+    "BrokerError",
+    "Codec",
+    "ConfigurationError",
+    "ConnectionError",
+    "EncodeError",
+    "EnqueueOptions",
+    "Fatal",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "JobSpec",
+    "JobStatus",
+    "JobTimeout",
+    "JsonCodec",
+    "PayloadTooLarge",
+    "Queue",
+    "QueueAsyncError",
+    "QueueStats",
+    "Retry",
+    "Task",
+    "TaskCall",
+    "TaskNotRegistered",
+    "TaskOptions",
+    "Worker",
+    "WorkerHeartbeat",
+    "WorkerSettings",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,235 @@
+"""Runs one leased job: decode, call the handler under its timeout, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from queue_async.backoff import exponential_full_jitter
+from queue_async.context import JobContext
+from queue_async.exceptions import BrokerConnectionError, Fatal, Retry
+from queue_async.options import to_ms
+
+if TYPE_CHECKING:
+    from queue_async.task import Task
+    from queue_async.worker import Worker
+
+logger = logging.getLogger("queue_async.worker")
+
+_ERROR_TEXT_MAX = 16_384
+_FIELDS_PER_JOB = 9
+
+
+@dataclass(slots=True)
+class LeasedJob:
+    """One job as lease.lua hands it out."""
+
+    id: str
+    task: str
+    payload: bytes
+    attempt: int
+    enqueued_ms: int
+    retries: int | None
+    timeout_ms: int | None
+    keep_ms: int | None
+    token: str
+
+
+def _optional_int(raw: bytes) -> int | None:
+    return int(raw) if raw else None
+
+
+def _job(f: list[Any]) -> LeasedJob:
+    """A job from its nine lease fields (see lease.lua)."""
+    return LeasedJob(
+        id=f[0].decode(),
+        task=f[1].decode(),
+        payload=f[2],
+        attempt=int(f[3]),
+        enqueued_ms=int(f[4]),
+        retries=_optional_int(f[5]),
+        timeout_ms=_optional_int(f[6]),
+        keep_ms=_optional_int(f[7]),
+        token=f[8].decode(),
+    )
+
+
+def unpack_fields(packed: bytes) -> list[bytes]:
+    """Split "<length>:<bytes>" fields, as _lib.lua's pack() joins them."""
+    fields = []
+    start = 0
+    while start < len(packed):
+        colon = packed.index(b":", start)
+        end = colon + 1 + int(packed[start:colon])
+        fields.append(packed[colon + 1 : end])
+        start = end
+    return fields
+
+
+def handed_job(packed: bytes) -> LeasedJob:
+    """A job enqueue.lua handed straight to this worker's inbox."""
+    return _job(unpack_fields(packed))
+
+
+def parse_lease(reply: list[Any]) -> tuple[int, int, list[LeasedJob]]:
+    """Split lease.lua's reply into (wait_ms, scheduled count, jobs)."""
+    handed = int(reply[2])
+    jobs = [handed_job(packed) for packed in reply[3 : 3 + handed]]
+    jobs.extend(
+        _job(reply[b : b + _FIELDS_PER_JOB]) for b in range(3 + handed, len(reply), _FIELDS_PER_JOB)
+    )
+    return int(reply[0]), int(reply[1]), jobs
+
+
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= _ERROR_TEXT_MAX else "...\n" + text[-_ERROR_TEXT_MAX:]
+
+
+def _leaked_cancel() -> bool:
+    """True if a CancelledError was raised by a handler, not by a cancellation of this task."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
+async def run_job(worker: Worker, job: LeasedJob) -> None:
+    """Run one job to its end and record the outcome; never raises except on cancellation."""
+    task = worker.queue.tasks.get(job.task)
+    if task is None:
+        await record_failure(
+            worker, job, f"task {job.task!r} is not registered with worker {worker.id}", None
+        )
+        return
+    try:
+        args, kwargs = worker.queue.codec.decode(job.payload)
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise TypeError("payload is not [args, kwargs]")  # noqa: TRY301 - same handling below
+    except Exception as exc:  # noqa: BLE001 - any decoding failure sends the job to dead
+        await record_failure(worker, job, f"payload cannot be decoded: {exc!r}", None)
+        return
+
+    ctx = JobContext(
+        job_id=job.id,
+        task=job.task,
+        attempt=job.attempt,
+        queue=worker.queue,
+        state=worker.state,
+        worker_id=worker.id,
+        enqueued_ms=job.enqueued_ms,
+    )
+    timeout_ms = job.timeout_ms
+    if timeout_ms is None and task.task_options.timeout is not None:
+        timeout_ms = to_ms(task.task_options.timeout)
+    try:
+        with anyio.fail_after(None if timeout_ms is None else timeout_ms / 1000):
+            result = await _invoke(worker, task, ctx, args, kwargs)
+    except anyio.get_cancelled_exc_class() as exc:
+        if not _leaked_cancel():
+            with anyio.CancelScope(shield=True):
+                await hand_back(worker, job)
+            raise
+        await record_failure(worker, job, _error_text(exc), task)
+    except TimeoutError as exc:
+        text = f"timed out after {timeout_ms} ms\n{_error_text(exc)}"
+        await record_failure(worker, job, text, task)
+    except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not stop the worker
+        await record_failure(worker, job, _error_text(exc), task, exc)
+    else:
+        keep_ms = job.keep_ms if job.keep_ms is not None else to_ms(task.task_options.keep_result)
+        try:
+            encoded = worker.queue.codec.encode(result) if keep_ms > 0 else b""
+        except (TypeError, ValueError, OverflowError) as exc:
+            text = f"the result ({type(result).__name__}) cannot be encoded: {exc}"
+            await record_failure(worker, job, text, None)
+            return
+        worker.completed(job, encoded, keep_ms)
+
+
+async def _invoke(
+    worker: Worker, task: Task[Any, Any], ctx: JobContext, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
+    if task.is_async:
+        return await task.run(ctx, *args, **kwargs)
+    call = (
+        functools.partial(task.fn, ctx, *args, **kwargs)
+        if task.takes_context
+        else (functools.partial(task.fn, *args, **kwargs))
+    )
+    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=worker.limiter)
+
+
+def retry_delay_ms(job: LeasedJob, task: Task[Any, Any] | None, exc: BaseException | None) -> int:
+    """Milliseconds until the next try, or -1 if the job goes to dead."""
+    if task is None or isinstance(exc, (Fatal, *task.task_options.fatal)):
+        return -1
+    retries = job.retries if job.retries is not None else task.task_options.retries
+    if job.attempt > retries:
+        return -1
+    if isinstance(exc, Retry) and exc.defer_seconds is not None:
+        return round(exc.defer_seconds * 1000)
+    opts = task.task_options
+    seconds = exponential_full_jitter(
+        job.attempt, base=opts.backoff_base.total_seconds(), cap=opts.backoff_cap.total_seconds()
+    )
+    return round(seconds * 1000)
+
+
+async def record_failure(
+    worker: Worker,
+    job: LeasedJob,
+    error: str,
+    task: Task[Any, Any] | None,
+    exc: BaseException | None = None,
+) -> None:
+    """Record a failed try: the next try is scheduled, or the job goes to dead.
+
+    ``task`` None means the job cannot run at all (unknown task, bad payload): straight to dead.
+    """
+    delay = retry_delay_ms(job, task, exc)
+    settings = worker.settings
+    with anyio.CancelScope(shield=True):
+        try:
+            outcome = await worker.queue.scripts.fail(
+                job.id,
+                job.token,
+                error,
+                delay,
+                to_ms(settings.dead_max_age),
+                settings.dead_max_len,
+            )
+        except BrokerConnectionError:
+            logger.warning(
+                "job %s failed but Redis is unreachable; it will be recovered when its lease "
+                "expires",
+                job.id,
+            )
+            outcome = "unrecorded"
+        finally:
+            worker.released(job)
+    log = logger.error if outcome == "dead" else logger.warning
+    log(
+        "job %s (%s) try %d failed -> %s: %s",
+        job.id,
+        job.task,
+        job.attempt,
+        outcome,
+        error.strip().splitlines()[-1] if error.strip() else error,
+    )
+
+
+async def hand_back(worker: Worker, job: LeasedJob) -> None:
+    """Return a job interrupted by shutdown to the ready queue at once."""
+    try:
+        await worker.queue.scripts.release([job.id, job.token])
+    except BrokerConnectionError:
+        logger.warning(
+            "could not hand job %s back: Redis is unreachable; its lease will expire", job.id
+        )
+    finally:
+        worker.released(job)

@@ -1,0 +1,200 @@
+"""Loads the Lua scripts in lua/ once, and gives each one a typed async method.
+
+Each script is ``lua/_lib.lua`` followed by the script's own file, called by SHA1; a server
+that lost its script cache (restart, SCRIPT FLUSH) gets the source again on NOSCRIPT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+from queue_async._keys import QueueKeys
+from queue_async._redis import translate_errors
+
+Arg = str | bytes | int
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> LuaScript:
+        folder = resources.files("queue_async") / "lua"
+        source = (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+        return cls(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+
+
+# Every lua/*.lua except the shared _lib.lua is a script, named after its file.
+SCRIPTS = {
+    entry.name.removesuffix(".lua"): LuaScript.load(entry.name.removesuffix(".lua"))
+    for entry in (resources.files("queue_async") / "lua").iterdir()
+    if entry.name.endswith(".lua") and not entry.name.startswith("_")
+}
+
+
+class Scripts:
+    """The transitions of one queue, each one atomic Lua script."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: QueueKeys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def _call(self, script: LuaScript, keys: list[str], args: list[Arg]) -> Any:
+        with translate_errors(f"running {script.name}.lua"):
+            try:
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                await self.client.script_load(script.source)
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _enqueue_keys(self) -> list[str]:
+        k = self.keys
+        return [k.ready, k.scheduled, k.wake, k.seq, k.idle, k.active]
+
+    async def enqueue(self, fields: list[Arg]) -> list[int]:
+        """Enqueue jobs given as nine fields each (see enqueue.lua); 1 new, 0 existed."""
+        result: list[int] = await self._call(
+            SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, *fields]
+        )
+        return result
+
+    async def enqueue_chunks(self, chunks: list[list[Arg]]) -> list[int]:
+        """Enqueue several chunks in one MULTI, so the whole batch lands or none of it.
+
+        The script source is loaded inside the same transaction: an EVALSHA that met
+        NOSCRIPT inside EXEC would fail alone while the other chunks committed.
+        """
+        script = SCRIPTS["enqueue"]
+        keys = self._enqueue_keys()
+        with translate_errors("enqueueing a batch"):
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.script_load(script.source)
+                for chunk in chunks:
+                    pipe.evalsha(script.sha, len(keys), *keys, self.keys.prefix, *chunk)
+                replies = await pipe.execute()
+        return [flag for reply in replies[1:] for flag in reply]
+
+    async def lease(
+        self,
+        count: int,
+        lease_ms: int,
+        lease_id: str,
+        worker_id: str,
+        max_stalls: int,
+        dead_max_age_ms: int,
+        dead_max_len: int,
+        max_idle_ms: int,
+    ) -> list[Any]:
+        """Take up to ``count`` jobs; the reply is described in lease.lua.
+
+        ``max_idle_ms`` > 0 registers the worker as idle if nothing is left to take.
+        """
+        k = self.keys
+        result: list[Any] = await self._call(
+            SCRIPTS["lease"],
+            [k.ready, k.scheduled, k.active, k.wake, k.seq, k.dead, k.idle],
+            [
+                k.prefix,
+                count,
+                lease_ms,
+                lease_id,
+                worker_id,
+                max_stalls,
+                dead_max_age_ms,
+                dead_max_len,
+                max_idle_ms,
+            ],
+        )
+        return result
+
+    async def retire(self, worker_id: str) -> int:
+        """Leave the idle rotation; hand back jobs left in the inbox. Returns how many."""
+        k = self.keys
+        result: int = await self._call(
+            SCRIPTS["retire"], [k.idle, k.active, k.ready, k.wake, k.seq], [k.prefix, worker_id]
+        )
+        return result
+
+    async def complete(self, fields: list[Arg]) -> list[int]:
+        """Record jobs done, four fields each: id, token, result, keep ms; 1 ok, 0 lease lost."""
+        result: list[int] = await self._call(
+            SCRIPTS["complete"], [self.keys.active, self.keys.meta], [self.keys.prefix, *fields]
+        )
+        return result
+
+    async def fail(
+        self,
+        job_id: str,
+        token: str,
+        error: str,
+        retry_delay_ms: int,
+        dead_max_age_ms: int,
+        dead_max_len: int,
+    ) -> str:
+        """Retry after ``retry_delay_ms`` (-1: to dead). Returns "retry", "dead" or "lost"."""
+        k = self.keys
+        result: bytes = await self._call(
+            SCRIPTS["fail"],
+            [k.active, k.scheduled, k.ready, k.dead, k.wake, k.seq, k.meta],
+            [k.prefix, job_id, token, error, retry_delay_ms, dead_max_age_ms, dead_max_len],
+        )
+        return result.decode()
+
+    async def release(self, fields: list[Arg]) -> int:
+        """Hand jobs back to ready, two fields each: id, token. Returns how many."""
+        k = self.keys
+        result: int = await self._call(
+            SCRIPTS["release"], [k.active, k.ready, k.wake, k.seq], [k.prefix, *fields]
+        )
+        return result
+
+    async def extend(
+        self,
+        lease_ms: int,
+        worker_id: str,
+        heartbeat: bytes,
+        heartbeat_ttl_ms: int,
+        fields: list[Arg],
+    ) -> list[str]:
+        """Extend leases (id, token pairs) and store the heartbeat. Returns lost job ids."""
+        k = self.keys
+        lost: list[bytes] = await self._call(
+            SCRIPTS["extend"],
+            [k.active, k.workers],
+            [k.prefix, lease_ms, worker_id, heartbeat, heartbeat_ttl_ms, *fields],
+        )
+        return [job_id.decode() for job_id in lost]
+
+    async def cancel(self, job_id: str, keep_ms: int) -> str:
+        """Cancel a job that has not started. Returns its state before the call."""
+        k = self.keys
+        result: bytes = await self._call(
+            SCRIPTS["cancel"], [k.ready, k.scheduled], [k.prefix, job_id, keep_ms]
+        )
+        return result.decode()
+
+    async def recover(
+        self, max_stalls: int, dead_max_age_ms: int, dead_max_len: int
+    ) -> tuple[int, int]:
+        """Recover expired leases and promote due jobs now. Returns (recovered, promoted)."""
+        k = self.keys
+        recovered, promoted = await self._call(
+            SCRIPTS["recover"],
+            [k.ready, k.scheduled, k.active, k.seq, k.dead, k.wake],
+            [k.prefix, max_stalls, dead_max_age_ms, dead_max_len],
+        )
+        return int(recovered), int(promoted)
+
+    async def watch(self, job_id: str) -> str | None:
+        """Flag a job as awaited; returns its state, or None if it does not exist."""
+        state: bytes | None = await self._call(SCRIPTS["watch"], [self.keys.job(job_id)], [])
+        return None if state is None else state.decode()

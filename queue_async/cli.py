@@ -1,0 +1,103 @@
+"""The ``queue-async`` command: run workers and look at queues.
+
+    queue-async worker myapp.tasks:queue --concurrency 100 [--burst]
+    queue-async info myapp.tasks:queue
+
+``myapp.tasks:queue`` names a module and the ``Queue`` in it (or a function returning one).
+Uses the public API only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from queue_async.exceptions import QueueAsyncError
+from queue_async.queue import Queue
+from queue_async.worker import Worker
+
+__all__ = ["load_queue", "main"]
+
+
+def load_queue(spec: str) -> Queue:
+    """Import ``module:attribute`` and return the Queue it names (or a callable's Queue)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise SystemExit(f"error: {spec!r} should look like 'package.module:queue'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"error: cannot import {module_name!r}: {exc}") from exc
+    try:
+        found = getattr(module, attribute)
+    except AttributeError:
+        raise SystemExit(f"error: module {module_name!r} has no attribute {attribute!r}") from None
+    if callable(found) and not isinstance(found, Queue):
+        found = found()
+    if not isinstance(found, Queue):
+        raise SystemExit(f"error: {spec!r} is a {type(found).__name__}, not a queue_async.Queue")
+    return found
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="queue-async", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
+    worker.add_argument("queue", help="module:attribute of the Queue, e.g. myapp.tasks:queue")
+    worker.add_argument("--concurrency", type=int, default=100, help="jobs at once (100)")
+    worker.add_argument("--burst", action="store_true", help="stop when nothing is left to do")
+    worker.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds running jobs get to finish on SIGTERM (10)",
+    )
+
+    info = commands.add_parser("info", help="print the queue's counts as JSON")
+    info.add_argument("queue", help="module:attribute of the Queue")
+    return parser
+
+
+async def _run_worker(queue: Queue, args: argparse.Namespace) -> None:
+    try:
+        worker = Worker(queue, concurrency=args.concurrency, shutdown_grace=args.shutdown_grace)
+        await worker.run(burst=args.burst)
+    finally:
+        await queue.close()
+
+
+async def _info(queue: Queue) -> None:
+    try:
+        stats = await queue.stats()
+        print(json.dumps(stats.model_dump(), indent=2))
+    finally:
+        await queue.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``queue-async`` and ``python -m queue_async``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    queue = load_queue(args.queue)
+    try:
+        if args.command == "worker":
+            anyio.run(_run_worker, queue, args)
+        else:
+            anyio.run(_info, queue)
+    except QueueAsyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

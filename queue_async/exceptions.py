@@ -1,0 +1,122 @@
+"""Every error queue_async raises, as one tree.
+
+```
+QueueAsyncError
+├── ConfigurationError (ValueError)      bad options, bad names, bad settings
+├── BrokerError                          Redis/Valkey could not do what was asked
+│   └── BrokerConnectionError (ConnectionError)   the server cannot be reached
+├── EncodeError (TypeError)              job arguments or a result cannot be encoded
+├── PayloadTooLarge (EncodeError)        encoded arguments exceed the queue's limit
+├── TaskNotRegistered (LookupError)      no handler is known under that task name
+└── JobError                             about one job; carries ``job_id``
+    ├── JobNotFound (LookupError)        no such job (never enqueued, or expired)
+    ├── JobFailed                        the job died; ``error`` holds the remote error text
+    ├── JobCancelled                     the job was cancelled before it could finish
+    └── JobTimeout (TimeoutError)        waiting for a result took longer than asked
+
+Signals a handler raises on purpose (not errors of the library):
+Retry    try again later, at a chosen time
+Fatal    fail now, skip remaining tries
+```
+
+This module imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+__all__ = [
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConfigurationError",
+    "EncodeError",
+    "Fatal",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
+    "JobTimeout",
+    "PayloadTooLarge",
+    "QueueAsyncError",
+    "Retry",
+    "TaskNotRegistered",
+]
+
+
+class QueueAsyncError(Exception):
+    """Base class of every error raised by queue_async."""
+
+
+class ConfigurationError(QueueAsyncError, ValueError):
+    """An option, name or setting is invalid."""
+
+
+class BrokerError(QueueAsyncError):
+    """Redis or Valkey answered with an error, or a script reply made no sense."""
+
+
+class BrokerConnectionError(BrokerError, ConnectionError):
+    """The Redis/Valkey server cannot be reached (down, restarting, or the network is cut)."""
+
+
+class EncodeError(QueueAsyncError, TypeError):
+    """Job arguments or a job result cannot be encoded by the queue's codec."""
+
+
+class PayloadTooLarge(EncodeError):
+    """The encoded job arguments are larger than the queue's ``max_payload_bytes``."""
+
+
+class TaskNotRegistered(QueueAsyncError, LookupError):
+    """No handler is registered under this task name."""
+
+
+class JobError(QueueAsyncError):
+    """An error about one job."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobNotFound(JobError, LookupError):
+    """The job does not exist: never enqueued, deleted, or its result expired."""
+
+
+class JobFailed(JobError):
+    """The job failed for good (it is in the dead set); ``error`` is the remote error text."""
+
+    def __init__(self, message: str, *, job_id: str, error: str | None) -> None:
+        super().__init__(message, job_id=job_id)
+        self.error = error
+
+
+class JobCancelled(JobError):
+    """The job was cancelled before it finished."""
+
+
+class JobTimeout(JobError, TimeoutError):
+    """Waiting for the job's result took longer than the given timeout."""
+
+
+class Retry(Exception):
+    """Raise from a handler to run the job again later.
+
+    Args:
+        defer: how long to wait before the next try (seconds or a timedelta); ``None`` uses
+            the task's backoff policy.
+
+    The try still counts against the task's ``retries``.
+    """
+
+    def __init__(self, defer: float | timedelta | None = None) -> None:
+        seconds = defer.total_seconds() if isinstance(defer, timedelta) else defer
+        if seconds is not None and seconds < 0:
+            raise ConfigurationError(f"Retry(defer=...) must not be negative, got {defer!r}")
+        super().__init__(f"retry requested (defer={seconds!r}s)")
+        self.defer_seconds = seconds
+
+
+class Fatal(Exception):
+    """Raise from a handler to fail the job now: remaining tries are skipped, it goes to dead."""

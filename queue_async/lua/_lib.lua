@@ -1,0 +1,189 @@
+-- _lib.lua: helpers shared by every script. _scripts.py prepends this file to each script
+-- before loading it, so a script is still one atomic EVALSHA.
+-- Uses no KEYS or ARGV of its own: callers pass key names in.
+-- Per-worker keys (built here, same slot): idle:<worker> hash {free, lease} with a TTL while
+--   the worker blocks idle; inbox:<worker> list of jobs handed straight to it.
+-- Job hash fields: task payload state priority enqueued due attempts token worker started
+--   finished error result retries timeout keep stalls waiters.
+-- States: scheduled ready active done dead cancelled.
+-- Minimum server: Redis 5.0 / any Valkey (ZPOPMIN, multi-field HSET).
+
+-- The server's clock in integer milliseconds, so workers with skewed clocks agree.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Scores are integers up to 2^53; tostring() would print them in exponent form.
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+-- Ready score: strict priority (lower first), FIFO within a priority by sequence number.
+local PRIORITY_SHIFT = 4294967296
+local function ready_score(priority, seq)
+  return fmt(priority * PRIORITY_SHIFT + (seq % PRIORITY_SHIFT))
+end
+
+-- Idle workers block on the wake list; one marker at most, so it never grows.
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+
+local function job_key(prefix, id)
+  return prefix .. 'job:' .. id
+end
+
+-- Tell result() waiters (if any subscribed) that the job reached a final state.
+local function announce(prefix, key, id, state)
+  if redis.call('HEXISTS', key, 'waiters') == 1 then
+    redis.call('PUBLISH', prefix .. 'done:' .. id, state)
+  end
+end
+
+-- Put an existing job hash into the ready set under a fresh sequence number.
+local function push_ready(prefix, ready, seq_key, id, key)
+  local priority = tonumber(redis.call('HGET', key, 'priority')) or 0
+  local seq = redis.call('INCR', seq_key)
+  redis.call('ZADD', ready, ready_score(priority, seq), id)
+  redis.call('HSET', key, 'state', 'ready')
+end
+
+-- Move a job to the dead set with its reason; the hash is kept until the dead set is trimmed.
+local function to_dead(prefix, dead, id, key, now, reason)
+  redis.call('ZADD', dead, fmt(now), id)
+  redis.call('HSET', key, 'state', 'dead', 'error', reason, 'finished', fmt(now))
+  redis.call('HDEL', key, 'token', 'due')
+  announce(prefix, key, id, 'dead')
+end
+
+-- Drop dead jobs older than max_age_ms and beyond max_len, oldest first, with their hashes.
+local function trim_dead(prefix, dead, now, max_age_ms, max_len)
+  local old = redis.call('ZRANGEBYSCORE', dead, '-inf', fmt(now - max_age_ms), 'LIMIT', 0, 1000)
+  for _, id in ipairs(old) do
+    redis.call('DEL', job_key(prefix, id))
+    redis.call('ZREM', dead, id)
+  end
+  local excess = redis.call('ZCARD', dead) - max_len
+  if excess > 0 then
+    local ids = redis.call('ZRANGE', dead, 0, math.min(excess, 1000) - 1)
+    for _, id in ipairs(ids) do
+      redis.call('DEL', job_key(prefix, id))
+      redis.call('ZREM', dead, id)
+    end
+  end
+end
+
+-- Move due scheduled jobs (delayed jobs and retries) to ready; at most `limit` per call.
+local function promote_due(prefix, scheduled, ready, seq_key, now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', scheduled, '-inf', fmt(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local key = job_key(prefix, id)
+    redis.call('ZREM', scheduled, id)
+    if redis.call('EXISTS', key) == 1 then
+      push_ready(prefix, ready, seq_key, id, key)
+      redis.call('HDEL', key, 'due')
+    end
+  end
+  return #ids
+end
+
+-- Expired leases (their worker died or stalled) go back to ready, or to dead after
+-- more than max_stalls expiries; at most `limit` per call. Returns how many moved.
+local function recover_expired(prefix, active, ready, seq_key, dead, now, max_stalls, limit)
+  local ids = redis.call('ZRANGEBYSCORE', active, '-inf', fmt(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local key = job_key(prefix, id)
+    redis.call('ZREM', active, id)
+    if redis.call('EXISTS', key) == 1 then
+      local stalls = redis.call('HINCRBY', key, 'stalls', 1)
+      redis.call('HDEL', key, 'token', 'worker')
+      if stalls > max_stalls then
+        to_dead(prefix, dead, id, key, now,
+          'lease expired ' .. stalls .. ' times: the worker running it died or stalled')
+      else
+        push_ready(prefix, ready, seq_key, id, key)
+      end
+    end
+  end
+  return #ids
+end
+
+-- Milliseconds until the next scheduled job is due or the next lease expires; -1 if none.
+local function next_due_in(scheduled, active, now)
+  local best = -1
+  for _, zset in ipairs({scheduled, active}) do
+    local first = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
+    if #first == 2 then
+      local wait = math.max(0, tonumber(first[2]) - now)
+      if best < 0 or wait < best then
+        best = wait
+      end
+    end
+  end
+  return best
+end
+
+-- Hand a job back to ready (worker shutdown): the interrupted try is not counted.
+local function release_job(prefix, active, ready, seq_key, id, key)
+  redis.call('ZREM', active, id)
+  redis.call('HDEL', key, 'token', 'worker')
+  redis.call('HINCRBY', key, 'attempts', -1)
+  push_ready(prefix, ready, seq_key, id, key)
+end
+
+-- Fields joined as "<length>:<bytes>" each: binary-safe, parsed by _runner.unpack_fields.
+local function pack(fields)
+  local parts = {}
+  for i, field in ipairs(fields) do
+    parts[i] = #field .. ':' .. field
+  end
+  return table.concat(parts)
+end
+
+-- The job id of a packed inbox entry (its first field).
+local function packed_id(item)
+  local colon = string.find(item, ':', 1, true)
+  local length = tonumber(string.sub(item, 1, colon - 1))
+  return string.sub(item, colon + 1, colon + length)
+end
+
+-- Take the next idle worker in rotation that still has a free slot; nil if none.
+-- Returns its id and lease length (ms).
+local function next_idle_worker(prefix, idle)
+  while true do
+    local worker = redis.call('LPOP', idle)
+    if not worker then
+      return nil
+    end
+    local key = prefix .. 'idle:' .. worker
+    local f = redis.call('HMGET', key, 'free', 'lease')
+    local free = tonumber(f[1])
+    if free and free > 0 then
+      if free > 1 then
+        redis.call('HSET', key, 'free', free - 1)
+        redis.call('RPUSH', idle, worker)
+      else
+        redis.call('DEL', key)
+      end
+      return worker, tonumber(f[2])
+    end
+  end
+end
+
+-- Lease a new job straight to an idle worker: it is active at once, and its packed fields
+-- (as lease.lua returns them) go to the worker's inbox, which the worker blocks on.
+local function hand_off(prefix, active, worker, lease_ms, id, key, now, seq)
+  local token = worker .. ':h' .. seq
+  redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token, 'worker', worker,
+    'started', fmt(now))
+  redis.call('ZADD', active, fmt(now + lease_ms), id)
+  local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep')
+  local inbox = prefix .. 'inbox:' .. worker
+  redis.call('RPUSH', inbox, pack({id, f[1], f[2], '1', f[3], f[4] or '', f[5] or '',
+    f[6] or '', token}))
+  -- Entries outlive their use only if the worker died; by then the lease has expired.
+  redis.call('PEXPIRE', inbox, lease_ms)
+end

@@ -1,0 +1,24 @@
+-- cancel.lua: cancel a job that has not started. A running job is flagged for abort instead.
+-- KEYS[1] ready  KEYS[2] scheduled
+-- ARGV[1] key prefix of the queue   ARGV[2] job id   ARGV[3] keep (ms) for the cancelled record
+-- Reply: the job's state before the call ("ready", "scheduled", "active", "done", "dead",
+--   "cancelled"), or "missing". Only "ready" and "scheduled" were cancelled by this call.
+-- Minimum server: Redis 5.0.
+local prefix = ARGV[1]
+local id = ARGV[2]
+local key = job_key(prefix, id)
+local state = redis.call('HGET', key, 'state')
+if not state then
+  return 'missing'
+end
+if state == 'ready' or state == 'scheduled' then
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HSET', key, 'state', 'cancelled', 'finished', fmt(now_ms()))
+  redis.call('HDEL', key, 'due')
+  announce(prefix, key, id, 'cancelled')
+  redis.call('PEXPIRE', key, tonumber(ARGV[3]))
+elseif state == 'active' then
+  redis.call('HSET', key, 'abort', '1')
+end
+return state

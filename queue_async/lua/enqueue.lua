@@ -1,0 +1,81 @@
+-- enqueue.lua: add one or more jobs. A job whose id already exists is left untouched.
+-- KEYS[1] ready      sorted set, score priority*2^32 + seq
+-- KEYS[2] scheduled  sorted set, score due time (ms)
+-- KEYS[3] wake       list idle workers block on
+-- KEYS[4] seq        counter for FIFO order
+-- KEYS[5] idle       list of workers blocked idle (see lease.lua), in rotation
+-- KEYS[6] active     sorted set, score lease deadline (ms)
+-- A ready job is handed straight to an idle worker (leased to it, packed into its inbox)
+-- while no other job waits in ready: the worker then starts it without a lease round trip.
+-- ARGV[1] key prefix of the queue, "<prefix>:{<queue>}:"
+-- ARGV[2..] nine fields per job:
+--   id, task, payload (codec bytes), priority (integer),
+--   delay (ms from now, 0 = none), at (epoch ms, 0 = none; wins over delay),
+--   retries, timeout (ms), keep (result TTL ms): each "" when the task's default applies
+-- Reply: one integer per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job
+--   has that id.
+-- Minimum server: Redis 5.0.
+local prefix = ARGV[1]
+local now = now_ms()
+local reply = {}
+local woke = false
+local handing = redis.call('ZCARD', KEYS[1]) == 0
+local optional = {'retries', 'timeout', 'keep'}
+for b = 2, #ARGV, 9 do
+  local id = ARGV[b]
+  local key = job_key(prefix, id)
+  if redis.call('EXISTS', key) == 1 then
+    reply[#reply + 1] = 0
+  else
+    local priority = tonumber(ARGV[b + 3])
+    local delay = tonumber(ARGV[b + 4])
+    local at = tonumber(ARGV[b + 5])
+    local due = 0
+    if at > 0 then
+      due = at
+    elseif delay > 0 then
+      due = now + delay
+    end
+    local fields = {'task', ARGV[b + 1], 'payload', ARGV[b + 2], 'priority', ARGV[b + 3],
+      'enqueued', fmt(now), 'attempts', '0'}
+    for i, name in ipairs(optional) do
+      if ARGV[b + 5 + i] ~= '' then
+        fields[#fields + 1] = name
+        fields[#fields + 1] = ARGV[b + 5 + i]
+      end
+    end
+    if due > now then
+      fields[#fields + 1] = 'state'
+      fields[#fields + 1] = 'scheduled'
+      fields[#fields + 1] = 'due'
+      fields[#fields + 1] = fmt(due)
+      redis.call('HSET', key, unpack(fields))
+      local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      redis.call('ZADD', KEYS[2], fmt(due), id)
+      -- An idle worker blocks until the earliest due time it knew: wake it to look again.
+      if #first == 0 or due < tonumber(first[2]) then
+        woke = true
+      end
+    else
+      redis.call('HSET', key, unpack(fields))
+      local seq = redis.call('INCR', KEYS[4])
+      local worker, lease_ms = nil, nil
+      if handing then
+        worker, lease_ms = next_idle_worker(prefix, KEYS[5])
+      end
+      if worker then
+        hand_off(prefix, KEYS[6], worker, lease_ms, id, key, now, seq)
+      else
+        handing = false
+        redis.call('HSET', key, 'state', 'ready')
+        redis.call('ZADD', KEYS[1], ready_score(priority, seq), id)
+        woke = true
+      end
+    end
+    reply[#reply + 1] = 1
+  end
+end
+if woke then
+  wake(KEYS[3])
+end
+return reply

@@ -1,0 +1,36 @@
+-- fail.lua: a try failed; schedule the next try or move the job to dead.
+-- KEYS[1] active  KEYS[2] scheduled  KEYS[3] ready  KEYS[4] dead  KEYS[5] wake  KEYS[6] seq
+-- KEYS[7] meta
+-- ARGV[1] key prefix of the queue
+-- ARGV[2] job id   ARGV[3] lease token   ARGV[4] error text (with traceback)
+-- ARGV[5] retry delay (ms); -1 sends the job to dead
+-- ARGV[6] dead max age (ms)   ARGV[7] dead max length
+-- Reply: "retry", "dead", or "lost" when the token is not current (nothing changed).
+-- Minimum server: Redis 5.0.
+local prefix = ARGV[1]
+local id = ARGV[2]
+local key = job_key(prefix, id)
+if redis.call('HGET', key, 'token') ~= ARGV[3] then
+  return 'lost'
+end
+local now = now_ms()
+local delay = tonumber(ARGV[5])
+redis.call('ZREM', KEYS[1], id)
+if delay < 0 then
+  to_dead(prefix, KEYS[4], id, key, now, ARGV[4])
+  redis.call('HINCRBY', KEYS[7], 'failed', 1)
+  trim_dead(prefix, KEYS[4], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
+  return 'dead'
+end
+redis.call('HSET', key, 'error', ARGV[4])
+redis.call('HDEL', key, 'token', 'worker')
+redis.call('HINCRBY', KEYS[7], 'retried', 1)
+if delay == 0 then
+  push_ready(prefix, KEYS[3], KEYS[6], id, key)
+  wake(KEYS[5])
+else
+  local due = fmt(now + delay)
+  redis.call('HSET', key, 'state', 'scheduled', 'due', due)
+  redis.call('ZADD', KEYS[2], due, id)
+end
+return 'retry'

@@ -1,0 +1,95 @@
+-- lease.lua: take jobs for a worker. In order: take back the jobs handed to this worker's
+-- inbox (it is no longer idle), recover expired leases, promote due scheduled jobs, take up
+-- to N ready jobs, and if nothing is left in ready, register the worker as idle so that
+-- enqueue.lua hands it new jobs directly.
+-- KEYS[1] ready  KEYS[2] scheduled  KEYS[3] active  KEYS[4] wake  KEYS[5] seq  KEYS[6] dead
+-- KEYS[7] idle (list of idle workers, in rotation)
+-- ARGV[1] key prefix of the queue
+-- ARGV[2] how many jobs to take at most (the worker's free slots)
+-- ARGV[3] lease length (ms): the deadline is server now + this
+-- ARGV[4] lease id: each job's token is "<lease id>:<n>"
+-- ARGV[5] worker id, recorded on each job
+-- ARGV[6] max stalls: a job whose lease expired more often than this goes to dead
+-- ARGV[7] dead max age (ms)   ARGV[8] dead max length
+-- ARGV[9] the worker's longest idle wait (ms); 0: do not register as idle
+-- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see hand_off),
+--   then nine fields per leased job: id, task, payload, attempts, enqueued (ms), retries,
+--   timeout, keep (each "" when unset), token}
+--   wait_ms: 0 if ready jobs remain, else ms until the next scheduled job is due or the next
+--   lease expires, -1 if nothing is pending. scheduled: how many jobs wait for their time.
+-- Minimum server: Redis 5.0.
+local prefix = ARGV[1]
+local count = tonumber(ARGV[2])
+local worker = ARGV[5]
+local now = now_ms()
+local deadline = fmt(now + tonumber(ARGV[3]))
+
+local idle_key = prefix .. 'idle:' .. worker
+local inbox = prefix .. 'inbox:' .. worker
+redis.call('LREM', KEYS[7], 0, worker)
+redis.call('DEL', idle_key)
+local handed = redis.call('LRANGE', inbox, 0, -1)
+redis.call('DEL', inbox)
+count = count - #handed
+
+if recover_expired(prefix, KEYS[3], KEYS[1], KEYS[5], KEYS[6], now, tonumber(ARGV[6]), 100) > 0 then
+  trim_dead(prefix, KEYS[6], now, tonumber(ARGV[7]), tonumber(ARGV[8]))
+end
+promote_due(prefix, KEYS[2], KEYS[1], KEYS[5], now, 1000)
+
+local reply = {0, 0, #handed}
+for _, item in ipairs(handed) do
+  reply[#reply + 1] = item
+end
+local popped = {}
+if count > 0 then
+  popped = redis.call('ZPOPMIN', KEYS[1], count)
+end
+local active = {}
+local taken = 0
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local key = job_key(prefix, id)
+  local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep')
+  if f[1] then
+    taken = taken + 1
+    local token = ARGV[4] .. ':' .. taken
+    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'state', 'active', 'token', token, 'worker', worker,
+      'started', fmt(now))
+    active[#active + 1] = deadline
+    active[#active + 1] = id
+    local n = #reply
+    reply[n + 1] = id
+    reply[n + 2] = f[1]
+    reply[n + 3] = f[2] or ''
+    reply[n + 4] = attempts
+    reply[n + 5] = f[3] or '0'
+    reply[n + 6] = f[4] or ''
+    reply[n + 7] = f[5] or ''
+    reply[n + 8] = f[6] or ''
+    reply[n + 9] = token
+  end
+end
+if #active > 0 then
+  redis.call('ZADD', KEYS[3], unpack(active))
+end
+if redis.call('ZCARD', KEYS[1]) > 0 then
+  wake(KEYS[4])
+else
+  reply[1] = next_due_in(KEYS[2], KEYS[3], now)
+  local max_idle = tonumber(ARGV[9])
+  local free = count - taken
+  if max_idle > 0 and free > 0 then
+    -- Registered for as long as the worker will block, plus a margin for the round trip.
+    local wait = max_idle
+    if reply[1] >= 0 and reply[1] < wait then
+      wait = reply[1]
+    end
+    redis.call('HSET', idle_key, 'free', free, 'lease', ARGV[3])
+    redis.call('PEXPIRE', idle_key, wait + 500)
+    redis.call('RPUSH', KEYS[7], worker)
+  end
+end
+reply[2] = redis.call('ZCARD', KEYS[2])
+return reply

@@ -1,0 +1,107 @@
+"""Frozen settings: task options, per-enqueue options, worker settings.
+
+Durations are accepted as seconds (int or float) or ``timedelta`` and kept as ``timedelta``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+__all__ = ["EnqueueOptions", "TaskOptions", "WorkerSettings"]
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError(f"must not be negative, got {value.total_seconds()} seconds")
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError(f"must be positive, got {value.total_seconds()} seconds")
+    return value
+
+
+Duration = Annotated[timedelta, AfterValidator(_not_negative)]
+PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
+# Priorities share a sorted-set score with a 32-bit sequence number; this keeps it exact.
+Priority = Annotated[int, Field(ge=-(2**20), le=2**20)]
+
+
+def to_ms(value: timedelta) -> int:
+    """Whole milliseconds, rounded up so a tiny positive duration never becomes zero."""
+    micros = value // timedelta(microseconds=1)
+    return -(-micros // 1000)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class TaskOptions(_Frozen):
+    """How a task's jobs run, set with ``@queue.task(...)``."""
+
+    retries: int = Field(3, ge=0)
+    """Tries after the first one; ``0`` runs a job once."""
+    timeout: PositiveDuration | None = timedelta(minutes=5)
+    """A try running longer is cancelled and counts as failed; ``None`` for no limit."""
+    backoff_base: Duration = timedelta(seconds=1)
+    """The first retry waits up to this long; each further one up to twice as long..."""
+    backoff_cap: Duration = timedelta(minutes=10)
+    """...but never longer than this."""
+    keep_result: Duration = timedelta(hours=1)
+    """How long a finished job and its result stay readable; ``0`` keeps nothing."""
+    priority: Priority = 0
+    """Default priority of this task's jobs: lower runs first."""
+    fatal: tuple[type[BaseException], ...] = ()
+    """Exception types that skip remaining tries (like raising ``Fatal``)."""
+
+
+class EnqueueOptions(_Frozen):
+    """Options for one enqueue, set with ``task.options(...)``; unset fields use the task's."""
+
+    delay: Duration | None = None
+    """Run no earlier than this long after enqueue."""
+    at: datetime | None = None
+    """Run no earlier than this moment (a timezone-aware datetime; naive means UTC)."""
+    priority: Priority | None = None
+    job_id: str | None = Field(None, min_length=1, max_length=200)
+    """An explicit id: enqueueing an id that exists returns the existing job."""
+    retries: int | None = Field(None, ge=0)
+    timeout: PositiveDuration | None = None
+    keep_result: Duration | None = None
+
+
+class WorkerSettings(_Frozen):
+    """How a worker runs. Every field has a default that suits most deployments."""
+
+    concurrency: int = Field(100, ge=1, le=100_000)
+    """Jobs running at once in this worker."""
+    lease: PositiveDuration = timedelta(seconds=30)
+    """A job's lease: if the worker stops heartbeating for this long, the job is recovered."""
+    heartbeat: PositiveDuration = timedelta(seconds=10)
+    """How often the worker extends all its leases (one call) and publishes its heartbeat."""
+    shutdown_grace: Duration = timedelta(seconds=10)
+    """On SIGTERM/SIGINT, how long running jobs may take to finish before they are cancelled
+    and handed back to the queue."""
+    max_idle_wait: PositiveDuration = timedelta(seconds=5)
+    """An idle worker's longest blocking wait before it looks at the queue again."""
+    lease_batch: int = Field(100, ge=1, le=10_000)
+    """At most this many jobs are taken per lease call."""
+    max_stalls: int = Field(3, ge=0)
+    """A job whose lease expired more often than this (its worker kept dying) goes to dead."""
+    dead_max_age: PositiveDuration = timedelta(days=7)
+    dead_max_len: int = Field(10_000, ge=1)
+    """The dead set keeps at most this many jobs; the oldest are dropped first."""
+    reconnect_max: PositiveDuration = timedelta(seconds=5)
+    """Longest wait between tries to reach Redis again after the connection was lost."""
+
+    def model_post_init(self, context: object, /) -> None:
+        if self.heartbeat >= self.lease:
+            raise ValueError(
+                f"heartbeat ({self.heartbeat.total_seconds()}s) must be shorter than the lease "
+                f"({self.lease.total_seconds()}s), or leases expire between heartbeats"
+            )

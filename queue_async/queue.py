@@ -1,0 +1,393 @@
+"""``Queue``: the producer side (enqueue, handles, admin reads) and the task registry."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+
+import redis.asyncio
+
+from queue_async._keys import QueueKeys, check_job_id
+from queue_async._redis import translate_errors
+from queue_async._scripts import Arg, Scripts
+from queue_async.codec import Codec, JsonCodec
+from queue_async.context import JobContext
+from queue_async.exceptions import (
+    ConfigurationError,
+    EncodeError,
+    PayloadTooLarge,
+    TaskNotRegistered,
+)
+from queue_async.handle import JobHandle
+from queue_async.models import Job, JobStatus, QueueStats, ms_to_datetime
+from queue_async.options import TaskOptions, to_ms
+from queue_async.task import JobSpec, Task
+
+__all__ = ["Queue"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+DEFAULT_URL = "redis://localhost:6379/0"
+# Jobs per EVALSHA in enqueue_many: big enough to amortise the call, small enough that one
+# script never holds the server for long.
+_CHUNK = 1000
+_FIELDS_PER_JOB = 9
+# How long the record of a cancelled job stays readable.
+_CANCELLED_KEEP_MS = 3_600_000
+
+
+class TaskDecorator(Protocol):
+    """What ``@queue.task(...)`` with options returns."""
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class Queue:
+    """A named queue on a Redis/Valkey server.
+
+    Args:
+        redis: a URL (``redis://``, ``rediss://``, ``unix://``) or a ``redis.asyncio.Redis``
+            client (created with ``decode_responses=False``). Default: ``$REDIS_URL``, else
+            ``redis://localhost:6379/0``.
+        name: the queue's name; every key of the queue is ``<prefix>:{<name>}:...``.
+        prefix: the first part of every key.
+        codec: how arguments and results become bytes (JSON by default).
+        strict: if True, ``queue.enqueue("name", ...)`` refuses task names not registered here.
+        max_payload_bytes: encoded arguments larger than this are refused at enqueue.
+    """
+
+    def __init__(
+        self,
+        redis_: str | redis.asyncio.Redis | None = None,
+        *,
+        name: str = "default",
+        prefix: str = "qa",
+        codec: Codec | None = None,
+        strict: bool = False,
+        max_payload_bytes: int = 512 * 1024,
+    ) -> None:
+        self.keys = QueueKeys.for_queue(prefix, name)
+        self.name = name
+        if redis_ is None:
+            redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
+        if isinstance(redis_, str):
+            self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_)
+            self._owns_client = True
+        elif isinstance(redis_, redis.asyncio.Redis):
+            if redis_.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ConfigurationError(
+                    "the Redis client must be created with decode_responses=False: job "
+                    "payloads are bytes"
+                )
+            self.client = redis_
+            self._owns_client = False
+        else:
+            raise ConfigurationError(
+                f"Queue() takes a Redis URL or a redis.asyncio.Redis client, not {type(redis_)!r}"
+            )
+        if codec is not None and not isinstance(codec, Codec):
+            raise ConfigurationError(f"codec {codec!r} has no encode/decode methods")
+        if max_payload_bytes < 1:
+            raise ConfigurationError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
+        self.codec: Codec = codec or JsonCodec()
+        self.strict = strict
+        self.max_payload_bytes = max_payload_bytes
+        self.scripts = Scripts(self.client, self.keys)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.startup_hooks: list[Hook] = []
+        self.shutdown_hooks: list[Hook] = []
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} keys {self.keys.prefix}*>"
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connections this queue opened (a client passed in is left open)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    # -- registration ---------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 3,
+        timeout: float | timedelta | None = 300,
+        backoff_base: float | timedelta = 1,
+        backoff_cap: float | timedelta = 600,
+        keep_result: float | timedelta = 3600,
+        priority: int = 0,
+        fatal: Iterable[type[BaseException]] = (),
+    ) -> TaskDecorator: ...
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Register a handler as a task of this queue: ``@queue.task`` or ``@queue.task(...)``.
+
+        The handler may be ``async def`` or plain ``def`` (run in a worker thread). If its
+        first parameter is annotated ``JobContext`` it receives the job's context there.
+
+        Args:
+            name: the task's name in Redis; default ``module.qualname`` of the handler.
+            retries: tries after the first before the job goes to dead.
+            timeout: seconds (or timedelta) a try may run before it is cancelled; None: no limit.
+            backoff_base: the first retry waits a random time up to this; each later one up to
+                twice as long as the one before...
+            backoff_cap: ...but never more than this.
+            keep_result: how long a finished job and its result stay readable; 0 keeps none.
+            priority: default priority of the task's jobs; lower runs first.
+            fatal: exception types that fail a job at once, skipping remaining tries.
+        """
+        if "fatal" in options:
+            options["fatal"] = tuple(options["fatal"])
+        task_options = TaskOptions.model_validate(options)
+
+        def decorate(handler: Callable[..., Any]) -> Task[Any, Any]:
+            return self.register(handler, name, task_options)
+
+        return decorate if fn is None else decorate(fn)
+
+    def register(
+        self, fn: Callable[..., Any], name: str | None, options: TaskOptions
+    ) -> Task[Any, Any]:
+        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if task_name in self.tasks and self.tasks[task_name].fn is not fn:
+            raise ConfigurationError(f"task name {task_name!r} is already registered on {self!r}")
+        task: Task[Any, Any] = Task(self, fn, task_name, options)
+        self.tasks[task_name] = task
+        return task
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Register ``async def hook(state)`` to run when a worker starts (fill ``state``)."""
+        self.startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Register ``async def hook(state)`` to run when a worker stops."""
+        self.shutdown_hooks.append(hook)
+        return hook
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def call(self, task: str, *args: Any, **kwargs: Any) -> JobSpec[Any]:
+        """A job of the task named ``task``, for ``enqueue_many`` (by name, no import needed)."""
+        known = self.tasks.get(task)
+        if known is None and self.strict:
+            raise TaskNotRegistered(
+                f"task {task!r} is not registered on {self!r} (strict=True); registered: "
+                f"{sorted(self.tasks) or 'none'}"
+            )
+        return JobSpec(task, args, kwargs, None, known.task_options if known else None)
+
+    async def enqueue(self, task: str, *args: Any, **kwargs: Any) -> JobHandle[Any]:
+        """Enqueue a job of the task named ``task``: for producers that do not import handlers."""
+        return await self.enqueue_spec(self.call(task, *args, **kwargs))
+
+    async def enqueue_spec(self, spec: JobSpec[R]) -> JobHandle[R]:
+        """Enqueue one prepared job."""
+        fields = self._encode(spec)
+        await self.scripts.enqueue(fields)
+        return JobHandle(self, str(fields[0]))
+
+    async def enqueue_many(self, specs: Iterable[JobSpec[Any]]) -> list[JobHandle[Any]]:
+        """Enqueue many jobs in one round trip, all or none.
+
+        Every job is encoded before anything is sent: one that cannot be encoded raises
+        ``EncodeError`` and nothing is written.
+        """
+        fields: list[Arg] = []
+        for spec in specs:
+            fields.extend(self._encode(spec))
+        if not fields:
+            return []
+        step = _CHUNK * _FIELDS_PER_JOB
+        if len(fields) <= step:
+            await self.scripts.enqueue(fields)
+        else:
+            await self.scripts.enqueue_chunks(
+                [fields[i : i + step] for i in range(0, len(fields), step)]
+            )
+        return [JobHandle(self, str(job_id)) for job_id in fields[0::_FIELDS_PER_JOB]]
+
+    def _encode(self, spec: JobSpec[Any]) -> list[Arg]:
+        """The nine enqueue.lua fields of one job. Raises before anything is sent."""
+        try:
+            payload = self.codec.encode([spec.args, spec.kwargs])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(
+                f"cannot enqueue {spec.task}: {self._culprit(spec)} cannot be encoded by "
+                f"{type(self.codec).__name__} ({exc})"
+            ) from exc
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"cannot enqueue {spec.task}: its arguments encode to {len(payload)} bytes, "
+                f"over the queue's max_payload_bytes={self.max_payload_bytes}; store large "
+                "data elsewhere and pass a reference"
+            )
+        opts = spec.options
+        defaults = spec.defaults
+        if opts is None:
+            priority = defaults.priority if defaults else 0
+            return [uuid.uuid4().hex, spec.task, payload, priority, 0, 0, "", "", ""]
+        job_id = check_job_id(opts.job_id) if opts.job_id is not None else uuid.uuid4().hex
+        if opts.priority is not None:
+            priority = opts.priority
+        else:
+            priority = defaults.priority if defaults else 0
+        at_ms = 0
+        if opts.at is not None:
+            at = opts.at if opts.at.tzinfo else opts.at.replace(tzinfo=UTC)
+            at_ms = max(1, int(at.timestamp() * 1000))
+        return [
+            job_id,
+            spec.task,
+            payload,
+            priority,
+            to_ms(opts.delay) if opts.delay is not None else 0,
+            at_ms,
+            "" if opts.retries is None else opts.retries,
+            "" if opts.timeout is None else to_ms(opts.timeout),
+            "" if opts.keep_result is None else to_ms(opts.keep_result),
+        ]
+
+    def _culprit(self, spec: JobSpec[Any]) -> str:
+        """Name the first argument the codec refuses, for the error message."""
+        for index, value in enumerate(spec.args):
+            try:
+                self.codec.encode(value)
+            except (TypeError, ValueError, OverflowError):
+                return f"argument {index} ({type(value).__name__})"
+        for key, value in spec.kwargs.items():
+            try:
+                self.codec.encode(value)
+            except (TypeError, ValueError, OverflowError):
+                return f"argument {key!r} ({type(value).__name__})"
+        return "its arguments"
+
+    # -- reading and admin ----------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobHandle[Any]:
+        """A handle to an existing job by id."""
+        return JobHandle(self, check_job_id(job_id))
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not started. True if this call cancelled it."""
+        state = await self.scripts.cancel(check_job_id(job_id), _CANCELLED_KEEP_MS)
+        return state in ("ready", "scheduled")
+
+    async def read_job(self, job_id: str) -> Job | None:
+        """The job as a ``Job`` model, or None if it does not exist."""
+        with translate_errors("reading a job"):
+            raw = await self.client.hgetall(self.keys.job(job_id))
+        if not raw or b"state" not in raw:
+            return None
+        fields: dict[str, bytes] = {_text(k): _raw(v) for k, v in raw.items()}
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        # An undecodable payload is shown as no arguments; the worker reports it as the error.
+        with contextlib.suppress(Exception):
+            args, kwargs = self.codec.decode(fields["payload"])
+        result = None
+        if "result" in fields:
+            try:
+                result = self.codec.decode(fields["result"])
+            except Exception:  # noqa: BLE001 - as above
+                result = fields["result"].decode(errors="replace")
+
+        def ms(name: str) -> datetime | None:
+            value = fields.get(name)
+            return ms_to_datetime(int(value)) if value is not None else None
+
+        def text(name: str) -> str | None:
+            value = fields.get(name)
+            return value.decode(errors="replace") if value is not None else None
+
+        return Job(
+            id=job_id,
+            queue=self.name,
+            task=text("task") or "",
+            status=JobStatus(fields["state"].decode()),
+            args=list(args),
+            kwargs=dict(kwargs),
+            attempts=int(fields.get("attempts", 0)),
+            priority=int(fields.get("priority", 0)),
+            enqueued_at=ms("enqueued"),
+            scheduled_for=ms("due"),
+            started_at=ms("started"),
+            finished_at=ms("finished"),
+            error=text("error"),
+            result=result,
+            worker=text("worker"),
+        )
+
+    async def stats(self) -> QueueStats:
+        """Counts per state and lifetime counters, in one round trip."""
+        k = self.keys
+        with translate_errors("reading queue stats"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zcard(k.scheduled)
+                pipe.zcard(k.ready)
+                pipe.zcard(k.active)
+                pipe.zcard(k.dead)
+                pipe.hmget(k.meta, ["processed", "failed", "retried"])
+                pipe.zcard(k.workers)
+                scheduled, ready, active, dead, counters, workers = await pipe.execute()
+        processed, failed, retried = (int(v or 0) for v in counters)
+        return QueueStats(
+            queue=self.name,
+            scheduled=scheduled,
+            ready=ready,
+            active=active,
+            dead=dead,
+            processed=processed,
+            failed=failed,
+            retried=retried,
+            workers=workers,
+        )
+
+    async def ping(self) -> None:
+        """Raise ``BrokerConnectionError`` if the server cannot be reached."""
+        with translate_errors("pinging the server"):
+            await self.client.ping()
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

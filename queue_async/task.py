@@ -1,0 +1,145 @@
+"""The task decorator's product: ``Task[P, R]``, typed enqueue calls, and job specs."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from queue_async.context import JobContext
+from queue_async.options import EnqueueOptions, TaskOptions
+
+if TYPE_CHECKING:
+    from queue_async.handle import JobHandle
+    from queue_async.queue import Queue
+
+__all__ = ["JobSpec", "Task", "TaskCall"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def wants_context(fn: Callable[..., Any]) -> bool:
+    """True if the handler's first parameter is annotated ``JobContext``.
+
+    A handler may leave the context out; it is decided once, at decoration, by the annotation
+    (an unannotated first parameter named ``ctx`` counts too).
+    """
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return False
+    first = params[0]
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):
+        hints = {}
+    annotation = hints.get(first.name, first.annotation)
+    if annotation is JobContext or annotation == "JobContext":
+        return True
+    return annotation is inspect.Parameter.empty and first.name == "ctx"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec(Generic[R]):
+    """One job to enqueue, not yet sent: what ``task.call(...)`` returns for ``enqueue_many``."""
+
+    task: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: EnqueueOptions | None = None
+    defaults: TaskOptions | None = field(default=None, compare=False)
+
+
+class Task(Generic[P, R]):
+    """A registered handler. Enqueue it with ``await task.enqueue(...)``."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        fn: Callable[..., Any],
+        name: str,
+        options: TaskOptions,
+    ) -> None:
+        self.queue = queue
+        self.fn = fn
+        self.name = name
+        self.task_options = options
+        self.takes_context = wants_context(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} on queue {self.queue.name!r}>"
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
+        """A job of this task with these arguments, for ``queue.enqueue_many``."""
+        return JobSpec(self.name, args, kwargs, None, self.task_options)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Enqueue one job now and return its handle."""
+        return await self.queue.enqueue_spec(self.call(*args, **kwargs))
+
+    def options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        priority: int | None = None,
+        job_id: str | None = None,
+        retries: int | None = None,
+        timeout: float | timedelta | None = None,
+        keep_result: float | timedelta | None = None,
+    ) -> TaskCall[P, R]:
+        """This task with per-enqueue options; invalid values raise ``ValidationError``.
+
+        Args:
+            delay: run no earlier than this many seconds (or timedelta) from now.
+            at: run no earlier than this datetime (naive means UTC).
+            priority: lower runs first; default the task's.
+            job_id: an explicit id; enqueueing an id that exists returns that job's handle.
+            retries: tries after the first, overriding the task's.
+            timeout: seconds (or timedelta) per try, overriding the task's.
+            keep_result: how long the result is kept, overriding the task's.
+        """
+        opts = EnqueueOptions.model_validate(
+            {
+                "delay": delay,
+                "at": at,
+                "priority": priority,
+                "job_id": job_id,
+                "retries": retries,
+                "timeout": timeout,
+                "keep_result": keep_result,
+            }
+        )
+        return TaskCall(self, opts)
+
+    async def run(self, ctx: JobContext, *args: Any, **kwargs: Any) -> Any:
+        """Call the handler as the worker does (sync handlers are called here directly)."""
+        call_args = (ctx, *args) if self.takes_context else args
+        if self.is_async:
+            return await self.fn(*call_args, **kwargs)
+        return self.fn(*call_args, **kwargs)
+
+
+class TaskCall(Generic[P, R]):
+    """A task with enqueue options bound, from ``task.options(...)``."""
+
+    def __init__(self, task: Task[P, R], options: EnqueueOptions) -> None:
+        self.task = task
+        self.enqueue_options = options
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
+        """A job with these arguments and the bound options, for ``queue.enqueue_many``."""
+        return JobSpec(self.task.name, args, kwargs, self.enqueue_options, self.task.task_options)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Enqueue one job with the bound options."""
+        return await self.task.queue.enqueue_spec(self.call(*args, **kwargs))
