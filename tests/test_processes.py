@@ -1,0 +1,202 @@
+"""Workers as real processes: SIGKILL mid-job, SIGTERM with jobs running, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import queue_async as qa
+from tests.conftest import unique_name
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def app_env(redis_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "QA_QUEUE": unique_name(),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.fixture
+async def app_queue(app_env: dict[str, str]) -> AsyncIterator[qa.Queue]:
+    """The queue of tests/apps/tasks.py, as the subprocess sees it, with its tasks."""
+    queue = qa.Queue(app_env["REDIS_URL"], name=app_env["QA_QUEUE"])
+    queue.task(name="apps.record", retries=3, backoff_base=0.05)(_record)
+    yield queue
+    keys = [k async for k in queue.client.scan_iter(match=f"{queue.keys.prefix}*")]
+    if keys:
+        await queue.client.delete(*keys)
+    await queue.close()
+
+
+async def _record(ctx: qa.JobContext, hold: float = 0.0) -> str:
+    """The in-process twin of tests.apps.tasks.record (never holds: it runs retries)."""
+    await ctx.queue.client.rpush(f"{ctx.queue.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}")
+    return ctx.job_id
+
+
+@pytest.fixture
+def spawn(app_env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def start_worker(
+    env: dict[str, str], procs: list[subprocess.Popen[bytes]], *args: str
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.apps.worker", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    procs.append(proc)
+    return proc
+
+
+async def runs_of(queue: qa.Queue) -> list[str]:
+    return [r.decode() for r in await queue.client.lrange(f"{queue.keys.prefix}test:runs", 0, -1)]
+
+
+async def wait_for_runs(queue: qa.Queue, count: int, limit: float = 15) -> list[str]:
+    with anyio.fail_after(limit):
+        while len(runs := await runs_of(queue)) < count:
+            await anyio.sleep(0.02)
+    return runs
+
+
+@pytest.mark.slow
+async def test_job_of_a_sigkilled_worker_runs_again_and_completes_once(
+    app_queue: qa.Queue, app_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    handle = await app_queue.enqueue("apps.record", hold=60)
+    victim = start_worker(app_env, spawn, "1.0")
+    assert await wait_for_runs(app_queue, 1) == [f"{handle.id}:1"]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert await handle.status() is qa.JobStatus.ACTIVE
+
+    # Another worker picks it up once the 1 s lease has expired, with the attempt counted.
+    async with qa.Worker(app_queue, **FAST):
+        assert await handle.result(timeout=15) == handle.id
+    assert await runs_of(app_queue) == [f"{handle.id}:1", f"{handle.id}:2"]
+    info = await handle.info()
+    assert info.status is qa.JobStatus.DONE and info.attempts == 2 and info.result == handle.id
+    stats = await app_queue.stats()
+    assert (stats.processed, stats.active, stats.ready) == (1, 0, 0)
+
+
+@pytest.mark.slow
+async def test_sigterm_lets_running_jobs_finish_then_exits(
+    app_queue: qa.Queue, app_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = start_worker(app_env, spawn, "5.0", "10")
+    handles = [await app_queue.enqueue("apps.record", hold=0.5) for _ in range(3)]
+    await wait_for_runs(app_queue, 3)
+    proc.send_signal(signal.SIGTERM)
+    with anyio.fail_after(15):
+        while proc.poll() is None:
+            await anyio.sleep(0.02)
+    assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
+    for handle in handles:
+        assert await handle.status() is qa.JobStatus.DONE
+    assert await app_queue.client.zcard(app_queue.keys.workers) == 0
+
+
+@pytest.mark.slow
+async def test_sigterm_past_grace_hands_jobs_back_and_second_signal_stops_at_once(
+    app_queue: qa.Queue, app_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = start_worker(app_env, spawn, "30.0", "30")
+    handle = await app_queue.enqueue("apps.record", hold=60)
+    await wait_for_runs(app_queue, 1)
+    proc.send_signal(signal.SIGTERM)
+    await anyio.sleep(0.2)
+    assert proc.poll() is None  # still within its 30 s grace
+    proc.send_signal(signal.SIGINT)
+    with anyio.fail_after(10):
+        while proc.poll() is None:
+            await anyio.sleep(0.02)
+    assert proc.returncode == 0
+    info = await handle.info()
+    # Handed straight back (no 30 s lease wait), and the interrupted try is not counted.
+    assert info.status is qa.JobStatus.READY and info.attempts == 0
+
+
+async def test_cli_worker_burst_and_info(app_queue: qa.Queue, app_env: dict[str, str]) -> None:
+    handles = [await app_queue.enqueue("apps.add", i, 1) for i in range(5)]
+    cli = [sys.executable, "-m", "queue_async"]
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [*cli, "worker", "tests.apps.tasks:queue", "--burst", "--concurrency", "3"],
+            env=app_env,
+            cwd=ROOT,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    assert [await h.result(timeout=5) for h in handles] == [1, 2, 3, 4, 5]
+    with anyio.fail_after(60):
+        info = await anyio.run_process(
+            [*cli, "info", "tests.apps.tasks:queue"], env=app_env, cwd=ROOT
+        )
+    stats = json.loads(info.stdout)
+    assert stats["processed"] == 5 and stats["queue"] == app_env["QA_QUEUE"]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("tests.apps.tasks", "should look like"),
+        ("tests.apps.nothing_here:queue", "cannot import"),
+        ("tests.apps.tasks:missing", "has no attribute"),
+        ("tests.apps.tasks:add", "not a queue_async.Queue"),
+    ],
+)
+def test_cli_explains_a_bad_queue_reference(
+    app_env: dict[str, str], target: str, message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "queue_async", "info", target],
+        env=app_env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr.decode()
+
+
+def test_cli_reports_an_unreachable_server(app_env: dict[str, str]) -> None:
+    env = {**app_env, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "queue_async", "info", "tests.apps.tasks:queue"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "cannot reach Redis" in done.stderr.decode()
