@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from queue_async.backoff import exponential_full_jitter
+from queue_async.codec import decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import BrokerConnectionError, Fatal, Retry
 from queue_async.options import to_ms
@@ -107,11 +108,9 @@ async def run_job(worker: Worker, job: LeasedJob) -> None:
         )
         return
     try:
-        args, kwargs = worker.queue.codec.decode(job.payload)
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise TypeError("payload is not [args, kwargs]")  # noqa: TRY301 - same handling below
-    except Exception as exc:  # noqa: BLE001 - any decoding failure sends the job to dead
-        await record_failure(worker, job, f"payload cannot be decoded: {exc!r}", None)
+        args, kwargs = decode_payload(worker.queue.codec, job.payload)
+    except ValueError as exc:
+        await record_failure(worker, job, str(exc), None)
         return
 
     ctx = JobContext(

@@ -6,7 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-__all__ = ["Codec", "JsonCodec"]
+__all__ = ["Codec", "JsonCodec", "decode_payload"]
 
 
 @runtime_checkable
@@ -38,3 +38,15 @@ class JsonCodec:
 
     def decode(self, data: bytes) -> Any:
         return orjson.loads(data)
+
+
+def decode_payload(codec: Codec, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
+    """A job's stored ``[args, kwargs]``; raises ``ValueError`` for anything else."""
+    try:
+        args, kwargs = codec.decode(payload)
+    except Exception as exc:  # a codec may raise anything on garbage
+        raise ValueError(f"payload cannot be decoded: {exc!r}") from exc
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        # One error type for every kind of bad payload, so callers catch one thing.
+        raise ValueError("payload cannot be decoded: it is not [args, kwargs]")  # noqa: TRY004
+    return args, kwargs

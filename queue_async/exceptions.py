@@ -68,7 +68,7 @@ class PayloadTooLarge(EncodeError):
     """The encoded job arguments are larger than the queue's ``max_payload_bytes``."""
 
 
-class TaskNotRegistered(QueueAsyncError, LookupError):
+class TaskNotRegistered(ConfigurationError, LookupError):
     """No handler is registered under this task name."""
 
 

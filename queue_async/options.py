@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from queue_async._keys import check_job_id
+
 __all__ = ["EnqueueOptions", "TaskOptions", "WorkerSettings"]
 
 
@@ -68,7 +70,7 @@ class EnqueueOptions(_Frozen):
     at: datetime | None = None
     """Run no earlier than this moment (a timezone-aware datetime; naive means UTC)."""
     priority: Priority | None = None
-    job_id: str | None = Field(None, min_length=1, max_length=200)
+    job_id: Annotated[str, AfterValidator(check_job_id)] | None = None
     """An explicit id: enqueueing an id that exists returns the existing job."""
     retries: int | None = Field(None, ge=0)
     timeout: PositiveDuration | None = None

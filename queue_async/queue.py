@@ -12,9 +12,9 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 import redis.asyncio
 
 from queue_async._keys import QueueKeys, check_job_id
-from queue_async._redis import translate_errors
+from queue_async._redis import connect, translate_errors
 from queue_async._scripts import Arg, Scripts
-from queue_async.codec import Codec, JsonCodec
+from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import (
     ConfigurationError,
@@ -84,7 +84,7 @@ class Queue:
         if redis_ is None:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
         if isinstance(redis_, str):
-            self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_)
+            self.client: redis.asyncio.Redis = connect(redis_)
             self._owns_client = True
         elif isinstance(redis_, redis.asyncio.Redis):
             if redis_.connection_pool.connection_kwargs.get("decode_responses"):
@@ -319,8 +319,8 @@ class Queue:
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         # An undecodable payload is shown as no arguments; the worker reports it as the error.
-        with contextlib.suppress(Exception):
-            args, kwargs = self.codec.decode(fields["payload"])
+        with contextlib.suppress(ValueError):
+            args, kwargs = decode_payload(self.codec, fields.get("payload", b""))
         result = None
         if "result" in fields:
             try:
@@ -341,8 +341,8 @@ class Queue:
             queue=self.name,
             task=text("task") or "",
             status=JobStatus(fields["state"].decode()),
-            args=list(args),
-            kwargs=dict(kwargs),
+            args=args,
+            kwargs=kwargs,
             attempts=int(fields.get("attempts", 0)),
             priority=int(fields.get("priority", 0)),
             enqueued_at=ms("enqueued"),

@@ -297,6 +297,10 @@ class Worker:
             with anyio.CancelScope(shield=True) as scope:
                 scope.deadline = anyio.current_time() + self.settings.lease.total_seconds()
                 await self._flush_now()
+            if self._done:
+                # Redis stayed away past the bound: keep trying, while the heartbeat keeps
+                # the leases of these finished jobs alive.
+                self._done_ready.set()
 
     async def _flush_now(self) -> None:
         """Record every buffered completion in one call, retrying while Redis is away.

@@ -14,6 +14,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- ZADD of {score, member, ...} in slices: unpack() of thousands of values overflows Lua's C stack.
+local function zadd_pairs(key, pairs)
+  for first = 1, #pairs, 1000 do
+    redis.call('ZADD', key, unpack(pairs, first, math.min(first + 999, #pairs)))
+  end
+end
+
 -- Scores are integers up to 2^53; tostring() would print them in exponent form.
 local function fmt(n)
   return string.format('%.0f', n)
@@ -103,6 +110,7 @@ local function recover_expired(prefix, active, ready, seq_key, dead, now, max_st
       if stalls > max_stalls then
         to_dead(prefix, dead, id, key, now,
           'lease expired ' .. stalls .. ' times: the worker running it died or stalled')
+        redis.call('HINCRBY', prefix .. 'meta', 'failed', 1)
       else
         push_ready(prefix, ready, seq_key, id, key)
       end

@@ -71,9 +71,7 @@ for i = 1, #popped, 2 do
     reply[n + 9] = token
   end
 end
-if #active > 0 then
-  redis.call('ZADD', KEYS[3], unpack(active))
-end
+zadd_pairs(KEYS[3], active)
 if redis.call('ZCARD', KEYS[1]) > 0 then
   wake(KEYS[4])
 else

@@ -1,0 +1,171 @@
+"""Helpers for calling the Lua scripts one at a time and reading the keys they leave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+import queue_async as qa
+from queue_async._runner import unpack_fields
+from queue_async._scripts import Arg
+
+PRIORITY_SHIFT = 2**32
+"""Ready score = priority * 2^32 + sequence number (see _lib.lua)."""
+LONG_MS = 3_600_000
+"""A lease, delay or keep long enough never to run out during a test."""
+DEAD_AGE_MS = 7 * 86_400_000
+DEAD_LEN = 10_000
+TASK = "tests.lua.task"
+PAYLOAD = b'[[1, 2], {"k": "v"}]'
+
+
+def job(
+    job_id: str,
+    *,
+    task: str = TASK,
+    payload: bytes = PAYLOAD,
+    priority: int = 0,
+    delay_ms: int = 0,
+    at_ms: int = 0,
+    retries: Arg = "",
+    timeout: Arg = "",
+    keep: Arg = "",
+) -> list[Arg]:
+    """The nine enqueue.lua fields of one job."""
+    return [job_id, task, payload, priority, delay_ms, at_ms, retries, timeout, keep]
+
+
+async def enqueue(queue: qa.Queue, *job_ids: str, **options: Any) -> list[int]:
+    """Enqueue jobs with these ids, all with the same options."""
+    fields: list[Arg] = []
+    for job_id in job_ids:
+        fields.extend(job(job_id, **options))
+    return await queue.scripts.enqueue(fields)
+
+
+@dataclass
+class Leased:
+    id: str
+    task: str
+    payload: bytes
+    attempts: int
+    enqueued: int
+    retries: str
+    timeout: str
+    keep: str
+    token: str
+
+
+@dataclass
+class LeaseReply:
+    wait_ms: int
+    scheduled: int
+    jobs: list[Leased]
+
+    @property
+    def ids(self) -> list[str]:
+        return [j.id for j in self.jobs]
+
+    def token(self, job_id: str) -> str:
+        return next(j.token for j in self.jobs if j.id == job_id)
+
+
+def parse_lease(reply: list[Any]) -> LeaseReply:
+    """Split lease.lua's reply; jobs handed to the inbox come first, as the worker sees them."""
+    handed = int(reply[2])
+    jobs = [_leased(unpack_fields(packed)) for packed in reply[3 : 3 + handed]]
+    start = 3 + handed
+    assert (len(reply) - start) % 9 == 0, reply
+    for b in range(start, len(reply), 9):
+        f = reply[b : b + 9]
+        assert isinstance(f[3], int), f"attempts must be an integer reply, got {f[3]!r}"
+        jobs.append(_leased(f))
+    return LeaseReply(int(reply[0]), int(reply[1]), jobs)
+
+
+def _leased(f: list[Any]) -> Leased:
+    return Leased(
+        id=f[0].decode(),
+        task=f[1].decode(),
+        payload=f[2],
+        attempts=int(f[3]),
+        enqueued=int(f[4]),
+        retries=f[5].decode(),
+        timeout=f[6].decode(),
+        keep=f[7].decode(),
+        token=f[8].decode(),
+    )
+
+
+async def lease(
+    queue: qa.Queue,
+    count: int = 100,
+    *,
+    lease_ms: int = LONG_MS,
+    lease_id: str = "lease-1",
+    worker_id: str = "worker-1",
+    max_stalls: int = 3,
+    dead_max_age_ms: int = DEAD_AGE_MS,
+    dead_max_len: int = DEAD_LEN,
+    max_idle_ms: int = 0,
+) -> LeaseReply:
+    reply = await queue.scripts.lease(
+        count, lease_ms, lease_id, worker_id, max_stalls, dead_max_age_ms, dead_max_len, max_idle_ms
+    )
+    return parse_lease(reply)
+
+
+async def fields(queue: qa.Queue, job_id: str) -> dict[str, str]:
+    """The job hash, decoded (payload and result included, as text)."""
+    raw = await queue.client.hgetall(queue.keys.job(job_id))
+    return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+
+
+async def members(queue: qa.Queue, key: str) -> dict[str, int]:
+    """A sorted set as {member: integer score}."""
+    pairs = await queue.client.zrange(key, 0, -1, withscores=True)
+    return {m.decode(): int(s) for m, s in pairs}
+
+
+async def meta(queue: qa.Queue) -> dict[str, int]:
+    raw = await queue.client.hgetall(queue.keys.meta)
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+async def wake_len(queue: qa.Queue) -> int:
+    return int(await queue.client.llen(queue.keys.wake))
+
+
+async def server_ms(queue: qa.Queue) -> int:
+    """The server's clock, as the scripts read it."""
+    seconds, micros = await queue.client.time()
+    return seconds * 1000 + micros // 1000
+
+
+async def expire_leases(queue: qa.Queue, *job_ids: str) -> None:
+    """Move the lease deadlines of these active jobs into the past, as a stalled worker's."""
+    past = await server_ms(queue) - 1000
+    await queue.client.zadd(queue.keys.active, dict.fromkeys(job_ids, past), xx=True)
+
+
+async def make_due(queue: qa.Queue, *job_ids: str) -> None:
+    """Move the due time of these scheduled jobs into the past."""
+    past = await server_ms(queue) - 1000
+    await queue.client.zadd(queue.keys.scheduled, dict.fromkeys(job_ids, past), xx=True)
+
+
+async def wait_for_server_time(queue: qa.Queue, at_ms: int, *, limit: float = 5.0) -> None:
+    """Wait (in short real sleeps) until the server's clock is past ``at_ms``."""
+    with anyio.fail_after(limit):
+        while await server_ms(queue) <= at_ms:
+            await anyio.sleep(0.01)
+
+
+async def lease_one(queue: qa.Queue, job_id: str, **options: Any) -> str:
+    """Enqueue one job and lease it; returns its token."""
+    assert await enqueue(queue, job_id) == [1]
+    reply = await lease(queue, 1, **options)
+    assert reply.ids == [job_id]
+    return reply.jobs[0].token

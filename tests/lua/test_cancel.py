@@ -1,0 +1,84 @@
+"""cancel.lua: cancel a job that has not started; flag a running one."""
+
+from __future__ import annotations
+
+import pytest
+
+import queue_async as qa
+from tests.lua._support import (
+    DEAD_AGE_MS,
+    DEAD_LEN,
+    enqueue,
+    fields,
+    lease,
+    members,
+    server_ms,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_cancel_ready_job_removes_it_and_active_job_is_flagged(queue: qa.Queue) -> None:
+    await enqueue(queue, "running")
+    reply = await lease(queue, 1)
+    await enqueue(queue, "waiting")
+
+    before = await server_ms(queue)
+    assert await queue.scripts.cancel("waiting", 60_000) == "ready"
+    after = await server_ms(queue)
+
+    job_hash = await fields(queue, "waiting")
+    assert job_hash["state"] == "cancelled"
+    assert before <= int(job_hash["finished"]) <= after
+    assert await members(queue, queue.keys.ready) == {}
+    assert 55_000 < await queue.client.pttl(queue.keys.job("waiting")) <= 60_000
+
+    running_before = await fields(queue, "running")
+    active_before = await members(queue, queue.keys.active)
+    assert await queue.scripts.cancel("running", 60_000) == "active"
+    running = await fields(queue, "running")
+    assert running.pop("abort") == "1"
+    assert running == running_before  # still active, same token: only flagged
+    assert await members(queue, queue.keys.active) == active_before
+    assert await queue.client.pttl(queue.keys.job("running")) == -1
+    # The running job's worker still owns it and may finish it.
+    assert await queue.scripts.complete(["running", reply.token("running"), b"r", 1000]) == [1]
+
+
+async def test_cancel_scheduled_job_removes_it_and_its_due_time(queue: qa.Queue) -> None:
+    await enqueue(queue, "later", delay_ms=60_000)
+    assert await queue.scripts.cancel("later", 60_000) == "scheduled"
+    job_hash = await fields(queue, "later")
+    assert job_hash["state"] == "cancelled"
+    assert "due" not in job_hash
+    assert await members(queue, queue.keys.scheduled) == {}
+    # A cancelled job is never promoted or leased.
+    assert (await lease(queue, 10)).jobs == []
+
+
+async def test_cancel_missing_job_reports_missing_and_creates_nothing(queue: qa.Queue) -> None:
+    assert await queue.scripts.cancel("ghost", 60_000) == "missing"
+    assert await queue.client.keys(f"{queue.keys.prefix}*") == []
+
+
+async def test_cancel_with_zero_keep_deletes_the_record(queue: qa.Queue) -> None:
+    await enqueue(queue, "a")
+    assert await queue.scripts.cancel("a", 0) == "ready"
+    assert await queue.client.exists(queue.keys.job("a")) == 0
+    assert await members(queue, queue.keys.ready) == {}
+
+
+async def test_cancel_of_finished_jobs_changes_nothing(queue: qa.Queue) -> None:
+    await enqueue(queue, "done", "dead", "cancelled")
+    reply = await lease(queue, 2)
+    await queue.scripts.complete(["done", reply.token("done"), b"r", 60_000])
+    await queue.scripts.fail("dead", reply.token("dead"), "e", -1, DEAD_AGE_MS, DEAD_LEN)
+    assert await queue.scripts.cancel("cancelled", 60_000) == "ready"
+
+    for state in ("done", "dead", "cancelled"):
+        before = await fields(queue, state)
+        ttl = await queue.client.ttl(queue.keys.job(state))
+        assert await queue.scripts.cancel(state, 5) == state
+        assert await fields(queue, state) == before
+        assert await queue.client.ttl(queue.keys.job(state)) == ttl
+    assert set(await members(queue, queue.keys.dead)) == {"dead"}

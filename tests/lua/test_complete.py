@@ -1,0 +1,99 @@
+"""complete.lua: record jobs done, each only while its lease token is current."""
+
+from __future__ import annotations
+
+import pytest
+
+import queue_async as qa
+from tests.lua._support import (
+    enqueue,
+    expire_leases,
+    fields,
+    lease,
+    lease_one,
+    members,
+    meta,
+    server_ms,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_complete_records_result_and_expires_the_record(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    started = int((await fields(queue, "a"))["started"])
+
+    assert await queue.scripts.complete(["a", token, b'{"ok": 1}', 60_000]) == [1]
+    after = await server_ms(queue)
+
+    job_hash = await fields(queue, "a")
+    assert job_hash["state"] == "done"
+    assert job_hash["result"] == '{"ok": 1}'
+    assert started <= int(job_hash["finished"]) <= after
+    assert "token" not in job_hash
+    assert 55_000 < await queue.client.pttl(queue.keys.job("a")) <= 60_000
+    assert await members(queue, queue.keys.active) == {}
+    assert await meta(queue) == {"processed": 1}
+
+
+async def test_complete_with_zero_keep_deletes_the_job_hash(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    assert await queue.scripts.complete(["a", token, b"", 0]) == [1]
+    assert await queue.client.exists(queue.keys.job("a")) == 0
+    assert await members(queue, queue.keys.active) == {}
+    assert await meta(queue) == {"processed": 1}
+
+
+async def test_complete_with_stale_token_changes_nothing(queue: qa.Queue) -> None:
+    old_token = await lease_one(queue, "a", lease_id="first")
+    await expire_leases(queue, "a")
+    reply = await lease(queue, 1, lease_id="second")  # recovered and leased again
+    assert reply.token("a") == "second:1"
+    before = await fields(queue, "a")
+    active = await members(queue, queue.keys.active)
+
+    replies = await queue.scripts.complete(
+        ["a", old_token, b"late", 60_000, "a", "made-up", b"x", 60_000]
+    )
+
+    assert replies == [0, 0]
+    assert await fields(queue, "a") == before
+    assert await members(queue, queue.keys.active) == active
+    assert await queue.client.pttl(queue.keys.job("a")) == -1
+    assert await meta(queue) == {}
+
+
+async def test_complete_of_missing_job_creates_nothing(queue: qa.Queue) -> None:
+    assert await queue.scripts.complete(["ghost", "t:1", b"r", 60_000]) == [0]
+    assert await queue.client.keys(f"{queue.keys.prefix}*") == []
+
+
+async def test_complete_batch_reports_each_job_and_counts_processed(queue: qa.Queue) -> None:
+    await enqueue(queue, "a", "b", "c")
+    reply = await lease(queue, 3)
+
+    replies = await queue.scripts.complete(
+        [
+            *("a", reply.token("a"), b"ra", 60_000),
+            *("b", "wrong", b"rb", 60_000),
+            *("c", reply.token("c"), b"rc", 0),
+        ]
+    )
+
+    assert replies == [1, 0, 1]
+    assert (await fields(queue, "a"))["state"] == "done"
+    assert (await fields(queue, "b"))["state"] == "active"
+    assert await queue.client.exists(queue.keys.job("c")) == 0
+    assert set(await members(queue, queue.keys.active)) == {"b"}
+    assert await meta(queue) == {"processed": 2}
+
+    await queue.scripts.complete(["b", reply.token("b"), b"rb", 60_000])
+    assert await meta(queue) == {"processed": 3}
+
+
+async def test_complete_twice_counts_once(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    assert await queue.scripts.complete(["a", token, b"1", 60_000]) == [1]
+    assert await queue.scripts.complete(["a", token, b"2", 60_000]) == [0]
+    assert (await fields(queue, "a"))["result"] == "1"
+    assert await meta(queue) == {"processed": 1}

@@ -1,0 +1,170 @@
+"""enqueue.lua: new jobs become a hash plus a ready or scheduled entry; existing ids are kept."""
+
+from __future__ import annotations
+
+import pytest
+
+import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+from tests.lua._support import (
+    PAYLOAD,
+    PRIORITY_SHIFT,
+    TASK,
+    enqueue,
+    fields,
+    job,
+    lease,
+    members,
+    server_ms,
+    wake_len,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_enqueue_ready_job_writes_hash_ready_score_and_wake(queue: qa.Queue) -> None:
+    before = await server_ms(queue)
+    assert await enqueue(queue, "a", priority=3) == [1]
+    after = await server_ms(queue)
+
+    job_hash = await fields(queue, "a")
+    assert before <= int(job_hash.pop("enqueued")) <= after
+    assert job_hash == {
+        "task": TASK,
+        "payload": PAYLOAD.decode(),
+        "priority": "3",
+        "attempts": "0",
+        "state": "ready",
+    }
+    assert await members(queue, queue.keys.ready) == {"a": 3 * PRIORITY_SHIFT + 1}
+    assert await members(queue, queue.keys.scheduled) == {}
+    assert await queue.client.get(queue.keys.seq) == b"1"
+    assert await wake_len(queue) == 1
+    assert await queue.client.ttl(queue.keys.job("a")) == -1
+
+
+async def test_enqueue_stores_optional_fields_only_when_given(queue: qa.Queue) -> None:
+    await queue.scripts.enqueue([*job("given", retries=5, timeout=2000, keep=0), *job("defaults")])
+    given, defaults = await fields(queue, "given"), await fields(queue, "defaults")
+    assert (given["retries"], given["timeout"], given["keep"]) == ("5", "2000", "0")
+    assert not {"retries", "timeout", "keep"} & defaults.keys()
+
+
+async def test_enqueue_with_delay_schedules_job_at_due_time(queue: qa.Queue) -> None:
+    before = await server_ms(queue)
+    assert await enqueue(queue, "later", delay_ms=60_000) == [1]
+    after = await server_ms(queue)
+
+    job_hash = await fields(queue, "later")
+    due = int(job_hash["due"])
+    assert before + 60_000 <= due <= after + 60_000
+    assert job_hash["state"] == "scheduled"
+    assert await members(queue, queue.keys.scheduled) == {"later": due}
+    assert await members(queue, queue.keys.ready) == {}
+    # The earliest due time moved, so idle workers are woken to shorten their wait;
+    # nothing is ready, so no sequence number is spent.
+    assert await wake_len(queue) == 1
+    assert await queue.client.get(queue.keys.seq) is None
+
+
+async def test_enqueue_due_after_the_earliest_scheduled_job_does_not_wake(
+    queue: qa.Queue,
+) -> None:
+    await enqueue(queue, "soon", delay_ms=60_000)
+    await queue.client.delete(queue.keys.wake)
+    await enqueue(queue, "later", delay_ms=120_000)
+    assert await wake_len(queue) == 0
+    await enqueue(queue, "sooner", delay_ms=30_000)
+    assert await wake_len(queue) == 1
+
+
+async def test_enqueue_at_wins_over_delay(queue: qa.Queue) -> None:
+    at = await server_ms(queue) + 3_600_000
+    await enqueue(queue, "at", delay_ms=1000, at_ms=at)
+    assert (await fields(queue, "at"))["due"] == str(at)
+    assert await members(queue, queue.keys.scheduled) == {"at": at}
+
+
+async def test_enqueue_at_in_the_past_is_ready_at_once(queue: qa.Queue) -> None:
+    await enqueue(queue, "past", at_ms=await server_ms(queue) - 5000, delay_ms=60_000)
+    job_hash = await fields(queue, "past")
+    assert job_hash["state"] == "ready"
+    assert "due" not in job_hash
+    assert set(await members(queue, queue.keys.ready)) == {"past"}
+    assert await members(queue, queue.keys.scheduled) == {}
+    assert await wake_len(queue) == 1
+
+
+async def test_ready_score_orders_by_priority_then_fifo(queue: qa.Queue) -> None:
+    order = [("p5-first", 5), ("p0-first", 0), ("neg", -(2**20)), ("p5-second", 5)]
+    await queue.scripts.enqueue([f for job_id, p in order for f in job(job_id, priority=p)])
+    await enqueue(queue, "p0-second", priority=0)
+    await enqueue(queue, "top", priority=2**20)
+
+    ready = await members(queue, queue.keys.ready)
+    assert ready == {
+        "p5-first": 5 * PRIORITY_SHIFT + 1,
+        "p0-first": 2,
+        "neg": -(2**20) * PRIORITY_SHIFT + 3,
+        "p5-second": 5 * PRIORITY_SHIFT + 4,
+        "p0-second": 5,
+        "top": 2**20 * PRIORITY_SHIFT + 6,
+    }
+    by_score = [m.decode() for m in await queue.client.zrange(queue.keys.ready, 0, -1)]
+    assert by_score == ["neg", "p0-first", "p0-second", "p5-first", "p5-second", "top"]
+    # ...and lease hands them out in that order.
+    assert (await lease(queue, 10)).ids == by_score
+
+
+async def test_enqueue_existing_id_leaves_job_untouched(queue: qa.Queue) -> None:
+    await enqueue(queue, "dup", priority=1, retries=2)
+    await lease(queue, 1)
+    before = await fields(queue, "dup")
+    active = await members(queue, queue.keys.active)
+    seq = await queue.client.get(queue.keys.seq)
+
+    replies = await queue.scripts.enqueue(
+        [
+            *job("dup", task="other", payload=b"x", priority=-5, retries=9),
+            *job("new"),
+            *job("dup", delay_ms=1000),
+        ]
+    )
+
+    assert replies == [0, 1, 0]
+    assert await fields(queue, "dup") == before
+    assert before["state"] == "active"
+    assert await members(queue, queue.keys.active) == active
+    assert set(await members(queue, queue.keys.ready)) == {"new"}
+    assert await members(queue, queue.keys.scheduled) == {}
+    assert int(await queue.client.get(queue.keys.seq)) == int(seq) + 1
+
+
+async def test_enqueue_many_jobs_wakes_once(queue: qa.Queue) -> None:
+    assert await enqueue(queue, *[f"j{i}" for i in range(50)]) == [1] * 50
+    assert await wake_len(queue) == 1
+    assert await queue.client.zcard(queue.keys.ready) == 50
+
+
+async def test_enqueue_chunks_lands_every_chunk_and_flattens_replies(queue: qa.Queue) -> None:
+    await enqueue(queue, "old")
+    flags = await queue.scripts.enqueue_chunks(
+        [[*job("a"), *job("old")], [*job("b")], [*job("c", delay_ms=60_000), *job("a")]]
+    )
+    assert flags == [1, 0, 1, 1, 0]
+    assert set(await members(queue, queue.keys.ready)) == {"old", "a", "b"}
+    assert set(await members(queue, queue.keys.scheduled)) == {"c"}
+    assert await wake_len(queue) == 1
+
+
+async def test_scripts_reload_after_the_server_forgets_them(
+    private_server: EmbeddedServer,
+) -> None:
+    async with qa.Queue(private_server.url, name="reload") as queue:
+        assert await enqueue(queue, "before") == [1]
+        await queue.client.script_flush()
+        assert await enqueue(queue, "single") == [1]
+        await queue.client.script_flush()
+        assert await queue.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
+        await queue.client.script_flush()
+        assert (await lease(queue, 10)).ids == ["before", "single", "c1", "c2"]

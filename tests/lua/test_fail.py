@@ -1,0 +1,132 @@
+"""fail.lua: a failed try is scheduled again, or the job goes to dead."""
+
+from __future__ import annotations
+
+import pytest
+
+import queue_async as qa
+from tests.lua._support import (
+    DEAD_AGE_MS,
+    DEAD_LEN,
+    PRIORITY_SHIFT,
+    enqueue,
+    fields,
+    lease,
+    lease_one,
+    members,
+    meta,
+    server_ms,
+    wake_len,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_fail_with_delay_schedules_the_next_try(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    await queue.client.delete(queue.keys.wake)
+
+    before = await server_ms(queue)
+    outcome = await queue.scripts.fail("a", token, "Traceback: boom", 5000, DEAD_AGE_MS, DEAD_LEN)
+    after = await server_ms(queue)
+
+    assert outcome == "retry"
+    job_hash = await fields(queue, "a")
+    due = int(job_hash["due"])
+    assert before + 5000 <= due <= after + 5000
+    assert job_hash["state"] == "scheduled"
+    assert job_hash["error"] == "Traceback: boom"
+    assert job_hash["attempts"] == "1"
+    assert not {"token", "worker"} & job_hash.keys()
+    assert await members(queue, queue.keys.scheduled) == {"a": due}
+    assert await members(queue, queue.keys.active) == {}
+    assert await members(queue, queue.keys.ready) == {}
+    assert await members(queue, queue.keys.dead) == {}
+    assert await meta(queue) == {"retried": 1}
+    assert await wake_len(queue) == 0
+
+
+async def test_fail_with_zero_delay_returns_job_to_ready_and_wakes(queue: qa.Queue) -> None:
+    await enqueue(queue, "a", priority=4)
+    reply = await lease(queue, 1)
+    await enqueue(queue, "b", priority=4)
+    await queue.client.delete(queue.keys.wake)
+
+    assert await queue.scripts.fail("a", reply.token("a"), "err", 0, DEAD_AGE_MS, DEAD_LEN) == (
+        "retry"
+    )
+
+    job_hash = await fields(queue, "a")
+    assert job_hash["state"] == "ready"
+    assert job_hash["error"] == "err"
+    assert not {"token", "worker", "due"} & job_hash.keys()
+    # Back at the end of its priority, behind the job enqueued while it ran.
+    assert await members(queue, queue.keys.ready) == {
+        "b": 4 * PRIORITY_SHIFT + 2,
+        "a": 4 * PRIORITY_SHIFT + 3,
+    }
+    assert await members(queue, queue.keys.active) == {}
+    assert await wake_len(queue) == 1
+    assert await meta(queue) == {"retried": 1}
+
+
+async def test_fail_with_negative_delay_moves_to_dead_and_trims(queue: qa.Queue) -> None:
+    await enqueue(queue, "older", "a")
+    reply = await lease(queue, 2)
+    assert await queue.scripts.fail("older", reply.token("older"), "first", -1, DEAD_AGE_MS, 1) == (
+        "dead"
+    )
+    assert set(await members(queue, queue.keys.dead)) == {"older"}
+    # Died a second ago (two deaths in the same millisecond would tie on score).
+    await queue.client.zadd(queue.keys.dead, {"older": await server_ms(queue) - 1000}, xx=True)
+
+    before = await server_ms(queue)
+    outcome = await queue.scripts.fail("a", reply.token("a"), "fatal: no", -1, DEAD_AGE_MS, 1)
+    after = await server_ms(queue)
+
+    assert outcome == "dead"
+    dead = await members(queue, queue.keys.dead)
+    assert set(dead) == {"a"}  # the older dead job was trimmed, hash and all
+    assert before <= dead["a"] <= after
+    assert await queue.client.exists(queue.keys.job("older")) == 0
+    job_hash = await fields(queue, "a")
+    assert job_hash["state"] == "dead"
+    assert job_hash["error"] == "fatal: no"
+    assert int(job_hash["finished"]) == dead["a"]
+    assert not {"token", "due"} & job_hash.keys()
+    assert await queue.client.ttl(queue.keys.job("a")) == -1
+    assert await members(queue, queue.keys.active) == {}
+    assert await meta(queue) == {"failed": 2}
+
+
+async def test_fail_to_dead_trims_jobs_older_than_max_age(queue: qa.Queue) -> None:
+    await enqueue(queue, "ancient", "recent", "a")
+    reply = await lease(queue, 3)
+    for job_id in ("ancient", "recent"):
+        await queue.scripts.fail(job_id, reply.token(job_id), "x", -1, DEAD_AGE_MS, DEAD_LEN)
+    now = await server_ms(queue)
+    await queue.client.zadd(queue.keys.dead, {"ancient": now - 120_000, "recent": now - 30_000})
+
+    await queue.scripts.fail("a", reply.token("a"), "x", -1, 60_000, DEAD_LEN)
+
+    assert set(await members(queue, queue.keys.dead)) == {"recent", "a"}
+    assert await queue.client.exists(queue.keys.job("ancient")) == 0
+    assert (await fields(queue, "recent"))["state"] == "dead"
+
+
+async def test_fail_with_stale_token_returns_lost_and_changes_nothing(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    before = await fields(queue, "a")
+    active = await members(queue, queue.keys.active)
+
+    for delay in (-1, 0, 1000):
+        outcome = await queue.scripts.fail("a", token + "x", "e", delay, DEAD_AGE_MS, DEAD_LEN)
+        assert outcome == "lost"
+    assert await queue.scripts.fail("ghost", token, "e", -1, DEAD_AGE_MS, DEAD_LEN) == "lost"
+
+    assert await fields(queue, "a") == before
+    assert await members(queue, queue.keys.active) == active
+    for key in (queue.keys.ready, queue.keys.scheduled, queue.keys.dead):
+        assert await members(queue, key) == {}
+    assert await meta(queue) == {}
+    assert await queue.client.exists(queue.keys.job("ghost")) == 0

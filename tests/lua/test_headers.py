@@ -1,0 +1,210 @@
+"""Each script's header comment is its contract: the wrapper must pass what it declares."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import pytest
+
+import queue_async as qa
+from queue_async import _scripts
+from queue_async._keys import QueueKeys
+from queue_async._scripts import SCRIPTS, Scripts
+
+pytestmark = pytest.mark.anyio
+
+LUA = resources.files("queue_async") / "lua"
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
+NUMBERS |= {"eight": 8, "nine": 9, "ten": 10}
+SCRIPT_NAMES = sorted(SCRIPTS)
+
+
+@dataclass
+class Header:
+    """What a script's leading comment declares."""
+
+    lines: list[str]
+    keys: dict[int, str] = field(default_factory=dict)
+    """KEYS index -> the first word after it (a QueueKeys field name, for most)."""
+    argv: set[int] = field(default_factory=set)
+    """Fixed ARGV indexes."""
+    variadic_from: int | None = None
+    """``ARGV[n..]``: repeated groups start here..."""
+    group: int | None = None
+    """...of this many fields ("nine fields per job")."""
+
+
+def header(name: str) -> Header:
+    lines = []
+    for line in (LUA / f"{name}.lua").read_text().splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line)
+    head = Header(lines)
+    text = "\n".join(lines)
+    for index, word in re.findall(r"KEYS\[(\d+)\]\s+(\S+)", text):
+        head.keys[int(index)] = word
+    for index, dots in re.findall(r"ARGV\[(\d+)(\.\.)?\]", text):
+        if dots:
+            head.variadic_from = int(index)
+        else:
+            head.argv.add(int(index))
+    group = re.search(r"\b(\w+) fields per job", text)
+    if group:
+        head.group = NUMBERS[group.group(1)]
+    return head
+
+
+def lua_files() -> list[str]:
+    return sorted(p.name for p in LUA.iterdir() if p.name.endswith(".lua"))
+
+
+def test_every_lua_script_is_loaded_by_the_wrapper() -> None:
+    scripts = {name.removesuffix(".lua") for name in lua_files() if not name.startswith("_")}
+    assert scripts == set(SCRIPTS)
+    assert "_lib.lua" in lua_files()
+    for name, script in SCRIPTS.items():
+        assert script.source.startswith((LUA / "_lib.lua").read_text()), name
+        assert script.source.endswith((LUA / f"{name}.lua").read_text()), name
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_header_declares_contiguous_keys_and_argv(name: str) -> None:
+    head = header(name)
+    assert head.lines[0].startswith(f"-- {name}.lua: ")
+    assert sorted(head.keys) == list(range(1, len(head.keys) + 1)), head.keys
+    assert head.keys, f"{name}.lua declares no KEYS: a cluster client could not route it"
+    fixed = sorted(head.argv)
+    assert fixed == list(range(1, len(fixed) + 1)), fixed
+    if head.variadic_from is not None:
+        assert head.variadic_from == len(fixed) + 1
+        assert head.group, f"{name}.lua: ARGV[{head.variadic_from}..] without 'N fields per job'"
+
+
+@pytest.mark.parametrize("name", ["_lib", *SCRIPT_NAMES])
+def test_every_script_declares_minimum_server_and_reply(name: str) -> None:
+    lines = header(name).lines
+    minimum = [line for line in lines if re.match(r"-- Minimum server: \S", line)]
+    assert len(minimum) == 1, f"{name}.lua needs one '-- Minimum server: ...' header line"
+    assert re.search(r"Redis \d+\.\d+", minimum[0])
+    if name != "_lib":  # the library is no script: it has no reply
+        replies = [line for line in lines if re.match(r"-- Reply: \S", line)]
+        assert len(replies) == 1, f"{name}.lua needs one '-- Reply: ...' header line"
+
+
+# -- what the wrapper sends ---------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    script: str
+    keys: list[str]
+    args: list[Any]
+
+
+def _record(queue: qa.Queue, monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
+    """Record every EVALSHA of this one client (plain and in pipelines); calls still run."""
+    sent: list[Sent] = []
+    by_sha = {script.sha: name for name, script in SCRIPTS.items()}
+
+    def note(sha: str, numkeys: int, rest: tuple[Any, ...]) -> None:
+        sent.append(Sent(by_sha[sha], list(rest[:numkeys]), list(rest[numkeys:])))
+
+    real_evalsha = queue.client.evalsha
+
+    async def evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
+        note(sha, numkeys, rest)
+        return await real_evalsha(sha, numkeys, *rest)
+
+    real_pipeline = queue.client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        real_pipe_evalsha = pipe.evalsha
+
+        def pipe_evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
+            note(sha, numkeys, rest)
+            return real_pipe_evalsha(sha, numkeys, *rest)
+
+        pipe.evalsha = pipe_evalsha
+        return pipe
+
+    monkeypatch.setattr(queue.client, "evalsha", evalsha)
+    monkeypatch.setattr(queue.client, "pipeline", pipeline)
+    return sent
+
+
+def _group_size(method: str) -> int:
+    """Fields per job of the script a wrapper method calls (enqueue_chunks calls enqueue)."""
+    size = header(method.removesuffix("_chunks")).group
+    assert size, f"Scripts.{method} takes fields but its script declares no group size"
+    return size
+
+
+def _sample_args(method: str) -> list[Any]:
+    """Plausible arguments for a wrapper method, from its type hints: every number 1, which
+    each script accepts (a count, a length in ms, a field of a job that does not exist)."""
+    hints = typing.get_type_hints(getattr(Scripts, method), vars(_scripts))
+    args: list[Any] = []
+    for param in list(inspect.signature(getattr(Scripts, method)).parameters)[1:]:
+        hint = hints[param]
+        if hint is int:
+            args.append(1)
+        elif hint is str:
+            args.append("x")
+        elif hint is bytes:
+            args.append(b"{}")
+        elif hint == list[_scripts.Arg]:
+            args.append([1] * _group_size(method))
+        elif hint == list[list[_scripts.Arg]]:
+            args.append([[1] * _group_size(method)] * 2)
+        else:
+            raise AssertionError(f"no sample for Scripts.{method}({param}: {hint})")
+    return args
+
+
+def _wrapper_methods() -> list[str]:
+    return [
+        name
+        for name, member in vars(Scripts).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(member)
+    ]
+
+
+async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _record(queue, monkeypatch)
+    called: dict[str, list[Sent]] = {}
+    for method in _wrapper_methods():
+        start = len(sent)
+        await getattr(queue.scripts, method)(*_sample_args(method))
+        assert len(sent) > start, f"Scripts.{method} sent no EVALSHA through queue.client"
+        for call in sent[start:]:
+            called.setdefault(call.script, []).append(call)
+
+    assert set(called) == set(SCRIPT_NAMES), "some script has no wrapper method"
+    key_fields = set(QueueKeys.__dataclass_fields__)
+    for name, calls in called.items():
+        head = header(name)
+        for call in calls:
+            assert len(call.keys) == len(head.keys), (name, call.keys, head.keys)
+            for index, word in head.keys.items():
+                if word in key_fields:
+                    assert call.keys[index - 1] == getattr(queue.keys, word), (name, index)
+                else:
+                    assert call.keys[index - 1].startswith(queue.keys.prefix), (name, index)
+            if head.variadic_from is None:
+                assert len(call.args) == len(head.argv), (name, call.args)
+            else:
+                assert head.group is not None
+                extra = len(call.args) - len(head.argv)
+                assert extra > 0, (name, call.args)
+                assert extra % head.group == 0, (name, call.args)
+            if head.argv or head.variadic_from:
+                assert call.args[0] == queue.keys.prefix, name

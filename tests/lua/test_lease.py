@@ -1,0 +1,277 @@
+"""lease.lua: recover expired leases, promote due jobs, then take ready jobs in order."""
+
+from __future__ import annotations
+
+import pytest
+
+import queue_async as qa
+from tests.lua._support import (
+    LONG_MS,
+    PAYLOAD,
+    PRIORITY_SHIFT,
+    TASK,
+    enqueue,
+    expire_leases,
+    fields,
+    job,
+    lease,
+    make_due,
+    members,
+    meta,
+    server_ms,
+    wait_for_server_time,
+    wake_len,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_lease_takes_ready_jobs_and_records_the_lease(queue: qa.Queue) -> None:
+    await enqueue(queue, "low", priority=1)
+    await enqueue(queue, "high", priority=0)
+    await queue.client.delete(queue.keys.wake)
+
+    before = await server_ms(queue)
+    reply = await lease(queue, 5, lease_ms=20_000, lease_id="L7", worker_id="w-9")
+    after = await server_ms(queue)
+
+    assert reply.ids == ["high", "low"]
+    assert [j.token for j in reply.jobs] == ["L7:1", "L7:2"]
+    assert await members(queue, queue.keys.ready) == {}
+    active = await members(queue, queue.keys.active)
+    assert active.keys() == {"high", "low"}
+    for job_id, token in (("high", "L7:1"), ("low", "L7:2")):
+        job_hash = await fields(queue, job_id)
+        started = int(job_hash["started"])
+        assert before <= started <= after
+        assert active[job_id] == started + 20_000
+        assert (job_hash["state"], job_hash["token"], job_hash["worker"]) == (
+            "active",
+            token,
+            "w-9",
+        )
+        assert job_hash["attempts"] == "1"
+    # Nothing left to wake anyone for; the next event is the first lease running out.
+    assert await wake_len(queue) == 0
+    assert 0 < reply.wait_ms <= 20_000
+    assert reply.scheduled == 0
+
+
+async def test_lease_reply_carries_nine_fields_per_job(queue: qa.Queue) -> None:
+    await queue.scripts.enqueue(
+        [*job("set", retries=4, timeout=1500, keep=0), *job("unset", payload=b"\x00\xff")]
+    )
+    enqueued = int((await fields(queue, "set"))["enqueued"])
+    raw = await queue.scripts.lease(10, LONG_MS, "L", "w", 3, 1000, 10, 0)
+
+    # wait_ms: the first of the two new leases runs out in LONG_MS; nothing is scheduled.
+    assert 0 < raw[0] <= LONG_MS
+    assert raw[1] == 0
+    assert raw[2] == 0  # nothing was handed to this worker's inbox
+    assert len(raw) == 3 + 2 * 9
+    assert raw[3:12] == [
+        b"set",
+        TASK.encode(),
+        PAYLOAD,
+        1,
+        str(enqueued).encode(),
+        b"4",
+        b"1500",
+        b"0",
+        b"L:1",
+    ]
+    assert raw[12:21][2:] == [b"\x00\xff", 1, str(enqueued).encode(), b"", b"", b"", b"L:2"]
+
+
+async def test_lease_takes_at_most_count_and_wakes_for_the_rest(queue: qa.Queue) -> None:
+    await enqueue(queue, "a", "b", "c")
+    await queue.client.delete(queue.keys.wake)
+
+    reply = await lease(queue, 2)
+
+    assert reply.ids == ["a", "b"]
+    assert reply.wait_ms == 0
+    assert set(await members(queue, queue.keys.ready)) == {"c"}
+    assert set(await members(queue, queue.keys.active)) == {"a", "b"}
+    assert (await fields(queue, "c"))["state"] == "ready"
+    assert await wake_len(queue) == 1
+
+
+async def test_lease_on_empty_queue_replies_minus_one_and_writes_nothing(
+    queue: qa.Queue,
+) -> None:
+    reply = await lease(queue, 10)
+    assert (reply.wait_ms, reply.scheduled, reply.jobs) == (-1, 0, [])
+    assert await queue.client.keys(f"{queue.keys.prefix}*") == []
+
+
+async def test_lease_reply_wait_ms_reflects_next_due_job(queue: qa.Queue) -> None:
+    await enqueue(queue, "in-5s", delay_ms=5000)
+    await enqueue(queue, "in-60s", delay_ms=60_000)
+
+    reply = await lease(queue, 10)
+    assert reply.jobs == []
+    assert reply.scheduled == 2
+    assert 4000 < reply.wait_ms <= 5000
+
+    # A lease that runs out before the next scheduled job is the next thing to wait for.
+    await enqueue(queue, "now")
+    reply = await lease(queue, 10, lease_ms=2000)
+    assert reply.ids == ["now"]
+    assert reply.scheduled == 2
+    assert 1000 < reply.wait_ms <= 2000
+
+    # Once the lease is gone, the next scheduled job is.
+    await queue.client.zrem(queue.keys.active, "now")
+    reply = await lease(queue, 10)
+    assert 3000 < reply.wait_ms <= 5000
+
+
+async def test_lease_promotes_due_scheduled_jobs(queue: qa.Queue) -> None:
+    await enqueue(queue, "due", priority=2, delay_ms=60_000)
+    await enqueue(queue, "not-due", delay_ms=60_000)
+    await enqueue(queue, "ready", priority=5)
+    await make_due(queue, "due")
+
+    reply = await lease(queue, 1)
+
+    # The promoted job takes its place by priority: ahead of the priority-5 job.
+    assert reply.ids == ["due"]
+    assert reply.scheduled == 1
+    assert set(await members(queue, queue.keys.scheduled)) == {"not-due"}
+    job_hash = await fields(queue, "due")
+    assert job_hash["state"] == "active"
+    assert "due" not in job_hash
+    assert (await fields(queue, "not-due"))["state"] == "scheduled"
+    assert set(await members(queue, queue.keys.ready)) == {"ready"}
+
+
+async def test_lease_promotes_job_whose_delay_ran_out(queue: qa.Queue) -> None:
+    await enqueue(queue, "soon", delay_ms=30)
+    due = int((await fields(queue, "soon"))["due"])
+    assert (await lease(queue, 1)).ids == []
+    await wait_for_server_time(queue, due)
+    assert (await lease(queue, 1)).ids == ["soon"]
+
+
+async def test_promoted_job_gets_a_fresh_sequence_number(queue: qa.Queue) -> None:
+    await enqueue(queue, "scheduled-first", delay_ms=60_000)
+    await enqueue(queue, "ready-later")
+    await make_due(queue, "scheduled-first")
+    await queue.scripts.recover(3, 1000, 10)
+    ready = await members(queue, queue.keys.ready)
+    assert ready == {"ready-later": 1, "scheduled-first": 2}
+    assert ready["scheduled-first"] // PRIORITY_SHIFT == 0
+
+
+async def test_expired_lease_returns_job_to_ready(queue: qa.Queue) -> None:
+    await enqueue(queue, "stalled", priority=3)
+    await lease(queue, 1, lease_ms=1, lease_id="first", worker_id="dead-worker")
+    deadline = (await members(queue, queue.keys.active))["stalled"]
+    await wait_for_server_time(queue, deadline)
+
+    # A higher-priority job takes the one free slot, so the recovered job stays ready.
+    await enqueue(queue, "urgent", priority=0)
+    reply = await lease(queue, 1, lease_id="second", worker_id="live-worker")
+
+    assert reply.ids == ["urgent"]
+    assert reply.wait_ms == 0
+    assert set(await members(queue, queue.keys.active)) == {"urgent"}
+    ready = await members(queue, queue.keys.ready)
+    assert set(ready) == {"stalled"}
+    assert ready["stalled"] // PRIORITY_SHIFT == 3
+    job_hash = await fields(queue, "stalled")
+    assert job_hash["state"] == "ready"
+    assert job_hash["stalls"] == "1"
+    assert job_hash["attempts"] == "1"
+    assert "token" not in job_hash
+    assert "worker" not in job_hash
+    assert await wake_len(queue) == 1
+
+    reply = await lease(queue, 1, lease_id="third")
+    assert reply.ids == ["stalled"]
+    assert reply.jobs[0].attempts == 2
+    assert reply.jobs[0].token == "third:1"
+
+
+async def test_stalls_beyond_max_send_job_to_dead(queue: qa.Queue) -> None:
+    await enqueue(queue, "flaky")
+    for n in (1, 2):
+        assert (await lease(queue, 1, max_stalls=1, lease_id=f"L{n}")).ids == ["flaky"]
+        await expire_leases(queue, "flaky")
+
+    before = await server_ms(queue)
+    reply = await lease(queue, 1, max_stalls=1, lease_id="L3")
+    after = await server_ms(queue)
+
+    assert reply.jobs == []
+    assert reply.wait_ms == -1
+    dead = await members(queue, queue.keys.dead)
+    assert set(dead) == {"flaky"}
+    assert before <= dead["flaky"] <= after
+    job_hash = await fields(queue, "flaky")
+    assert job_hash["state"] == "dead"
+    assert job_hash["stalls"] == "2"
+    assert job_hash["attempts"] == "2"
+    assert int(job_hash["finished"]) == dead["flaky"]
+    assert "lease expired 2 times" in job_hash["error"]
+    assert not {"token", "worker", "due"} & job_hash.keys()
+    assert await members(queue, queue.keys.active) == {}
+    assert await members(queue, queue.keys.ready) == {}
+
+
+async def test_max_stalls_zero_sends_job_to_dead_at_first_expiry(queue: qa.Queue) -> None:
+    await enqueue(queue, "once")
+    await lease(queue, 1)
+    await expire_leases(queue, "once")
+    await lease(queue, 1, max_stalls=0)
+    assert (await fields(queue, "once"))["state"] == "dead"
+
+
+async def test_job_sent_to_dead_by_stalls_counts_as_failed(queue: qa.Queue) -> None:
+    """QueueStats.failed is "jobs that went to dead after running": stalled ones too."""
+    await enqueue(queue, "stalled")
+    await lease(queue, 1)
+    await expire_leases(queue, "stalled")
+    await lease(queue, 1, max_stalls=0)
+    assert (await fields(queue, "stalled"))["state"] == "dead"
+    assert (await meta(queue)).get("failed") == 1
+
+
+async def test_stall_to_dead_trims_dead_set(queue: qa.Queue) -> None:
+    await enqueue(queue, "old-dead", "stalled")
+    await lease(queue, 2)
+    await queue.scripts.fail("old-dead", "lease-1:1", "boom", -1, 3_600_000, 10)
+    await queue.client.zadd(queue.keys.dead, {"old-dead": await server_ms(queue) - 1000})
+    await expire_leases(queue, "stalled")
+
+    await lease(queue, 1, max_stalls=0, dead_max_len=1)
+
+    assert set(await members(queue, queue.keys.dead)) == {"stalled"}
+    assert await fields(queue, "old-dead") == {}
+
+
+async def test_lease_skips_ids_whose_job_hash_is_gone(queue: qa.Queue) -> None:
+    await enqueue(queue, "gone", "kept")
+    await queue.client.delete(queue.keys.job("gone"))
+
+    reply = await lease(queue, 2)
+
+    assert reply.ids == ["kept"]
+    assert reply.jobs[0].token == "lease-1:1"
+    assert set(await members(queue, queue.keys.active)) == {"kept"}
+    assert await members(queue, queue.keys.ready) == {}
+    assert await queue.client.exists(queue.keys.job("gone")) == 0
+
+
+async def test_lease_of_a_full_batch_takes_every_job(queue: qa.Queue) -> None:
+    """WorkerSettings allows lease_batch up to 10_000: one lease must take that many."""
+    metadata = qa.WorkerSettings.model_fields["lease_batch"].metadata
+    count = next(m.le for m in metadata if hasattr(m, "le"))
+    await enqueue(queue, *[f"j{i}" for i in range(count)])
+
+    reply = await lease(queue, count)
+
+    assert len(reply.jobs) == count
+    assert await queue.client.zcard(queue.keys.active) == count
+    assert await queue.client.zcard(queue.keys.ready) == 0

@@ -1,0 +1,91 @@
+"""recover.lua: what lease.lua does first, without leasing."""
+
+from __future__ import annotations
+
+import pytest
+
+import queue_async as qa
+from tests.lua._support import (
+    DEAD_AGE_MS,
+    DEAD_LEN,
+    enqueue,
+    expire_leases,
+    fields,
+    lease,
+    make_due,
+    members,
+    server_ms,
+    wake_len,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_recover_returns_expired_jobs_and_promotes_due_ones(queue: qa.Queue) -> None:
+    await enqueue(queue, "stalled", "running")
+    await lease(queue, 2)
+    await enqueue(queue, "due", "not-due", delay_ms=60_000)
+    await expire_leases(queue, "stalled")
+    await make_due(queue, "due")
+    await queue.client.delete(queue.keys.wake)
+
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (1, 1)
+
+    assert set(await members(queue, queue.keys.ready)) == {"stalled", "due"}
+    assert set(await members(queue, queue.keys.active)) == {"running"}
+    assert set(await members(queue, queue.keys.scheduled)) == {"not-due"}
+    stalled, due = await fields(queue, "stalled"), await fields(queue, "due")
+    assert (stalled["state"], stalled["stalls"]) == ("ready", "1")
+    assert not {"token", "worker"} & stalled.keys()
+    assert due["state"] == "ready"
+    assert "due" not in due
+    assert (await fields(queue, "running"))["state"] == "active"
+    assert await wake_len(queue) == 1
+
+
+async def test_recover_with_nothing_to_do_returns_zeros_and_writes_nothing(
+    queue: qa.Queue,
+) -> None:
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (0, 0)
+    assert await queue.client.keys(f"{queue.keys.prefix}*") == []
+
+    await enqueue(queue, "a")
+    await lease(queue, 1)
+    await queue.client.delete(queue.keys.wake)
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (0, 0)
+    assert await wake_len(queue) == 0
+
+
+async def test_recover_sends_jobs_past_max_stalls_to_dead_and_trims(queue: qa.Queue) -> None:
+    await enqueue(queue, "old-dead", "stalled")
+    reply = await lease(queue, 2)
+    await queue.scripts.fail("old-dead", reply.token("old-dead"), "e", -1, DEAD_AGE_MS, DEAD_LEN)
+    await queue.client.zadd(queue.keys.dead, {"old-dead": await server_ms(queue) - 1000})
+    await expire_leases(queue, "stalled")
+    await queue.client.delete(queue.keys.wake)
+
+    assert await queue.scripts.recover(0, DEAD_AGE_MS, 1) == (1, 0)
+
+    assert set(await members(queue, queue.keys.dead)) == {"stalled"}
+    assert await queue.client.exists(queue.keys.job("old-dead")) == 0
+    job_hash = await fields(queue, "stalled")
+    assert job_hash["state"] == "dead"
+    assert "lease expired 1 times" in job_hash["error"]
+    assert await members(queue, queue.keys.active) == {}
+    assert await members(queue, queue.keys.ready) == {}
+    assert await wake_len(queue) == 0
+
+
+async def test_recover_drops_set_entries_whose_job_hash_is_gone(queue: qa.Queue) -> None:
+    await enqueue(queue, "a")
+    await lease(queue, 1)
+    await enqueue(queue, "b", delay_ms=60_000)
+    await expire_leases(queue, "a")
+    await make_due(queue, "b")
+    await queue.client.delete(queue.keys.job("a"), queue.keys.job("b"))
+
+    await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN)
+
+    for key in (queue.keys.ready, queue.keys.scheduled, queue.keys.active):
+        assert await members(queue, key) == {}
+    assert await queue.client.exists(queue.keys.job("a"), queue.keys.job("b")) == 0

@@ -1,0 +1,103 @@
+"""watch.lua, and the announcement every finishing script makes to watched jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+import queue_async as qa
+from tests.lua._support import (
+    DEAD_AGE_MS,
+    DEAD_LEN,
+    enqueue,
+    expire_leases,
+    fields,
+    lease,
+)
+
+pytestmark = pytest.mark.anyio
+
+SENTINEL = b"sentinel"
+
+
+async def test_watch_missing_job_returns_none_and_creates_no_key(queue: qa.Queue) -> None:
+    assert await queue.scripts.watch("ghost") is None
+    assert await queue.client.keys(f"{queue.keys.prefix}*") == []
+
+
+async def test_watch_flags_job_and_returns_its_state(queue: qa.Queue) -> None:
+    await enqueue(queue, "a")
+    assert await queue.scripts.watch("a") == "ready"
+    assert (await fields(queue, "a"))["waiters"] == "1"
+    await lease(queue, 1)
+    assert await queue.scripts.watch("a") == "active"
+
+
+async def test_watch_keeps_the_record_ttl(queue: qa.Queue) -> None:
+    await enqueue(queue, "a")
+    reply = await lease(queue, 1)
+    await queue.scripts.complete(["a", reply.token("a"), b"r", 60_000])
+    assert await queue.scripts.watch("a") == "done"
+    assert 55_000 < await queue.client.pttl(queue.keys.job("a")) <= 60_000
+
+
+async def _finish_done(queue: qa.Queue) -> None:
+    reply = await lease(queue, 1)
+    await queue.scripts.complete(["a", reply.token("a"), b"r", 0])
+
+
+async def _finish_dead(queue: qa.Queue) -> None:
+    reply = await lease(queue, 1)
+    await queue.scripts.fail("a", reply.token("a"), "e", -1, DEAD_AGE_MS, DEAD_LEN)
+
+
+async def _finish_stalled(queue: qa.Queue) -> None:
+    await lease(queue, 1)
+    await expire_leases(queue, "a")
+    await queue.scripts.recover(0, DEAD_AGE_MS, DEAD_LEN)
+
+
+async def _finish_cancelled(queue: qa.Queue) -> None:
+    await queue.scripts.cancel("a", 60_000)
+
+
+FINISHES: dict[str, tuple[Callable[[qa.Queue], Awaitable[None]], bytes]] = {
+    "complete": (_finish_done, b"done"),
+    "fail": (_finish_dead, b"dead"),
+    "stall": (_finish_stalled, b"dead"),
+    "cancel": (_finish_cancelled, b"cancelled"),
+}
+
+
+async def _first_message(queue: qa.Queue, watched: bool, finish: str) -> bytes:
+    """Subscribe to the job's done channel, finish the job, then publish a sentinel: the
+    first message is the announcement if there was one, else the sentinel."""
+    channel = queue.keys.done_channel("a")
+    await enqueue(queue, "a")
+    async with queue.client.pubsub() as pubsub:
+        await pubsub.subscribe(channel)
+        with anyio.fail_after(5):
+            while (await pubsub.get_message(timeout=1)) is None:
+                pass  # the subscribe confirmation
+        if watched:
+            assert await queue.scripts.watch("a") == "ready"
+        await FINISHES[finish][0](queue)
+        await queue.client.publish(channel, SENTINEL)
+        with anyio.fail_after(5):
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    data: bytes = message["data"]
+                    return data
+
+
+@pytest.mark.parametrize("finish", list(FINISHES))
+async def test_watched_job_announces_its_final_state(queue: qa.Queue, finish: str) -> None:
+    assert await _first_message(queue, watched=True, finish=finish) == FINISHES[finish][1]
+
+
+@pytest.mark.parametrize("finish", list(FINISHES))
+async def test_unwatched_job_publishes_nothing(queue: qa.Queue, finish: str) -> None:
+    assert await _first_message(queue, watched=False, finish=finish) == SENTINEL
