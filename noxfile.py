@@ -1,4 +1,4 @@
-"""The one entry point: `nox -s tests`, `lint`, `typecheck`, `demo`, `bench`."""
+"""The one entry point: `nox -s tests`, `lint`, `typecheck`, `demo`, `bench`, `chaos`."""
 
 from __future__ import annotations
 
@@ -46,3 +46,10 @@ def bench(session: nox.Session) -> None:
     """Throughput and idle latency, as JSON lines (benchmarks/bench.py)."""
     session.install("-e", ".[embedded]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The long chaos run: kills, dropped connections, a server restart; prints the figures."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.chaos.driver", *(session.posargs or ["--duration", "240"]))
