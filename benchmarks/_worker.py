@@ -32,9 +32,10 @@ def main() -> None:
 
     async def run() -> None:
         if mode == "burst":
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await worker.run(burst=True)
-            print(json.dumps({"seconds": time.perf_counter() - started}))
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            print(json.dumps({"seconds": seconds, "cpu_seconds": cpu}))
         else:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(worker.run)

@@ -62,6 +62,8 @@ async def throughput(url: str, jobs: int, concurrency: int) -> None:
             "concurrency": concurrency,
             "enqueue_jobs_per_s": round(jobs / enqueue_s),
             "process_jobs_per_s": round(jobs / report["seconds"]),
+            # CPU time of the worker process per job: steadier than rates on a noisy machine.
+            "worker_cpu_us_per_job": round(report["cpu_seconds"] / jobs * 1e6, 1),
         }
     )
     await queue.client.delete(*[k async for k in queue.client.scan_iter(f"qa:{{{name}}}:*")])

@@ -18,6 +18,7 @@ from queue_async.exceptions import BrokerConnectionError, Fatal, Retry
 from queue_async.options import to_ms
 
 if TYPE_CHECKING:
+    from queue_async.queue import Queue
     from queue_async.task import Task
     from queue_async.worker import Worker
 
@@ -93,14 +94,40 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= _ERROR_TEXT_MAX else "...\n" + text[-_ERROR_TEXT_MAX:]
 
 
-def _leaked_cancel() -> bool:
-    """True if a CancelledError was raised by a handler, not by a cancellation of this task."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() == 0
+@dataclass(slots=True, eq=False)
+class JobSlot:
+    """A job running in a worker, in an asyncio task of its own."""
+
+    job: LeasedJob
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    """Cancels the task when the job's timeout passes."""
+    timed_out: bool = False
+    abandon_at: float | None = None
+    """Event-loop time past which a handler that ignores cancellation is abandoned."""
+    abandoned: bool = False
+
+    def time_out(self) -> None:
+        self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
 
 
-async def run_job(worker: Worker, job: LeasedJob) -> None:
-    """Run one job to its end and record the outcome; never raises except on cancellation."""
+def job_timeout_ms(queue: Queue, job: LeasedJob) -> int | None:
+    """The job's own timeout, else its task's; None for none."""
+    if job.timeout_ms is not None:
+        return job.timeout_ms
+    task = queue.tasks.get(job.task)
+    return None if task is None else task.timeout_ms
+
+
+async def run_job(worker: Worker, slot: JobSlot) -> None:
+    """Run one job to its end and record the outcome; never raises except on cancellation.
+
+    The worker cancels the task when the job's timeout passes (``slot.timed_out``): a plain
+    asyncio cancellation, which costs a fifth of an anyio cancel scope per job.
+    """
+    job = slot.job
     task = worker.queue.tasks.get(job.task)
     if task is None:
         await record_failure(
@@ -122,25 +149,26 @@ async def run_job(worker: Worker, job: LeasedJob) -> None:
         worker_id=worker.id,
         enqueued_ms=job.enqueued_ms,
     )
-    timeout_ms = job.timeout_ms
-    if timeout_ms is None and task.task_options.timeout is not None:
-        timeout_ms = to_ms(task.task_options.timeout)
     try:
-        with anyio.fail_after(None if timeout_ms is None else timeout_ms / 1000):
-            result = await _invoke(worker, task, ctx, args, kwargs)
-    except anyio.get_cancelled_exc_class() as exc:
-        if not _leaked_cancel():
+        result = await _invoke(worker, task, ctx, args, kwargs)
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        pending = current.cancelling() if current is not None else 0
+        if slot.timed_out:
+            pending = current.uncancel() if current is not None else 0
+        if pending:  # the worker is stopping: the job goes back to the queue
             with anyio.CancelScope(shield=True):
                 await hand_back(worker, job)
             raise
-        await record_failure(worker, job, _error_text(exc), task)
-    except TimeoutError as exc:
-        text = f"timed out after {timeout_ms} ms\n{_error_text(exc)}"
-        await record_failure(worker, job, text, task)
+        if slot.timed_out:
+            text = f"timed out after {job_timeout_ms(worker.queue, job)} ms"
+            await record_failure(worker, job, f"{text}\n{_error_text(exc)}", task)
+        else:  # the handler raised CancelledError of its own
+            await record_failure(worker, job, _error_text(exc), task)
     except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not stop the worker
         await record_failure(worker, job, _error_text(exc), task, exc)
     else:
-        keep_ms = job.keep_ms if job.keep_ms is not None else to_ms(task.task_options.keep_result)
+        keep_ms = job.keep_ms if job.keep_ms is not None else task.keep_ms
         try:
             encoded = worker.queue.codec.encode(result) if keep_ms > 0 else b""
         except (TypeError, ValueError, OverflowError) as exc:

@@ -75,6 +75,15 @@ async def _run_worker(queue: Queue, args: argparse.Namespace) -> None:
         await worker.run(burst=args.burst)
     finally:
         await queue.close()
+    if worker.abandoned:
+        # Handlers that ignored cancellation are still running; asyncio would wait for them
+        # forever at exit. Their jobs were handed back or failed, so nothing is lost.
+        logging.getLogger("queue_async.worker").error(
+            "%d handlers ignored cancellation; exiting without waiting for them",
+            worker.abandoned,
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 async def _info(queue: Queue) -> None:

@@ -89,6 +89,10 @@ class WorkerSettings(_Frozen):
     shutdown_grace: Duration = timedelta(seconds=10)
     """On SIGTERM/SIGINT, how long running jobs may take to finish before they are cancelled
     and handed back to the queue."""
+    cancel_grace: PositiveDuration = timedelta(seconds=5)
+    """After a handler is cancelled (timeout, shutdown), how long it may take to stop. One that
+    ignores cancellation longer is abandoned: its slot is freed and its try counted as failed
+    (or, at shutdown, its job handed back), while the coroutine or thread is left behind."""
     max_idle_wait: PositiveDuration = timedelta(seconds=5)
     """An idle worker's longest blocking wait before it looks at the queue again."""
     lease_batch: int = Field(100, ge=1, le=10_000)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from queue_async.context import JobContext
-from queue_async.options import EnqueueOptions, TaskOptions
+from queue_async.options import EnqueueOptions, TaskOptions, to_ms
 
 if TYPE_CHECKING:
     from queue_async.handle import JobHandle
@@ -70,6 +70,9 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.name = name
         self.task_options = options
+        # Read for every job the worker runs: converted once here.
+        self.timeout_ms = None if options.timeout is None else to_ms(options.timeout)
+        self.keep_ms = to_ms(options.keep_result)
         self.takes_context = wants_context(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__

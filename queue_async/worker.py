@@ -1,7 +1,14 @@
-"""``Worker``: leases jobs from one queue and runs them, under one anyio task group."""
+"""``Worker``: leases jobs from one queue and runs them.
+
+The worker's own loops (lease, flush, heartbeat, watchdog, signals) run in one anyio task
+group. Each job runs in a plain asyncio task of its own: spawning one costs a fifth of an
+anyio ``start_soon`` (the largest per-job cost we measured), and a job outside the task group
+can be abandoned when its handler ignores cancellation, instead of holding the worker hostage.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -18,7 +25,15 @@ import anyio.abc
 import anyio.lowlevel
 
 from queue_async._redis import translate_errors
-from queue_async._runner import LeasedJob, handed_job, parse_lease, run_job
+from queue_async._runner import (
+    JobSlot,
+    LeasedJob,
+    handed_job,
+    job_timeout_ms,
+    parse_lease,
+    record_failure,
+    run_job,
+)
 from queue_async._scripts import Arg
 from queue_async.exceptions import BrokerConnectionError
 from queue_async.models import WorkerHeartbeat
@@ -72,15 +87,19 @@ class Worker:
         self._running: dict[
             str, str
         ] = {}  # leases held (running or awaiting completion): id -> token
-        self._busy = 0  # handlers executing now
+        self._busy = 0  # slots taken: jobs running, not counting abandoned ones
+        self._jobs: dict[asyncio.Task[None], JobSlot] = {}
+        self.abandoned = 0
+        """Handlers abandoned because they ignored cancellation (they may still be running)."""
         self._processed = 0
         self._done: list[Arg] = []
+        self._finishing: set[str] = set()  # ids whose completion is buffered or being sent
         self._done_ready = anyio.Event()
         self._flush_lock = anyio.Lock()
         self._changed = anyio.Event()
         self._stopping = False
         self._lease_scope: anyio.CancelScope | None = None
-        self._jobs_scope: anyio.CancelScope | None = None
+        self._grace_scope: anyio.CancelScope | None = None
         self._started_at = datetime.now(UTC)
         self._lease_seq = 0
         self._ran = False
@@ -101,8 +120,10 @@ class Worker:
     def kill(self) -> None:
         """Stop now: cancel running jobs and hand them back to the queue at once."""
         self.stop()
-        if self._jobs_scope is not None:
-            self._jobs_scope.cancel()
+        if self._grace_scope is not None:
+            self._grace_scope.cancel()
+        for task in self._jobs:
+            task.cancel()
 
     async def __aenter__(self) -> Worker:
         self._background = anyio.create_task_group()
@@ -141,6 +162,7 @@ class Worker:
             async with anyio.create_task_group() as loops:
                 loops.start_soon(self._flush_loop)
                 loops.start_soon(self._heartbeat_loop)
+                loops.start_soon(self._watchdog_loop)
                 if handle_signals:
                     loops.start_soon(self._signal_loop)
                 await self._work(burst)
@@ -167,19 +189,56 @@ class Worker:
             self.settings.concurrency,
             ", ".join(self.queue.tasks),
         )
-        async with anyio.create_task_group() as jobs:
-            self._jobs_scope = jobs.cancel_scope
+        try:
             with anyio.CancelScope() as self._lease_scope:
                 if not self._stopping:
-                    await self._lease_loop(jobs, burst)
+                    await self._lease_loop(burst)
+        finally:
             with anyio.CancelScope(shield=True):
                 await self._retire()
-            with anyio.move_on_after(self.settings.shutdown_grace.total_seconds()):
-                while self._busy:
-                    await self._changed.wait()
-            jobs.cancel_scope.cancel()
+                with anyio.CancelScope() as self._grace_scope:
+                    if self._stopping:  # else run() itself was cancelled: no grace
+                        self._grace_scope.deadline = (
+                            anyio.current_time() + self.settings.shutdown_grace.total_seconds()
+                        )
+                        await self._until_idle()
+                await self._cancel_jobs()
 
-    async def _lease_loop(self, jobs: anyio.abc.TaskGroup, burst: bool) -> None:
+    async def _until_idle(self) -> None:
+        while self._busy:
+            await self._changed.wait()
+
+    async def _cancel_jobs(self) -> None:
+        """Cancel running jobs, which hand their jobs back; abandon those that ignore it."""
+        for task in self._jobs:
+            task.cancel()
+        with anyio.move_on_after(self.settings.cancel_grace.total_seconds()):
+            await self._until_idle()
+        for slot in list(self._jobs.values()):
+            if not slot.abandoned:
+                self._give_up(slot)
+        await self._release_leftovers()
+
+    async def _release_leftovers(self) -> None:
+        """Hand back every lease we hold that no completion is waiting to record: jobs whose
+        handlers were abandoned, and jobs cancelled before their first step."""
+        pairs: list[Arg] = []
+        for job_id, token in list(self._running.items()):
+            if job_id not in self._finishing:
+                pairs += [job_id, token]
+                del self._running[job_id]
+        if not pairs:
+            return
+        try:
+            await self.queue.scripts.release(pairs)
+        except BrokerConnectionError as exc:
+            logger.warning(
+                "could not hand back %d jobs (%s): they are recovered when their leases expire",
+                len(pairs) // 2,
+                exc,
+            )
+
+    async def _lease_loop(self, burst: bool) -> None:
         """Lease, start, repeat; block on Redis when there is nothing to do."""
         backoff = _Backoff(self.settings.reconnect_max.total_seconds())
         while True:
@@ -194,7 +253,7 @@ class Worker:
                 continue
             backoff.reset()
             for job in leased:
-                self._start(jobs, job)
+                self._start(job)
             if leased:
                 # Let the new jobs start before this task spends time sending the next command.
                 await anyio.lowlevel.checkpoint()
@@ -211,7 +270,7 @@ class Worker:
                 await backoff.wait(exc)
                 continue
             if handed is not None:
-                self._start(jobs, handed)
+                self._start(handed)
                 await anyio.lowlevel.checkpoint()
 
     async def _lease(self, free: int, burst: bool) -> tuple[int, int, list[LeasedJob]]:
@@ -230,19 +289,64 @@ class Worker:
         )
         return parse_lease(reply)
 
-    def _start(self, jobs: anyio.abc.TaskGroup, job: LeasedJob) -> None:
+    def _start(self, job: LeasedJob) -> None:
         self._running[job.id] = job.token
         self._busy += 1
-        jobs.start_soon(self._run, job, name=f"job {job.id}")
+        loop = asyncio.get_running_loop()
+        slot = JobSlot(job)
+        slot.task = task = loop.create_task(run_job(self, slot))
+        timeout_ms = job_timeout_ms(self.queue, job)
+        if timeout_ms is not None:
+            due = loop.time() + timeout_ms / 1000
+            slot.timer = loop.call_at(due, slot.time_out)
+            slot.abandon_at = due + self.settings.cancel_grace.total_seconds()
+        self._jobs[task] = slot
+        task.add_done_callback(self._job_done)
 
-    async def _run(self, job: LeasedJob) -> None:
-        try:
-            await run_job(self, job)
-        finally:
-            self._busy -= 1
-            self._processed += 1
-            self._changed.set()
-            self._changed = anyio.Event()
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        slot = self._jobs.pop(task)
+        if slot.timer is not None:
+            slot.timer.cancel()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("job %s: the worker failed running it", slot.job.id, exc_info=exc)
+        if not slot.abandoned:
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        self._busy -= 1
+        self._processed += 1
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _give_up(self, slot: JobSlot) -> None:
+        """Stop waiting for a handler that ignored cancellation: free its slot."""
+        slot.abandoned = True
+        self.abandoned += 1
+        self._free_slot()
+        logger.error(
+            "job %s (%s) ignored cancellation for %ss: abandoned; its handler may still be "
+            "running in this process",
+            slot.job.id,
+            slot.job.task,
+            self.settings.cancel_grace.total_seconds(),
+        )
+
+    async def _watchdog_loop(self) -> None:
+        interval = min(1.0, self.settings.cancel_grace.total_seconds() / 2)
+        while True:
+            await anyio.sleep(interval)
+            now = asyncio.get_running_loop().time()
+            for slot in list(self._jobs.values()):
+                if slot.abandon_at is not None and now > slot.abandon_at and not slot.abandoned:
+                    self._give_up(slot)
+                    error = (
+                        f"timed out and ignored cancellation for "
+                        f"{self.settings.cancel_grace.total_seconds()}s: abandoned"
+                    )
+                    with anyio.CancelScope(shield=True):
+                        await record_failure(
+                            self, slot.job, error, self.queue.tasks.get(slot.job.task)
+                        )
 
     async def _idle_wait(self, seconds: float, *, burst: bool) -> LeasedJob | None:
         """Block on Redis (never a sleep loop) for at most ``seconds``.
@@ -281,6 +385,7 @@ class Worker:
     def completed(self, job: LeasedJob, result: bytes, keep_ms: int) -> None:
         """Queue a completion for the next batched ``complete`` call."""
         self._done.extend((job.id, job.token, result, keep_ms))
+        self._finishing.add(job.id)
         self._done_ready.set()
 
     def released(self, job: LeasedJob) -> None:
@@ -325,6 +430,7 @@ class Worker:
                 raise
             for index, ok in enumerate(flags):
                 job_id, token = str(batch[index * 4]), str(batch[index * 4 + 1])
+                self._finishing.discard(job_id)
                 if self._running.get(job_id) == token:
                     del self._running[job_id]
                 if not ok:

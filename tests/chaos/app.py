@@ -46,7 +46,7 @@ def build_queue(url: str, name: str) -> tuple[qa.Queue, qa.Task[[int], None], qa
                 try:
                     await queue.client.sadd(runs_key(queue), entry)
                     return
-                except Exception:  # noqa: BLE001 - any broker error: wait and repeat
+                except Exception:  # any broker error: wait and repeat
                     await anyio.sleep(0.05)
 
     @queue.task(name="chaos.work", retries=50, backoff_base=0.05, backoff_cap=0.5, timeout=30)

@@ -14,6 +14,7 @@ Prints the figures as one JSON line.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -187,7 +188,8 @@ async def produce(config: ChaosConfig, queue: qa.Queue, chaos: Chaos) -> None:
     specs: list[qa.JobSpec[None]] = []
     for i in range(config.jobs):
         delay = rng.uniform(0.1, 3.0) if rng.random() < config.delayed_share else None
-        specs.append(work.options(job_id=f"w{i}", delay=delay).call(rng.randint(1, config.max_job_ms)))
+        ms = rng.randint(1, config.max_job_ms)
+        specs.append(work.options(job_id=f"w{i}", delay=delay).call(ms))
     specs.extend(doomed.options(job_id=f"d{i}").call() for i in range(config.doomed))
     rng.shuffle(specs)
     batches = 30
@@ -258,7 +260,7 @@ async def examine(config: ChaosConfig, queue: qa.Queue, chaos: Chaos) -> None:
     for job_id, executions in runs.items():
         executions.sort()
         report.extra_executions += len(executions) - 1
-        for (_, pid), (next_at, _) in zip(executions, executions[1:], strict=False):
+        for (_, pid), (next_at, _) in itertools.pairwise(executions):
             stopped = chaos.stopped_at.get(pid)
             if stopped is None or stopped > next_at:
                 report.unexplained_extra.append(job_id)

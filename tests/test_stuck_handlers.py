@@ -1,0 +1,150 @@
+"""Handlers that ignore cancellation, block a thread, or raise TimeoutError themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+
+import anyio
+import pytest
+
+import queue_async as qa
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.anyio
+
+
+async def _ignore_cancellation_until(release: anyio.Event, started: anyio.Event) -> None:
+    """A handler that swallows every cancellation until the test lets it go."""
+    started.set()
+    while not release.is_set():
+        try:
+            await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            continue
+
+
+async def test_timed_out_handler_ignoring_cancellation_is_abandoned_and_its_slot_freed(
+    queue: qa.Queue,
+) -> None:
+    release, started = anyio.Event(), anyio.Event()
+
+    @queue.task(timeout=0.1, retries=0)
+    async def rogue() -> None:
+        await _ignore_cancellation_until(release, started)
+
+    @queue.task
+    async def polite(x: int) -> int:
+        return x + 1
+
+    # One slot: the second job can only run once the rogue one's slot is given up.
+    worker = qa.Worker(queue, **{**FAST, "concurrency": 1, "cancel_grace": 0.3})
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(worker.run, handle_signals=False))
+                stuck = await rogue.enqueue()
+                await started.wait()
+                after = await polite.enqueue(1)
+                assert await after.result(timeout=5) == 2
+                worker.stop()
+    finally:
+        release.set()
+    info = await stuck.info()
+    assert info.status is qa.JobStatus.DEAD
+    assert info.error is not None and "ignored cancellation" in info.error
+    assert worker.abandoned == 1
+
+
+async def test_shutdown_ends_within_its_grace_when_a_handler_ignores_cancellation(
+    queue: qa.Queue,
+) -> None:
+    release, started = anyio.Event(), anyio.Event()
+
+    @queue.task(timeout=None)
+    async def rogue() -> None:
+        await _ignore_cancellation_until(release, started)
+
+    grace, cancel_grace = 0.3, 0.3
+    worker = qa.Worker(queue, **{**FAST, "shutdown_grace": grace, "cancel_grace": cancel_grace})
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(worker.run, handle_signals=False))
+                handle = await rogue.enqueue()
+                await started.wait()
+                stopping = time.monotonic()
+                worker.stop()
+            took = time.monotonic() - stopping
+    finally:
+        release.set()
+    assert took < grace + cancel_grace + 1.0
+    # The job went straight back to the queue, its try not counted.
+    info = await handle.info()
+    assert info.status is qa.JobStatus.READY and info.attempts == 0
+    assert await queue.client.zcard(queue.keys.active) == 0
+
+
+async def test_sync_handler_blocking_past_its_timeout_frees_its_slot(queue: qa.Queue) -> None:
+    unblock = threading.Event()
+
+    @queue.task(timeout=0.1, retries=0)
+    def blocking() -> None:
+        unblock.wait(20)
+
+    @queue.task
+    def quick() -> str:
+        return "ok"
+
+    worker = qa.Worker(queue, **{**FAST, "concurrency": 1})
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(worker.run, handle_signals=False))
+                stuck = await blocking.enqueue()
+                assert await (await quick.enqueue()).result(timeout=5) == "ok"
+                worker.stop()
+    finally:
+        unblock.set()
+    info = await stuck.info()
+    assert info.status is qa.JobStatus.DEAD
+    assert info.error is not None and "timed out after 100 ms" in info.error
+
+
+async def test_timeout_error_raised_by_a_handler_is_its_own_error(queue: qa.Queue) -> None:
+    @queue.task(retries=0, timeout=30)
+    async def calls_out() -> None:
+        raise TimeoutError("the upstream API did not answer")
+
+    handle = await calls_out.enqueue()
+    worker = qa.Worker(queue, **FAST)
+    with anyio.fail_after(10):
+        await worker.run(burst=True, handle_signals=False)
+    info = await handle.info()
+    assert info.status is qa.JobStatus.DEAD
+    assert info.error is not None
+    assert "the upstream API did not answer" in info.error
+    assert "timed out after" not in info.error
+
+
+async def test_kill_hands_back_jobs_whose_handlers_never_started(queue: qa.Queue) -> None:
+    started = anyio.Event()
+
+    @queue.task
+    async def sleeper() -> None:
+        started.set()
+        await anyio.sleep(30)
+
+    handles = await queue.enqueue_many([sleeper.call() for _ in range(50)])
+    worker = qa.Worker(queue, **FAST)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(worker.run, handle_signals=False))
+            await started.wait()
+            worker.kill()
+    stats = await queue.stats()
+    assert (stats.ready, stats.active) == (50, 0)
+    for handle in handles:
+        assert (await handle.info()).attempts == 0
