@@ -9,6 +9,7 @@ Every test gets a queue with a unique name, so tests never see each other's keys
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -60,3 +61,16 @@ async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     c = redis.asyncio.Redis.from_url(redis_url)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Subprocesses a test starts; any still running at its end are killed."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()

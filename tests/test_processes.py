@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -47,18 +47,6 @@ async def _record(ctx: qa.JobContext, hold: float = 0.0) -> str:
     """The in-process twin of tests.apps.tasks.record (never holds: it runs retries)."""
     await ctx.queue.client.rpush(f"{ctx.queue.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}")
     return ctx.job_id
-
-
-@pytest.fixture
-def spawn(app_env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def start_worker(
