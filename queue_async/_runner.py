@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ logger = logging.getLogger("queue_async.worker")
 
 _ERROR_TEXT_MAX = 16_384
 _FIELDS_PER_JOB = 9
+_ABORTED = -2  # fail.lua's retry delay for "ends as aborted"
+_ABORTED_KEEP_MS = 3_600_000  # as a cancelled job's record
 
 
 @dataclass(slots=True)
@@ -103,12 +106,18 @@ class JobSlot:
     timer: asyncio.TimerHandle | None = None
     """Cancels the task when the job's timeout passes."""
     timed_out: bool = False
+    aborted: bool = False
     abandon_at: float | None = None
     """Event-loop time past which a handler that ignores cancellation is abandoned."""
     abandoned: bool = False
 
     def time_out(self) -> None:
         self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def abort(self) -> None:
+        self.aborted = True
         if self.task is not None:
             self.task.cancel()
 
@@ -148,23 +157,15 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
         state=worker.state,
         worker_id=worker.id,
         enqueued_ms=job.enqueued_ms,
+        token=job.token,
     )
     try:
-        result = await _invoke(worker, task, ctx, args, kwargs)
+        if worker.middleware:
+            result = await _through(worker, task, ctx, args, kwargs)
+        else:
+            result = await _invoke(worker, task, ctx, args, kwargs)
     except asyncio.CancelledError as exc:
-        current = asyncio.current_task()
-        pending = current.cancelling() if current is not None else 0
-        if slot.timed_out:
-            pending = current.uncancel() if current is not None else 0
-        if pending:  # the worker is stopping: the job goes back to the queue
-            with anyio.CancelScope(shield=True):
-                await hand_back(worker, job)
-            raise
-        if slot.timed_out:
-            text = f"timed out after {job_timeout_ms(worker.queue, job)} ms"
-            await record_failure(worker, job, f"{text}\n{_error_text(exc)}", task)
-        else:  # the handler raised CancelledError of its own
-            await record_failure(worker, job, _error_text(exc), task)
+        await _cancelled(worker, slot, task, exc)
     except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not stop the worker
         await record_failure(worker, job, _error_text(exc), task, exc)
     else:
@@ -176,6 +177,39 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
             await record_failure(worker, job, text, None)
             return
         worker.completed(job, encoded, keep_ms)
+
+
+async def _cancelled(
+    worker: Worker, slot: JobSlot, task: Task[Any, Any], exc: asyncio.CancelledError
+) -> None:
+    """The handler's task was cancelled: by its timeout, an abort, the worker stopping (the
+    job goes back to the queue, and the cancellation goes on), or by the handler itself."""
+    job = slot.job
+    current = asyncio.current_task()
+    pending = current.cancelling() if current is not None else 0
+    if slot.timed_out or slot.aborted:
+        pending = current.uncancel() if current is not None else 0
+    if pending:
+        with anyio.CancelScope(shield=True):
+            await hand_back(worker, job)
+        raise exc
+    if slot.aborted:
+        await record_failure(worker, job, "aborted while running", None, aborted=True)
+    elif slot.timed_out:
+        text = f"timed out after {job_timeout_ms(worker.queue, job)} ms"
+        await record_failure(worker, job, f"{text}\n{_error_text(exc)}", task)
+    else:  # the handler raised CancelledError of its own
+        await record_failure(worker, job, _error_text(exc), task)
+
+
+def _through(
+    worker: Worker, task: Task[Any, Any], ctx: JobContext, args: list[Any], kwargs: dict[str, Any]
+) -> Awaitable[Any]:
+    """The handler's call wrapped in the worker's middleware, the first one outermost."""
+    call: Callable[[], Awaitable[Any]] = functools.partial(_invoke, worker, task, ctx, args, kwargs)
+    for middleware in reversed(worker.middleware):
+        call = functools.partial(middleware, ctx, call)
+    return call()
 
 
 async def _invoke(
@@ -213,12 +247,15 @@ async def record_failure(
     error: str,
     task: Task[Any, Any] | None,
     exc: BaseException | None = None,
+    *,
+    aborted: bool = False,
 ) -> None:
     """Record a failed try: the next try is scheduled, or the job goes to dead.
 
     ``task`` None means the job cannot run at all (unknown task, bad payload): straight to dead.
+    ``aborted``: the job ends as aborted, without a retry.
     """
-    delay = retry_delay_ms(job, task, exc)
+    delay = _ABORTED if aborted else retry_delay_ms(job, task, exc)
     settings = worker.settings
     with anyio.CancelScope(shield=True):
         try:
@@ -229,6 +266,7 @@ async def record_failure(
                 delay,
                 to_ms(settings.dead_max_age),
                 settings.dead_max_len,
+                _ABORTED_KEEP_MS,
             )
         except BrokerConnectionError:
             logger.warning(
@@ -239,7 +277,7 @@ async def record_failure(
             outcome = "unrecorded"
         finally:
             worker.released(job)
-    log = logger.error if outcome == "dead" else logger.warning
+    log = logger.warning if outcome in ("retry", "aborted") else logger.error
     log(
         "job %s (%s) try %d failed -> %s: %s",
         job.id,

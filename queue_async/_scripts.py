@@ -139,13 +139,26 @@ class Scripts:
         retry_delay_ms: int,
         dead_max_age_ms: int,
         dead_max_len: int,
+        aborted_keep_ms: int = 0,
     ) -> str:
-        """Retry after ``retry_delay_ms`` (-1: to dead). Returns "retry", "dead" or "lost"."""
+        """Retry after ``retry_delay_ms`` (-1: to dead, -2: aborted).
+
+        Returns "retry", "dead", "aborted" or "lost".
+        """
         k = self.keys
         result: bytes = await self._call(
             SCRIPTS["fail"],
             [k.active, k.scheduled, k.ready, k.dead, k.wake, k.seq, k.meta],
-            [k.prefix, job_id, token, error, retry_delay_ms, dead_max_age_ms, dead_max_len],
+            [
+                k.prefix,
+                job_id,
+                token,
+                error,
+                retry_delay_ms,
+                dead_max_age_ms,
+                dead_max_len,
+                aborted_keep_ms,
+            ],
         )
         return result.decode()
 
@@ -164,23 +177,38 @@ class Scripts:
         heartbeat: bytes,
         heartbeat_ttl_ms: int,
         fields: list[Arg],
-    ) -> list[str]:
-        """Extend leases (id, token pairs) and store the heartbeat. Returns lost job ids."""
+    ) -> tuple[list[str], list[str]]:
+        """Extend leases (id, token pairs) and store the heartbeat.
+
+        Returns the ids whose lease was lost, and the ids flagged for abort.
+        """
         k = self.keys
-        lost: list[bytes] = await self._call(
+        lost, aborting = await self._call(
             SCRIPTS["extend"],
             [k.active, k.workers],
             [k.prefix, lease_ms, worker_id, heartbeat, heartbeat_ttl_ms, *fields],
         )
-        return [job_id.decode() for job_id in lost]
+        return [i.decode() for i in lost], [i.decode() for i in aborting]
 
-    async def cancel(self, job_id: str, keep_ms: int) -> str:
-        """Cancel a job that has not started. Returns its state before the call."""
+    async def cancel(self, job_id: str, keep_ms: int, *, abort: bool = False) -> str:
+        """Cancel a job that has not started (and with ``abort``, flag a running one).
+
+        Returns its state before the call.
+        """
         k = self.keys
         result: bytes = await self._call(
-            SCRIPTS["cancel"], [k.ready, k.scheduled], [k.prefix, job_id, keep_ms]
+            SCRIPTS["cancel"],
+            [k.ready, k.scheduled],
+            [k.prefix, job_id, keep_ms, "1" if abort else ""],
         )
         return result.decode()
+
+    async def checkin(self, job_id: str, token: str, message: str, progress: str) -> bool:
+        """Record a running job's message and/or progress; False if the lease was lost."""
+        recorded: int = await self._call(
+            SCRIPTS["checkin"], [self.keys.job(job_id)], [token, message, progress]
+        )
+        return recorded == 1
 
     async def recover(
         self, max_stalls: int, dead_max_age_ms: int, dead_max_len: int

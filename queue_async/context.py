@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from queue_async.queue import Queue
 
 __all__ = ["JobContext"]
+
+_MESSAGE_MAX = 4096
 
 
 @dataclass(slots=True)
@@ -30,6 +33,8 @@ class JobContext:
     state: dict[str, Any]
     worker_id: str
     enqueued_ms: int
+    token: str = field(default="", repr=False)
+    """This try's lease token: check-ins from a try whose lease was lost are refused."""
 
     @property
     def enqueued_at(self) -> datetime:
@@ -37,3 +42,30 @@ class JobContext:
         moment = ms_to_datetime(self.enqueued_ms)
         assert moment is not None
         return moment
+
+    async def checkin(self, message: str | None = None, *, progress: float | None = None) -> bool:
+        """Record what the job is doing, e.g. ``await ctx.checkin("row 335000 of 1M")``.
+
+        The message (at most 4,096 characters) and ``progress`` (a fraction from 0 to 1) show
+        in ``handle.info()`` with the time of the check-in. Returns False if this try no longer
+        holds the job (its lease was lost), in which case nothing is recorded.
+        """
+        if message is not None and (not isinstance(message, str) or len(message) > _MESSAGE_MAX):
+            raise ValueError(f"a check-in message is a str of at most {_MESSAGE_MAX} characters")
+        if progress is not None and (
+            isinstance(progress, bool)
+            or not isinstance(progress, int | float)
+            or not math.isfinite(progress)
+            or not 0 <= progress <= 1
+        ):
+            raise ValueError(f"progress is a fraction from 0 to 1, not {progress!r}")
+        return await self.queue.scripts.checkin(
+            self.job_id,
+            self.token,
+            message or "",
+            "" if progress is None else repr(float(progress)),
+        )
+
+    async def progress(self, fraction: float) -> bool:
+        """Record how much of the job is done, from 0 to 1: ``await ctx.progress(0.33)``."""
+        return await self.checkin(progress=fraction)

@@ -96,6 +96,10 @@ class JobCancelled(JobError):
     """The job was cancelled before it finished."""
 
 
+class JobAborted(JobCancelled):
+    """The job was stopped while running, by ``handle.abort()``."""
+
+
 class JobTimeout(JobError, TimeoutError):
     """Waiting for the job's result took longer than the given timeout."""
 

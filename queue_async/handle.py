@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 
 from queue_async._redis import translate_errors
-from queue_async.exceptions import JobCancelled, JobFailed, JobNotFound, JobTimeout
+from queue_async.exceptions import JobAborted, JobCancelled, JobFailed, JobNotFound, JobTimeout
 from queue_async.models import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -64,6 +64,12 @@ class JobHandle(Generic[R]):
         cancelled by this call; False if it already started, finished or does not exist."""
         return await self.queue.cancel(self.id)
 
+    async def abort(self) -> bool:
+        """Stop the job whether or not it started: a job not started is cancelled; a running
+        one is cancelled by its worker at the worker's next heartbeat and ends as aborted,
+        without a retry. Returns False if it already finished or does not exist."""
+        return await self.queue.abort(self.id)
+
     async def result(self, timeout: float | timedelta | None = None) -> R:
         """Wait for the job to finish and return its result.
 
@@ -113,6 +119,8 @@ class JobHandle(Generic[R]):
             raise JobFailed(
                 f"job {self.id} ({job.task}) failed: {job.error}", job_id=self.id, error=job.error
             )
+        if job.status is JobStatus.ABORTED:
+            raise JobAborted(f"job {self.id} ({job.task}) was aborted", job_id=self.id)
         if job.status is JobStatus.CANCELLED:
             raise JobCancelled(f"job {self.id} ({job.task}) was cancelled", job_id=self.id)
         result: R = job.result

@@ -24,12 +24,14 @@ class JobStatus(StrEnum):
     """Finished; the result is kept for the task's ``keep_result``."""
     DEAD = "dead"
     """Failed for good: out of tries, fatal error, or undecodable. Kept in the dead set."""
+    ABORTED = "aborted"
+    """Stopped while running, by ``handle.abort()``; not retried."""
     CANCELLED = "cancelled"
     """Cancelled before it started."""
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED)
+        return self in (JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.ABORTED)
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
@@ -59,6 +61,12 @@ class Job(BaseModel):
     result: Any = None
     worker: str | None = None
     """The worker that holds (or last held) the job."""
+    checkin: str | None = None
+    """The last message the running job reported with ``ctx.checkin()``."""
+    progress: float | None = None
+    """The last fraction done the running job reported, from 0 to 1."""
+    checkin_at: datetime | None = None
+    """When the job last checked in."""
 
 
 class WorkerHeartbeat(BaseModel):

@@ -32,6 +32,9 @@ __all__ = ["Queue"]
 P = ParamSpec("P")
 R = TypeVar("R")
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
+"""``async def hook(state)``: a worker startup or shutdown hook."""
+Middleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+"""``async def mw(ctx, call_next)``: runs around every job; ``await call_next()`` runs it."""
 
 DEFAULT_URL = "redis://localhost:6379/0"
 # Jobs per EVALSHA in enqueue_many: big enough to amortise the call, small enough that one
@@ -109,6 +112,7 @@ class Queue:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
+        self.middlewares: list[Middleware] = []
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} keys {self.keys.prefix}*>"
@@ -200,6 +204,19 @@ class Queue:
         """Register ``async def hook(state)`` to run when a worker stops."""
         self.shutdown_hooks.append(hook)
         return hook
+
+    def middleware(self, middleware: Middleware) -> Middleware:
+        """Register ``async def mw(ctx, call_next)`` around every job a worker runs.
+
+        ``await call_next()`` runs the rest of the chain and the handler and returns its
+        result; a middleware may wrap it (logging, metrics, tracing, tenant context), change
+        the result, or raise (the try then fails like a handler error). The first registered
+        is the outermost.
+        """
+        if not callable(middleware):
+            raise ConfigurationError(f"middleware {middleware!r} is not callable")
+        self.middlewares.append(middleware)
+        return middleware
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -309,6 +326,13 @@ class Queue:
         state = await self.scripts.cancel(check_job_id(job_id), _CANCELLED_KEEP_MS)
         return state in ("ready", "scheduled")
 
+    async def abort(self, job_id: str) -> bool:
+        """Cancel a job that has not started, or stop a running one (see ``JobHandle.abort``).
+
+        True if this call cancelled the job or flagged it for abort."""
+        state = await self.scripts.cancel(check_job_id(job_id), _CANCELLED_KEEP_MS, abort=True)
+        return state in ("ready", "scheduled", "active")
+
     async def read_job(self, job_id: str) -> Job | None:
         """The job as a ``Job`` model, or None if it does not exist."""
         with translate_errors("reading a job"):
@@ -352,6 +376,9 @@ class Queue:
             error=text("error"),
             result=result,
             worker=text("worker"),
+            checkin=text("checkin"),
+            progress=float(fields["progress"]) if "progress" in fields else None,
+            checkin_at=ms("checkin_at"),
         )
 
     async def stats(self) -> QueueStats:

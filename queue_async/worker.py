@@ -15,7 +15,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -38,12 +38,11 @@ from queue_async._scripts import Arg
 from queue_async.exceptions import BrokerConnectionError
 from queue_async.models import WorkerHeartbeat
 from queue_async.options import WorkerSettings, to_ms
-from queue_async.queue import Queue
+from queue_async.queue import Hook, Middleware, Queue
 
 __all__ = ["Worker"]
 
 logger = logging.getLogger("queue_async.worker")
-Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Worker:
@@ -60,6 +59,8 @@ class Worker:
         on_startup / on_shutdown: ``async def hook(state)`` run before the first job and after
             the last, besides the queue's own hooks; ``state`` is shared with every job's
             ``ctx.state``.
+        middleware: ``async def mw(ctx, call_next)`` around every job, after the queue's own
+            (see ``Queue.middleware``).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         on_startup: Iterable[Hook] = (),
         on_shutdown: Iterable[Hook] = (),
+        middleware: Iterable[Middleware] = (),
         **overrides: Any,
     ) -> None:
         if not isinstance(queue, Queue):
@@ -84,6 +86,7 @@ class Worker:
         self.limiter = anyio.CapacityLimiter(self.settings.concurrency)
         self._startup_hooks = [*queue.startup_hooks, *on_startup]
         self._shutdown_hooks = [*queue.shutdown_hooks, *on_shutdown]
+        self.middleware: tuple[Middleware, ...] = (*queue.middlewares, *middleware)
         self._running: dict[
             str, str
         ] = {}  # leases held (running or awaiting completion): id -> token
@@ -463,7 +466,7 @@ class Worker:
             processed=self._processed,
         )
         pairs: list[Arg] = [x for item in self._running.items() for x in item]
-        lost = await self.queue.scripts.extend(
+        lost, aborting = await self.queue.scripts.extend(
             to_ms(self.settings.lease),
             self.id,
             beat.model_dump_json().encode(),
@@ -472,6 +475,12 @@ class Worker:
         )
         for job_id in lost:
             logger.warning("lease of job %s was lost (recovered after a stall)", job_id)
+        if aborting:
+            wanted = set(aborting)
+            for slot in self._jobs.values():
+                if slot.job.id in wanted and not slot.aborted and not slot.abandoned:
+                    logger.info("job %s (%s): aborting, as asked", slot.job.id, slot.job.task)
+                    slot.abort()
 
     async def _retire(self) -> None:
         """Leave the idle rotation and hand back jobs handed to us but not taken."""

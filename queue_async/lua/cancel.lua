@@ -1,6 +1,8 @@
--- cancel.lua: cancel a job that has not started. A running job is flagged for abort instead.
+-- cancel.lua: cancel a job that has not started; with ARGV[4] = "1" (abort), also flag a
+-- running job, which its worker then cancels at its next heartbeat (see extend.lua).
 -- KEYS[1] ready  KEYS[2] scheduled
 -- ARGV[1] key prefix of the queue   ARGV[2] job id   ARGV[3] keep (ms) for the cancelled record
+-- ARGV[4] "1" to abort a running job, "" to leave it running
 -- Reply: the job's state before the call ("ready", "scheduled", "active", "done", "dead",
 --   "cancelled"), or "missing". Only "ready" and "scheduled" were cancelled by this call.
 -- Minimum server: Redis 5.0.
@@ -18,7 +20,7 @@ if state == 'ready' or state == 'scheduled' then
   redis.call('HDEL', key, 'due')
   announce(prefix, key, id, 'cancelled')
   redis.call('PEXPIRE', key, tonumber(ARGV[3]))
-elseif state == 'active' then
+elseif state == 'active' and ARGV[4] == '1' then
   redis.call('HSET', key, 'abort', '1')
 end
 return state

@@ -4,16 +4,22 @@
 -- ARGV[2] lease length (ms): each current lease's deadline becomes server now + this
 -- ARGV[3] worker id   ARGV[4] heartbeat (JSON)   ARGV[5] heartbeat TTL (ms)
 -- ARGV[6..] two fields per job: id, token
--- Reply: the ids whose token is no longer current (lease lost: recovered elsewhere or gone).
+-- Reply: {lost, aborting}: the ids whose token is no longer current (lease lost: recovered
+--   elsewhere or gone), and the ids flagged for abort (cancel.lua), which the worker cancels.
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local now = now_ms()
 local deadline = fmt(now + tonumber(ARGV[2]))
 local lost = {}
+local aborting = {}
 for b = 6, #ARGV, 2 do
   local id = ARGV[b]
-  if redis.call('HGET', job_key(prefix, id), 'token') == ARGV[b + 1] then
+  local f = redis.call('HMGET', job_key(prefix, id), 'token', 'abort')
+  if f[1] == ARGV[b + 1] then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+    if f[2] then
+      aborting[#aborting + 1] = id
+    end
   else
     lost[#lost + 1] = id
   end
@@ -22,4 +28,4 @@ local ttl = tonumber(ARGV[5])
 redis.call('SET', prefix .. 'worker:' .. ARGV[3], ARGV[4], 'PX', ttl)
 redis.call('ZADD', KEYS[2], fmt(now), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - ttl))
-return lost
+return {lost, aborting}

@@ -3,9 +3,10 @@
 -- KEYS[7] meta
 -- ARGV[1] key prefix of the queue
 -- ARGV[2] job id   ARGV[3] lease token   ARGV[4] error text (with traceback)
--- ARGV[5] retry delay (ms); -1 sends the job to dead
+-- ARGV[5] retry delay (ms); -1 sends the job to dead; -2 ends it as aborted (see cancel.lua)
 -- ARGV[6] dead max age (ms)   ARGV[7] dead max length
--- Reply: "retry", "dead", or "lost" when the token is not current (nothing changed).
+-- ARGV[8] how long an aborted job's record is kept (ms)
+-- Reply: "retry", "dead", "aborted", or "lost" when the token is not current (nothing changed).
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local id = ARGV[2]
@@ -16,6 +17,13 @@ end
 local now = now_ms()
 local delay = tonumber(ARGV[5])
 redis.call('ZREM', KEYS[1], id)
+if delay == -2 then
+  redis.call('HSET', key, 'state', 'aborted', 'error', ARGV[4], 'finished', fmt(now))
+  redis.call('HDEL', key, 'token', 'abort')
+  announce(prefix, key, id, 'aborted')
+  redis.call('PEXPIRE', key, tonumber(ARGV[8]))
+  return 'aborted'
+end
 if delay < 0 then
   to_dead(prefix, KEYS[4], id, key, now, ARGV[4])
   redis.call('HINCRBY', KEYS[7], 'failed', 1)

@@ -18,7 +18,7 @@ from tests.lua._support import (
 pytestmark = pytest.mark.anyio
 
 
-async def test_cancel_ready_job_removes_it_and_active_job_is_flagged(queue: qa.Queue) -> None:
+async def test_cancel_ready_job_removes_it_and_abort_flags_an_active_job(queue: qa.Queue) -> None:
     await enqueue(queue, "running")
     reply = await lease(queue, 1)
     await enqueue(queue, "waiting")
@@ -36,6 +36,8 @@ async def test_cancel_ready_job_removes_it_and_active_job_is_flagged(queue: qa.Q
     running_before = await fields(queue, "running")
     active_before = await members(queue, queue.keys.active)
     assert await queue.scripts.cancel("running", 60_000) == "active"
+    assert await fields(queue, "running") == running_before  # cancel leaves it running
+    assert await queue.scripts.cancel("running", 60_000, abort=True) == "active"
     running = await fields(queue, "running")
     assert running.pop("abort") == "1"
     assert running == running_before  # still active, same token: only flagged

@@ -16,7 +16,7 @@ async def test_extend_reports_lost_tokens_and_writes_heartbeat(queue: qa.Queue) 
     old_deadline = (await members(queue, queue.keys.active))["taken"]
 
     before = await server_ms(queue)
-    lost = await queue.scripts.extend(
+    lost, aborting = await queue.scripts.extend(
         60_000,
         "w1",
         b'{"id": "w1"}',
@@ -26,6 +26,7 @@ async def test_extend_reports_lost_tokens_and_writes_heartbeat(queue: qa.Queue) 
     after = await server_ms(queue)
 
     assert lost == ["taken", "ghost"]
+    assert aborting == []
     active = await members(queue, queue.keys.active)
     assert before + 60_000 <= active["mine"] <= after + 60_000
     assert active["taken"] == old_deadline
@@ -44,7 +45,7 @@ async def test_extend_reports_lost_tokens_and_writes_heartbeat(queue: qa.Queue) 
 async def test_extend_forgets_workers_silent_longer_than_the_ttl(queue: qa.Queue) -> None:
     now = await server_ms(queue)
     await queue.client.zadd(queue.keys.workers, {"gone": now - 60_000, "alive": now - 1000})
-    assert await queue.scripts.extend(30_000, "w2", b"{}", 10_000, []) == []
+    assert await queue.scripts.extend(30_000, "w2", b"{}", 10_000, []) == ([], [])
     assert set(await members(queue, queue.keys.workers)) == {"alive", "w2"}
 
 
@@ -52,7 +53,10 @@ async def test_extend_does_not_put_back_a_job_missing_from_active(queue: qa.Queu
     await enqueue(queue, "a")
     reply = await lease(queue, 1)
     await queue.client.zrem(queue.keys.active, "a")
-    assert await queue.scripts.extend(30_000, "w", b"{}", 10_000, ["a", reply.token("a")]) == []
+    assert await queue.scripts.extend(30_000, "w", b"{}", 10_000, ["a", reply.token("a")]) == (
+        [],
+        [],
+    )
     assert await members(queue, queue.keys.active) == {}
 
 
@@ -60,5 +64,19 @@ async def test_extend_after_complete_reports_the_job_lost(queue: qa.Queue) -> No
     await enqueue(queue, "a")
     reply = await lease(queue, 1)
     await queue.scripts.complete(["a", reply.token("a"), b"r", 60_000])
-    assert await queue.scripts.extend(30_000, "w", b"{}", 10_000, ["a", reply.token("a")]) == ["a"]
+    assert await queue.scripts.extend(30_000, "w", b"{}", 10_000, ["a", reply.token("a")]) == (
+        ["a"],
+        [],
+    )
     assert await members(queue, queue.keys.active) == {}
+
+
+async def test_extend_reports_jobs_flagged_for_abort_and_still_extends_them(
+    queue: qa.Queue,
+) -> None:
+    await enqueue(queue, "a", "b")
+    reply = await lease(queue, 2, lease_ms=1000)
+    assert await queue.scripts.cancel("b", 60_000, abort=True) == "active"
+    pairs = ["a", reply.token("a"), "b", reply.token("b")]
+    assert await queue.scripts.extend(60_000, "w", b"{}", 10_000, pairs) == ([], ["b"])
+    assert set(await members(queue, queue.keys.active)) == {"a", "b"}
