@@ -16,6 +16,7 @@ from queue_async.exceptions import ConfigurationError
 # redis-cli. Everything else that people name queues with is allowed.
 _NAME = re.compile(r"[A-Za-z0-9_.\-:]{1,100}")
 _JOB_ID_MAX = 200
+_TASK_NAME_MAX = 200
 
 
 def check_name(kind: str, value: str) -> str:
@@ -26,6 +27,15 @@ def check_name(kind: str, value: str) -> str:
             "and '_.-:' (no braces, spaces or control characters)"
         )
     return value
+
+
+def check_task_name(name: str) -> str:
+    """Return ``name`` if it can name a task, else raise."""
+    if not isinstance(name, str) or not 0 < len(name) <= _TASK_NAME_MAX or not name.isprintable():
+        raise ConfigurationError(
+            f"task name {name!r} is not valid: use 1 to {_TASK_NAME_MAX} printable characters"
+        )
+    return name
 
 
 def check_job_id(job_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -32,12 +33,26 @@ class JsonCodec:
 
     def encode(self, value: Any) -> bytes:
         try:
-            return orjson.dumps(value)
+            data = orjson.dumps(value)
         except orjson.JSONEncodeError as exc:
             raise TypeError(str(exc)) from exc
+        # orjson writes NaN and infinities as null: refuse them rather than change the value.
+        if b"null" in data and _has_non_finite(value):
+            raise ValueError("NaN and infinite floats cannot be encoded as JSON")
+        return data
 
     def decode(self, data: bytes) -> Any:
         return orjson.loads(data)
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def decode_payload(codec: Codec, payload: bytes) -> tuple[list[Any], dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import redis.asyncio
 
-from queue_async._keys import QueueKeys, check_job_id
+from queue_async._keys import QueueKeys, check_job_id, check_task_name
 from queue_async._redis import connect, translate_errors
 from queue_async._scripts import Arg, Scripts
 from queue_async.codec import Codec, JsonCodec, decode_payload
@@ -188,7 +188,7 @@ class Queue:
     def register(
         self, fn: Callable[..., Any], name: str | None, options: TaskOptions
     ) -> Task[Any, Any]:
-        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        task_name = check_task_name(f"{fn.__module__}.{fn.__qualname__}" if name is None else name)
         if task_name in self.tasks and self.tasks[task_name].fn is not fn:
             raise ConfigurationError(f"task name {task_name!r} is already registered on {self!r}")
         task: Task[Any, Any] = Task(self, fn, task_name, options)
@@ -220,9 +220,9 @@ class Queue:
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def call(self, task: str, *args: Any, **kwargs: Any) -> JobSpec[Any]:
+    def call(self, task: str, /, *args: Any, **kwargs: Any) -> JobSpec[Any]:
         """A job of the task named ``task``, for ``enqueue_many`` (by name, no import needed)."""
-        known = self.tasks.get(task)
+        known = self.tasks.get(check_task_name(task))
         if known is None and self.strict:
             raise TaskNotRegistered(
                 f"task {task!r} is not registered on {self!r} (strict=True); registered: "
@@ -230,7 +230,7 @@ class Queue:
             )
         return JobSpec(task, args, kwargs, None, known.task_options if known else None)
 
-    async def enqueue(self, task: str, *args: Any, **kwargs: Any) -> JobHandle[Any]:
+    async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]:
         """Enqueue a job of the task named ``task``: for producers that do not import handlers."""
         return await self.enqueue_spec(self.call(task, *args, **kwargs))
 

@@ -81,11 +81,11 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Task {self.name} on queue {self.queue.name!r}>"
 
-    def call(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
+    def call(self, /, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
         """A job of this task with these arguments, for ``queue.enqueue_many``."""
         return JobSpec(self.name, args, kwargs, None, self.task_options)
 
-    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+    async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job now and return its handle."""
         return await self.queue.enqueue_spec(self.call(*args, **kwargs))
 
@@ -124,7 +124,7 @@ class Task(Generic[P, R]):
         )
         return TaskCall(self, opts)
 
-    async def run(self, ctx: JobContext, *args: Any, **kwargs: Any) -> Any:
+    async def run(self, ctx: JobContext, /, *args: Any, **kwargs: Any) -> Any:
         """Call the handler as the worker does (sync handlers are called here directly)."""
         call_args = (ctx, *args) if self.takes_context else args
         if self.is_async:
@@ -139,10 +139,10 @@ class TaskCall(Generic[P, R]):
         self.task = task
         self.enqueue_options = options
 
-    def call(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
+    def call(self, /, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
         """A job with these arguments and the bound options, for ``queue.enqueue_many``."""
         return JobSpec(self.task.name, args, kwargs, self.enqueue_options, self.task.task_options)
 
-    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+    async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job with the bound options."""
         return await self.task.queue.enqueue_spec(self.call(*args, **kwargs))
