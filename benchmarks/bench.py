@@ -47,9 +47,9 @@ async def throughput(url: str, jobs: int, concurrency: int) -> None:
     noop = queue.call("bench.noop")
     specs = [queue.call("bench.noop", i) for i in range(jobs)]
     del noop
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await queue.enqueue_many(specs)
-    enqueue_s = time.perf_counter() - started
+    enqueue_s, enqueue_cpu = time.perf_counter() - started, time.process_time() - cpu
     worker = start_worker(url, name, "burst", concurrency)
     out, _ = worker.communicate(timeout=600)
     report = json.loads(out.strip().splitlines()[-1])
@@ -61,6 +61,7 @@ async def throughput(url: str, jobs: int, concurrency: int) -> None:
             "jobs": jobs,
             "concurrency": concurrency,
             "enqueue_jobs_per_s": round(jobs / enqueue_s),
+            "enqueue_cpu_us_per_job": round(enqueue_cpu / jobs * 1e6, 1),
             "process_jobs_per_s": round(jobs / report["seconds"]),
             # CPU time of the worker process per job: steadier than rates on a noisy machine.
             "worker_cpu_us_per_job": round(report["cpu_seconds"] / jobs * 1e6, 1),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from queue_async._wire import unpack_fields
 from queue_async.backoff import exponential_full_jitter
 from queue_async.codec import decode_payload
 from queue_async.context import JobContext
@@ -63,18 +64,6 @@ def _job(f: list[Any]) -> LeasedJob:
         keep_ms=_optional_int(f[7]),
         token=f[8].decode(),
     )
-
-
-def unpack_fields(packed: bytes) -> list[bytes]:
-    """Split "<length>:<bytes>" fields, as _lib.lua's pack() joins them."""
-    fields = []
-    start = 0
-    while start < len(packed):
-        colon = packed.index(b":", start)
-        end = colon + 1 + int(packed[start:colon])
-        fields.append(packed[colon + 1 : end])
-        start = end
-    return fields
 
 
 def handed_job(packed: bytes) -> LeasedJob:

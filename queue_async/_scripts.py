@@ -61,7 +61,7 @@ class Scripts:
         return [k.ready, k.scheduled, k.wake, k.seq, k.idle, k.active]
 
     async def enqueue(self, fields: list[Arg]) -> list[int]:
-        """Enqueue jobs given as nine fields each (see enqueue.lua); 1 new, 0 existed."""
+        """Enqueue jobs given as four fields each (see enqueue.lua); 1 new, 0 existed."""
         result: list[int] = await self._call(
             SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, *fields]
         )

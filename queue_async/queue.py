@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
@@ -14,6 +13,7 @@ import redis.asyncio
 from queue_async._keys import QueueKeys, check_job_id, check_task_name
 from queue_async._redis import connect, translate_errors
 from queue_async._scripts import Arg, Scripts
+from queue_async._wire import pack_fields
 from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import (
@@ -40,7 +40,14 @@ DEFAULT_URL = "redis://localhost:6379/0"
 # Jobs per EVALSHA in enqueue_many: big enough to amortise the call, small enough that one
 # script never holds the server for long.
 _CHUNK = 1000
-_FIELDS_PER_JOB = 9
+_FIELDS_PER_JOB = 4
+
+
+def _new_job_id() -> str:
+    """128 random bits as 32 hex digits, like uuid4().hex at a fifth of its cost."""
+    return os.urandom(16).hex()
+
+
 # How long the record of a cancelled job stays readable.
 _CANCELLED_KEEP_MS = 3_600_000
 
@@ -261,7 +268,7 @@ class Queue:
         return [JobHandle(self, str(job_id)) for job_id in fields[0::_FIELDS_PER_JOB]]
 
     def _encode(self, spec: JobSpec[Any]) -> list[Arg]:
-        """The nine enqueue.lua fields of one job. Raises before anything is sent."""
+        """The four enqueue.lua fields of one job. Raises before anything is sent."""
         try:
             payload = self.codec.encode([spec.args, spec.kwargs])
         except (TypeError, ValueError, OverflowError) as exc:
@@ -279,8 +286,9 @@ class Queue:
         defaults = spec.defaults
         if opts is None:
             priority = defaults.priority if defaults else 0
-            return [uuid.uuid4().hex, spec.task, payload, priority, 0, 0, "", "", ""]
-        job_id = check_job_id(opts.job_id) if opts.job_id is not None else uuid.uuid4().hex
+            packed = pack_fields([priority]) if priority else b""
+            return [_new_job_id(), spec.task, payload, packed]
+        job_id = check_job_id(opts.job_id) if opts.job_id is not None else _new_job_id()
         if opts.priority is not None:
             priority = opts.priority
         else:
@@ -289,17 +297,15 @@ class Queue:
         if opts.at is not None:
             at = opts.at if opts.at.tzinfo else opts.at.replace(tzinfo=UTC)
             at_ms = max(1, int(at.timestamp() * 1000))
-        return [
-            job_id,
-            spec.task,
-            payload,
+        options: list[bytes | str | int] = [
             priority,
-            to_ms(opts.delay) if opts.delay is not None else 0,
-            at_ms,
+            to_ms(opts.delay) if opts.delay is not None else "",
+            at_ms or "",
             "" if opts.retries is None else opts.retries,
             "" if opts.timeout is None else to_ms(opts.timeout),
             "" if opts.keep_result is None else to_ms(opts.keep_result),
         ]
+        return [job_id, spec.task, payload, pack_fields(options)]
 
     def _culprit(self, spec: JobSpec[Any]) -> str:
         """Name the first argument the codec refuses, for the error message."""

@@ -143,6 +143,21 @@ local function release_job(prefix, active, ready, seq_key, id, key)
 end
 
 -- Fields joined as "<length>:<bytes>" each: binary-safe, parsed by _runner.unpack_fields.
+-- The inverse of pack(): fields from "<length>:<bytes>" runs; stops at anything malformed.
+local function unpack_fields(s)
+  local fields, pos = {}, 1
+  while pos <= #s do
+    local colon = string.find(s, ':', pos, true)
+    local length = colon and tonumber(string.sub(s, pos, colon - 1))
+    if not length then
+      break
+    end
+    fields[#fields + 1] = string.sub(s, colon + 1, colon + length)
+    pos = colon + length + 1
+  end
+  return fields
+end
+
 local function pack(fields)
   local parts = {}
   for i, field in ipairs(fields) do

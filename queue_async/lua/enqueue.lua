@@ -8,10 +8,10 @@
 -- A ready job is handed straight to an idle worker (leased to it, packed into its inbox)
 -- while no other job waits in ready: the worker then starts it without a lease round trip.
 -- ARGV[1] key prefix of the queue, "<prefix>:{<queue>}:"
--- ARGV[2..] nine fields per job:
---   id, task, payload (codec bytes), priority (integer),
---   delay (ms from now, 0 = none), at (epoch ms, 0 = none; wins over delay),
---   retries, timeout (ms), keep (result TTL ms): each "" when the task's default applies
+-- ARGV[2..] four fields per job: id, task, payload (codec bytes), options
+--   options: "" for all defaults, else packed fields (see pack in _lib.lua), in order:
+--   priority (integer), delay (ms from now, "" = none), at (epoch ms, "" = none; wins over
+--   delay), retries, timeout (ms), keep (result TTL ms): each "" when the default applies
 -- Reply: one integer per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job
 --   has that id.
 -- Minimum server: Redis 5.0.
@@ -21,27 +21,32 @@ local reply = {}
 local woke = false
 local handing = redis.call('ZCARD', KEYS[1]) == 0
 local optional = {'retries', 'timeout', 'keep'}
-for b = 2, #ARGV, 9 do
+for b = 2, #ARGV, 4 do
   local id = ARGV[b]
   local key = job_key(prefix, id)
   if redis.call('EXISTS', key) == 1 then
     reply[#reply + 1] = 0
   else
-    local priority = tonumber(ARGV[b + 3])
-    local delay = tonumber(ARGV[b + 4])
-    local at = tonumber(ARGV[b + 5])
+    local opts = {}
+    if ARGV[b + 3] ~= '' then
+      opts = unpack_fields(ARGV[b + 3])
+    end
+    local priority = tonumber(opts[1]) or 0
+    local delay = tonumber(opts[2]) or 0
+    local at = tonumber(opts[3]) or 0
     local due = 0
     if at > 0 then
       due = at
     elseif delay > 0 then
       due = now + delay
     end
-    local fields = {'task', ARGV[b + 1], 'payload', ARGV[b + 2], 'priority', ARGV[b + 3],
+    local fields = {'task', ARGV[b + 1], 'payload', ARGV[b + 2], 'priority', fmt(priority),
       'enqueued', fmt(now), 'attempts', '0'}
     for i, name in ipairs(optional) do
-      if ARGV[b + 5 + i] ~= '' then
+      local value = opts[3 + i]
+      if value and value ~= '' then
         fields[#fields + 1] = name
-        fields[#fields + 1] = ARGV[b + 5 + i]
+        fields[#fields + 1] = value
       end
     end
     if due > now then

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 import queue_async as qa
-from queue_async._runner import unpack_fields
+from queue_async._wire import pack_fields, unpack_fields
 from queue_async._scripts import Arg
 
 PRIORITY_SHIFT = 2**32
@@ -33,8 +33,17 @@ def job(
     timeout: Arg = "",
     keep: Arg = "",
 ) -> list[Arg]:
-    """The nine enqueue.lua fields of one job."""
-    return [job_id, task, payload, priority, delay_ms, at_ms, retries, timeout, keep]
+    """The four enqueue.lua fields of one job (options packed, "" when all are defaults)."""
+    options: list[bytes | str | int] = [
+        priority,
+        delay_ms or "",
+        at_ms or "",
+        retries,
+        timeout,
+        keep,
+    ]
+    packed = b"" if options == [0, "", "", "", "", ""] else pack_fields(options)
+    return [job_id, task, payload, packed]
 
 
 async def enqueue(queue: qa.Queue, *job_ids: str, **options: Any) -> list[int]:
