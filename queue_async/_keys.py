@@ -68,6 +68,10 @@ class QueueKeys:
     meta: str
     workers: str
     idle: str
+    gates: str
+    """Flow control settings: pause flags, task limits (see lua/_gates.lua)."""
+    gated: str
+    """The gates holding jobs back now."""
 
     @classmethod
     def for_queue(cls, prefix: str, queue: str) -> QueueKeys:
@@ -83,6 +87,8 @@ class QueueKeys:
             meta=base + "meta",
             workers=base + "workers",
             idle=base + "idle",
+            gates=base + "gates",
+            gated=base + "gated",
         )
 
     def job(self, job_id: str) -> str:
@@ -94,6 +100,10 @@ class QueueKeys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
+
+    def held(self, gate: str) -> str:
+        """Jobs a gate holds back, e.g. ``t:<task>`` (see lua/_gates.lua)."""
+        return f"{self.prefix}held:{gate}"
 
     def inbox(self, worker_id: str) -> str:
         """Jobs handed straight to an idle worker by enqueue.lua (see lease.lua)."""

@@ -1,7 +1,8 @@
 """Loads the Lua scripts in lua/ once, and gives each one a typed async method.
 
-Each script is ``lua/_lib.lua`` followed by the script's own file, called by SHA1; a server
-that lost its script cache (restart, SCRIPT FLUSH) gets the source again on NOSCRIPT.
+Each script is ``lua/_lib.lua`` and ``lua/_gates.lua`` followed by the script's own file,
+called by SHA1; a server that lost its script cache (restart, SCRIPT FLUSH) gets the source
+again on NOSCRIPT.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class LuaScript:
     @classmethod
     def load(cls, name: str) -> LuaScript:
         folder = resources.files("queue_async") / "lua"
-        source = (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+        source = "\n".join(
+            (folder / part).read_text() for part in ("_lib.lua", "_gates.lua", f"{name}.lua")
+        )
         return cls(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
@@ -127,7 +130,9 @@ class Scripts:
     async def complete(self, fields: list[Arg]) -> list[int]:
         """Record jobs done, four fields each: id, token, result, keep ms; 1 ok, 0 lease lost."""
         result: list[int] = await self._call(
-            SCRIPTS["complete"], [self.keys.active, self.keys.meta], [self.keys.prefix, *fields]
+            SCRIPTS["complete"],
+            [self.keys.active, self.keys.meta, self.keys.ready, self.keys.wake],
+            [self.keys.prefix, *fields],
         )
         return result
 
@@ -202,6 +207,25 @@ class Scripts:
             [k.prefix, job_id, keep_ms, "1" if abort else ""],
         )
         return result.decode()
+
+    async def pause(self, task: str) -> None:
+        """Pause the queue (task "") or one task."""
+        await self._gate("pause", task, "", "")
+
+    async def resume(self, task: str) -> int:
+        """Resume the queue (task "") or one task; returns how many held jobs were let go."""
+        return await self._gate("resume", task, "", "")
+
+    async def set_limits(self, task: str, max_concurrency: str, rate: str) -> int:
+        """Set a task's max concurrency and rate ("<jobs>:<period ms>"); "" for none."""
+        return await self._gate("limits", task, max_concurrency, rate)
+
+    async def _gate(self, action: str, task: str, max_concurrency: str, rate: str) -> int:
+        k = self.keys
+        moved: int = await self._call(
+            SCRIPTS["gate"], [k.ready, k.wake], [k.prefix, action, task, max_concurrency, rate]
+        )
+        return moved
 
     async def checkin(self, job_id: str, token: str, message: str, progress: str) -> bool:
         """Record a running job's message and/or progress; False if the lease was lost."""

@@ -103,4 +103,8 @@ class QueueStats(BaseModel):
     retried: int
     """Tries that failed and were scheduled again."""
     workers: int
+    held: int = 0
+    """Ready jobs held back by a paused task or a concurrency or rate limit (not in ``ready``)."""
+    paused: bool = False
+    """The whole queue is paused: no worker takes its jobs."""
     """Workers that sent a heartbeat recently."""

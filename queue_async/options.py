@@ -5,8 +5,10 @@ Durations are accepted as seconds (int or float) or ``timedelta`` and kept as ``
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -39,6 +41,30 @@ def to_ms(value: timedelta) -> int:
     return -(-micros // 1000)
 
 
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(ms|s|sec|m|min|h|hour|d|day)\s*")
+_UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+_UNIT_MS |= {"hour": 3_600_000, "d": 86_400_000, "day": 86_400_000}
+
+
+def parse_rate(value: str) -> tuple[int, int]:
+    """``"100/s"`` -> (100 jobs, 1000 ms); raises ValueError for anything else."""
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if not match or int(match[1]) < 1 or match[2] == "0":
+        raise ValueError(
+            f"rate limit {value!r} is not valid: use '<jobs>/<period>', e.g. '100/s', "
+            "'10/min', '1000/h' or '5/10s' (units ms, s, min, h, day)"
+        )
+    return int(match[1]), int(match[2] or 1) * _UNIT_MS[match[3]]
+
+
+def _rate(value: str) -> str:
+    parse_rate(value)
+    return value
+
+
+RateLimit = Annotated[str, AfterValidator(_rate)]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
@@ -60,6 +86,16 @@ class TaskOptions(_Frozen):
     """Default priority of this task's jobs: lower runs first."""
     fatal: tuple[type[BaseException], ...] = ()
     """Exception types that skip remaining tries (like raising ``Fatal``)."""
+    max_concurrency: int | None = Field(None, ge=1)
+    """At most this many of the task's jobs run at once, across all workers."""
+    rate_limit: RateLimit | None = None
+    """At most this many of the task's jobs start per period, across all workers, as
+    ``"100/s"``, ``"10/min"``, ``"1000/h"``, ``"5/10s"``; excess jobs wait their turn."""
+    concurrency_key: Callable[..., Any] | None = None
+    """Called with a job's arguments at enqueue; at most ``concurrency_limit`` running jobs
+    share the key it returns (e.g. one job per customer at a time)."""
+    concurrency_limit: int = Field(1, ge=1)
+    """How many running jobs may share one ``concurrency_key``."""
 
 
 class EnqueueOptions(_Frozen):

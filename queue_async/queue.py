@@ -158,6 +158,10 @@ class Queue:
         keep_result: float | timedelta = 3600,
         priority: int = 0,
         fatal: Iterable[type[BaseException]] = (),
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
+        concurrency_limit: int = 1,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -182,6 +186,13 @@ class Queue:
             keep_result: how long a finished job and its result stay readable; 0 keeps none.
             priority: default priority of the task's jobs; lower runs first.
             fatal: exception types that fail a job at once, skipping remaining tries.
+            max_concurrency: at most this many of the task's jobs run at once, across all
+                workers; the others wait without blocking other tasks' jobs.
+            rate_limit: at most this many jobs start per period across all workers, e.g.
+                ``"100/s"``, ``"10/min"``; excess jobs wait, they do not fail.
+            concurrency_key: called with each job's arguments at enqueue; at most
+                ``concurrency_limit`` running jobs share the key it returns.
+            concurrency_limit: see ``concurrency_key`` (1 by default).
         """
         if "fatal" in options:
             options["fatal"] = tuple(options["fatal"])
@@ -284,9 +295,15 @@ class Queue:
             )
         opts = spec.options
         defaults = spec.defaults
+        gate: list[bytes | str | int] = []
+        if defaults is not None and defaults.concurrency_key is not None:
+            gate = [self._concurrency_key(spec, defaults), defaults.concurrency_limit]
         if opts is None:
             priority = defaults.priority if defaults else 0
-            packed = pack_fields([priority]) if priority else b""
+            if not gate:
+                packed = pack_fields([priority]) if priority else b""
+                return [_new_job_id(), spec.task, payload, packed]
+            packed = pack_fields([priority, "", "", "", "", "", *gate])
             return [_new_job_id(), spec.task, payload, packed]
         job_id = check_job_id(opts.job_id) if opts.job_id is not None else _new_job_id()
         if opts.priority is not None:
@@ -304,8 +321,26 @@ class Queue:
             "" if opts.retries is None else opts.retries,
             "" if opts.timeout is None else to_ms(opts.timeout),
             "" if opts.keep_result is None else to_ms(opts.keep_result),
+            *gate,
         ]
         return [job_id, spec.task, payload, pack_fields(options)]
+
+    @staticmethod
+    def _concurrency_key(spec: JobSpec[Any], defaults: TaskOptions) -> str:
+        assert defaults.concurrency_key is not None
+        try:
+            key = defaults.concurrency_key(*spec.args, **spec.kwargs)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"cannot enqueue {spec.task}: its concurrency_key raised {exc!r}"
+            ) from exc
+        text = str(key)
+        if not text or len(text) > 200:
+            raise ConfigurationError(
+                f"cannot enqueue {spec.task}: its concurrency_key gave {text!r}; it must be 1 "
+                "to 200 characters"
+            )
+        return text
 
     def _culprit(self, spec: JobSpec[Any]) -> str:
         """Name the first argument the codec refuses, for the error message."""
@@ -398,7 +433,16 @@ class Queue:
                 pipe.zcard(k.dead)
                 pipe.hmget(k.meta, ["processed", "failed", "retried"])
                 pipe.zcard(k.workers)
-                scheduled, ready, active, dead, counters, workers = await pipe.execute()
+                pipe.hexists(k.gates, "paused")
+                pipe.smembers(k.gated)
+                replies = await pipe.execute()
+            scheduled, ready, active, dead, counters, workers, paused, gated = replies
+            held = 0
+            if gated:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for gate in gated:
+                        pipe.zcard(k.held(_text(gate)))
+                    held = sum(await pipe.execute())
         processed, failed, retried = (int(v or 0) for v in counters)
         return QueueStats(
             queue=self.name,
@@ -410,7 +454,26 @@ class Queue:
             failed=failed,
             retried=retried,
             workers=workers,
+            held=held,
+            paused=bool(paused),
         )
+
+    async def pause(self, task: str | Task[Any, Any] | None = None) -> None:
+        """Stop workers everywhere from starting this queue's jobs (or one task's).
+
+        Enqueueing still works and running jobs finish; ``resume`` lets the rest go.
+        """
+        await self.scripts.pause(self._gated_task(task))
+
+    async def resume(self, task: str | Task[Any, Any] | None = None) -> None:
+        """Undo ``pause`` for the queue (or the task); held jobs go back in their order."""
+        await self.scripts.resume(self._gated_task(task))
+
+    @staticmethod
+    def _gated_task(task: str | Task[Any, Any] | None) -> str:
+        if task is None:
+            return ""
+        return check_task_name(task.name if isinstance(task, Task) else task)
 
     async def ping(self) -> None:
         """Raise ``BrokerConnectionError`` if the server cannot be reached."""

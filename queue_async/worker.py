@@ -37,7 +37,7 @@ from queue_async._runner import (
 from queue_async._scripts import Arg
 from queue_async.exceptions import BrokerConnectionError
 from queue_async.models import WorkerHeartbeat
-from queue_async.options import WorkerSettings, to_ms
+from queue_async.options import WorkerSettings, parse_rate, to_ms
 from queue_async.queue import Hook, Middleware, Queue
 
 __all__ = ["Worker"]
@@ -245,6 +245,12 @@ class Worker:
         """Lease, start, repeat; block on Redis when there is nothing to do."""
         backoff = _Backoff(self.settings.reconnect_max.total_seconds())
         while True:
+            try:
+                await self._set_task_limits()
+                break
+            except BrokerConnectionError as exc:
+                await backoff.wait(exc)
+        while True:
             free = self.settings.concurrency - self._busy
             if free <= 0:
                 await self._changed.wait()
@@ -275,6 +281,18 @@ class Worker:
             if handed is not None:
                 self._start(handed)
                 await anyio.lowlevel.checkpoint()
+
+    async def _set_task_limits(self) -> None:
+        """Store this worker's task limits where every worker's lease.lua reads them (the last
+        worker to start wins), and clear limits its tasks no longer have."""
+        for task in self.queue.tasks.values():
+            opts = task.task_options
+            rate = ""
+            if opts.rate_limit is not None:
+                jobs, period_ms = parse_rate(opts.rate_limit)
+                rate = f"{jobs}:{period_ms}"
+            limit = "" if opts.max_concurrency is None else str(opts.max_concurrency)
+            await self.queue.scripts.set_limits(task.name, limit, rate)
 
     async def _lease(self, free: int, burst: bool) -> tuple[int, int, list[LeasedJob]]:
         s = self.settings

@@ -188,3 +188,28 @@ def test_cli_reports_an_unreachable_server(app_env: dict[str, str]) -> None:
     )
     assert done.returncode == 1
     assert "cannot reach Redis" in done.stderr.decode()
+
+
+@pytest.mark.slow
+async def test_concurrency_slot_of_a_killed_worker_comes_back_when_its_lease_expires(
+    app_queue: qa.Queue, app_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    app_queue.task(name="apps.limited", max_concurrency=1, retries=3)(_record)
+    first = await app_queue.enqueue("apps.limited", hold=60)
+    second = await app_queue.enqueue("apps.limited")
+    victim = start_worker(app_env, spawn, "1.0")
+    # One lease call takes both: the first runs in the only slot, the second is held.
+    assert await wait_for_runs(app_queue, 1) == [f"{first.id}:1"]
+    assert (await app_queue.stats()).held == 1
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+
+    async with qa.Worker(app_queue, **FAST):
+        assert await first.result(timeout=15) == first.id
+        assert await second.result(timeout=15) == second.id
+    assert sorted(await runs_of(app_queue)) == sorted(
+        [f"{first.id}:1", f"{first.id}:2", f"{second.id}:1"]
+    )
+    stats = await app_queue.stats()
+    assert (stats.held, stats.active, stats.ready) == (0, 0, 0)
+    assert await app_queue.client.hgetall(f"{app_queue.keys.prefix}running") == {}

@@ -8,6 +8,10 @@
 -- States: scheduled ready active done dead cancelled.
 -- Minimum server: Redis 5.0 / any Valkey (ZPOPMIN, multi-field HSET).
 
+-- Defined in _gates.lua (appended after this file); declared here so that the helpers
+-- below can call it.
+local leave_gates
+
 -- The server's clock in integer milliseconds, so workers with skewed clocks agree.
 local function now_ms()
   local t = redis.call('TIME')
@@ -105,6 +109,7 @@ local function recover_expired(prefix, active, ready, seq_key, dead, now, max_st
     local key = job_key(prefix, id)
     redis.call('ZREM', active, id)
     if redis.call('EXISTS', key) == 1 then
+      leave_gates(prefix, ready, key)
       local stalls = redis.call('HINCRBY', key, 'stalls', 1)
       redis.call('HDEL', key, 'token', 'worker')
       if stalls > max_stalls then
@@ -137,6 +142,7 @@ end
 -- Hand a job back to ready (worker shutdown): the interrupted try is not counted.
 local function release_job(prefix, active, ready, seq_key, id, key)
   redis.call('ZREM', active, id)
+  leave_gates(prefix, ready, key)
   redis.call('HDEL', key, 'token', 'worker')
   redis.call('HINCRBY', key, 'attempts', -1)
   push_ready(prefix, ready, seq_key, id, key)

@@ -14,6 +14,7 @@ if not state then
   return 'missing'
 end
 if state == 'ready' or state == 'scheduled' then
+  unhold_one(prefix, id, key)
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   redis.call('HSET', key, 'state', 'cancelled', 'finished', fmt(now_ms()))

@@ -11,7 +11,8 @@
 -- ARGV[2..] four fields per job: id, task, payload (codec bytes), options
 --   options: "" for all defaults, else packed fields (see pack in _lib.lua), in order:
 --   priority (integer), delay (ms from now, "" = none), at (epoch ms, "" = none; wins over
---   delay), retries, timeout (ms), keep (result TTL ms): each "" when the default applies
+--   delay), retries, timeout (ms), keep (result TTL ms), concurrency key, concurrency
+--   limit: each "" when the default applies
 -- Reply: one integer per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job
 --   has that id.
 -- Minimum server: Redis 5.0.
@@ -19,7 +20,9 @@ local prefix = ARGV[1]
 local now = now_ms()
 local reply = {}
 local woke = false
+-- Hand-off skips the gates (_gates.lua): only while none is configured.
 local handing = redis.call('ZCARD', KEYS[1]) == 0
+  and redis.call('EXISTS', prefix .. 'gates') == 0
 local optional = {'retries', 'timeout', 'keep'}
 for b = 2, #ARGV, 4 do
   local id = ARGV[b]
@@ -42,6 +45,15 @@ for b = 2, #ARGV, 4 do
     end
     local fields = {'task', ARGV[b + 1], 'payload', ARGV[b + 2], 'priority', fmt(priority),
       'enqueued', fmt(now), 'attempts', '0'}
+    local ckey = opts[7]
+    if ckey and ckey ~= '' then
+      fields[#fields + 1] = 'ckey'
+      fields[#fields + 1] = ckey
+      fields[#fields + 1] = 'climit'
+      fields[#fields + 1] = opts[8]
+    else
+      ckey = nil
+    end
     for i, name in ipairs(optional) do
       local value = opts[3 + i]
       if value and value ~= '' then
@@ -65,7 +77,7 @@ for b = 2, #ARGV, 4 do
       redis.call('HSET', key, unpack(fields))
       local seq = redis.call('INCR', KEYS[4])
       local worker, lease_ms = nil, nil
-      if handing then
+      if handing and not ckey then
         worker, lease_ms = next_idle_worker(prefix, KEYS[5])
       end
       if worker then

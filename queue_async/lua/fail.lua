@@ -17,6 +17,9 @@ end
 local now = now_ms()
 local delay = tonumber(ARGV[5])
 redis.call('ZREM', KEYS[1], id)
+if leave_gates(prefix, KEYS[3], key) > 0 then
+  wake(KEYS[5])
+end
 if delay == -2 then
   redis.call('HSET', key, 'state', 'aborted', 'error', ARGV[4], 'finished', fmt(now))
   redis.call('HDEL', key, 'token', 'abort')

@@ -1,7 +1,8 @@
 -- lease.lua: take jobs for a worker. In order: take back the jobs handed to this worker's
--- inbox (it is no longer idle), recover expired leases, promote due scheduled jobs, take up
--- to N ready jobs, and if nothing is left in ready, register the worker as idle so that
--- enqueue.lua hands it new jobs directly.
+-- inbox (it is no longer idle), recover expired leases, promote due scheduled jobs, let
+-- rate-limited jobs go as tokens come back, take up to N ready jobs (holding back those a
+-- gate stops: see _gates.lua), and if nothing is left in ready, register the worker as idle
+-- so that enqueue.lua hands it new jobs directly. A paused queue hands out nothing.
 -- KEYS[1] ready  KEYS[2] scheduled  KEYS[3] active  KEYS[4] wake  KEYS[5] seq  KEYS[6] dead
 -- KEYS[7] idle (list of idle workers, in rotation)
 -- ARGV[1] key prefix of the queue
@@ -15,14 +16,17 @@
 -- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see hand_off),
 --   then nine fields per leased job: id, task, payload, attempts, enqueued (ms), retries,
 --   timeout, keep (each "" when unset), token}
---   wait_ms: 0 if ready jobs remain, else ms until the next scheduled job is due or the next
---   lease expires, -1 if nothing is pending. scheduled: how many jobs wait for their time.
+--   wait_ms: 0 if ready jobs remain, else ms until the next scheduled job is due, the next
+--   lease expires or a rate limit's next token is due, -1 if nothing is pending.
+--   scheduled: how many jobs wait for their time.
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local worker = ARGV[5]
 local now = now_ms()
 local deadline = fmt(now + tonumber(ARGV[3]))
+local configured = redis.call('EXISTS', prefix .. 'gates') == 1
+local paused = configured and redis.call('HEXISTS', prefix .. 'gates', 'paused') == 1
 
 local idle_key = prefix .. 'idle:' .. worker
 local inbox = prefix .. 'inbox:' .. worker
@@ -36,27 +40,39 @@ if recover_expired(prefix, KEYS[3], KEYS[1], KEYS[5], KEYS[6], now, tonumber(ARG
   trim_dead(prefix, KEYS[6], now, tonumber(ARGV[7]), tonumber(ARGV[8]))
 end
 promote_due(prefix, KEYS[2], KEYS[1], KEYS[5], now, 1000)
+release_throttled(prefix, KEYS[1], now)
 
 local reply = {0, 0, #handed}
 for _, item in ipairs(handed) do
   reply[#reply + 1] = item
 end
 local popped = {}
-if count > 0 then
+if count > 0 and not paused then
   popped = redis.call('ZPOPMIN', KEYS[1], count)
 end
 local active = {}
 local taken = 0
+local cache = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = job_key(prefix, id)
-  local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep')
-  if f[1] then
+  local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep',
+    'ckey', 'climit')
+  local gate, counted = nil, nil
+  if f[1] and (configured or f[7]) then
+    gate, counted = pass_gates(prefix, cache, f[1], f[7] or nil, f[8], now)
+  end
+  if gate then
+    hold(prefix, gate, id, key, popped[i + 1])
+  elseif f[1] then
     taken = taken + 1
     local token = ARGV[4] .. ':' .. taken
     local attempts = redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HSET', key, 'state', 'active', 'token', token, 'worker', worker,
       'started', fmt(now))
+    if counted and #counted > 0 then
+      redis.call('HSET', key, 'gates', pack(counted))
+    end
     active[#active + 1] = deadline
     active[#active + 1] = id
     local n = #reply
@@ -72,13 +88,23 @@ for i = 1, #popped, 2 do
   end
 end
 zadd_pairs(KEYS[3], active)
-if redis.call('ZCARD', KEYS[1]) > 0 then
+
+local function next_wait()
+  local wait = next_due_in(KEYS[2], KEYS[3], now)
+  local token = next_token_in(prefix, now)
+  if token >= 0 and (wait < 0 or token < wait) then
+    wait = token
+  end
+  return wait
+end
+
+if not paused and redis.call('ZCARD', KEYS[1]) > 0 then
   wake(KEYS[4])
 else
-  reply[1] = next_due_in(KEYS[2], KEYS[3], now)
+  reply[1] = next_wait()
   local max_idle = tonumber(ARGV[9])
   local free = count - taken
-  if max_idle > 0 and free > 0 then
+  if max_idle > 0 and free > 0 and not paused then
     -- Registered for as long as the worker will block, plus a margin for the round trip.
     local wait = max_idle
     if reply[1] >= 0 and reply[1] < wait then

@@ -27,3 +27,10 @@ async def record(ctx: qa.JobContext, hold: float = 0.0) -> str:
 @queue.task(name="apps.add")
 async def add(a: int, b: int) -> int:
     return a + b
+
+
+@queue.task(name="apps.limited", max_concurrency=1, retries=3, backoff_base=0.05)
+async def limited(ctx: qa.JobContext, hold: float = 0.0) -> str:
+    """``record`` under a limit of one running job across all workers."""
+    result: str = await record.run(ctx, hold)
+    return result

@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 
 import queue_async as qa
-from queue_async._wire import pack_fields, unpack_fields
 from queue_async._scripts import Arg
+from queue_async._wire import pack_fields, unpack_fields
 
 PRIORITY_SHIFT = 2**32
 """Ready score = priority * 2^32 + sequence number (see _lib.lua)."""
