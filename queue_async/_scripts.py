@@ -63,14 +63,23 @@ class Scripts:
         k = self.keys
         return [k.ready, k.scheduled, k.wake, k.seq, k.idle, k.active]
 
-    async def enqueue(self, fields: list[Arg]) -> list[int]:
-        """Enqueue jobs given as four fields each (see enqueue.lua); 1 new, 0 existed."""
-        result: list[int] = await self._call(
+    async def enqueue(self, fields: list[Arg]) -> list[int | bytes]:
+        """Enqueue jobs given as four fields each (see enqueue.lua).
+
+        One reply per job: 1 new, 0 its id existed, or the id holding its unique key.
+        """
+        result: list[int | bytes] = await self._call(
             SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, *fields]
         )
         return result
 
-    async def enqueue_chunks(self, chunks: list[list[Arg]]) -> list[int]:
+    def enqueue_into(self, pipeline: redis.asyncio.client.Pipeline, fields: list[Arg]) -> None:
+        """Add an enqueue to the caller's pipeline. EVAL with the source, not EVALSHA: a
+        NOSCRIPT inside the caller's transaction would fail this command alone."""
+        keys = self._enqueue_keys()
+        pipeline.eval(SCRIPTS["enqueue"].source, len(keys), *keys, self.keys.prefix, *fields)
+
+    async def enqueue_chunks(self, chunks: list[list[Arg]]) -> list[int | bytes]:
         """Enqueue several chunks in one MULTI, so the whole batch lands or none of it.
 
         The script source is loaded inside the same transaction: an EVALSHA that met

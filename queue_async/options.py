@@ -96,6 +96,10 @@ class TaskOptions(_Frozen):
     share the key it returns (e.g. one job per customer at a time)."""
     concurrency_limit: int = Field(1, ge=1)
     """How many running jobs may share one ``concurrency_key``."""
+    unique: bool = False
+    """Every job of the task is unique by its arguments (see ``EnqueueOptions.unique``)."""
+    unique_for: PositiveDuration | None = None
+    """The longest a unique job's key holds (default: until the job finishes)."""
 
 
 class EnqueueOptions(_Frozen):
@@ -111,6 +115,15 @@ class EnqueueOptions(_Frozen):
     retries: int | None = Field(None, ge=0)
     timeout: PositiveDuration | None = None
     keep_result: Duration | None = None
+    unique: bool | None = None
+    """While a job of this task with equal arguments is queued or scheduled, enqueueing
+    returns that job's handle instead of a new job."""
+    unique_key: str | None = Field(None, min_length=1, max_length=200)
+    """Like ``unique``, with a key of your choosing (shared by every task of the queue)."""
+    unique_for: PositiveDuration | None = None
+    """The longest the unique key holds (default: until its job finishes)."""
+    unique_while_running: bool | None = None
+    """The unique key also holds while its job runs (default: only while it waits)."""
 
 
 class WorkerSettings(_Frozen):

@@ -5,26 +5,24 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import redis.asyncio
 
+from queue_async._encode import FIELDS_PER_JOB, encode_job
 from queue_async._keys import QueueKeys, check_job_id, check_task_name
 from queue_async._redis import connect, translate_errors
 from queue_async._scripts import Arg, Scripts
-from queue_async._wire import pack_fields
 from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import (
     ConfigurationError,
-    EncodeError,
-    PayloadTooLarge,
     TaskNotRegistered,
 )
 from queue_async.handle import JobHandle
 from queue_async.models import Job, JobStatus, QueueStats, ms_to_datetime
-from queue_async.options import TaskOptions, to_ms
+from queue_async.options import TaskOptions
 from queue_async.task import JobSpec, Task
 
 __all__ = ["Queue"]
@@ -40,12 +38,6 @@ DEFAULT_URL = "redis://localhost:6379/0"
 # Jobs per EVALSHA in enqueue_many: big enough to amortise the call, small enough that one
 # script never holds the server for long.
 _CHUNK = 1000
-_FIELDS_PER_JOB = 4
-
-
-def _new_job_id() -> str:
-    """128 random bits as 32 hex digits, like uuid4().hex at a fifth of its cost."""
-    return os.urandom(16).hex()
 
 
 # How long the record of a cancelled job stays readable.
@@ -252,109 +244,51 @@ class Queue:
         """Enqueue a job of the task named ``task``: for producers that do not import handlers."""
         return await self.enqueue_spec(self.call(task, *args, **kwargs))
 
-    async def enqueue_spec(self, spec: JobSpec[R]) -> JobHandle[R]:
-        """Enqueue one prepared job."""
-        fields = self._encode(spec)
-        await self.scripts.enqueue(fields)
-        return JobHandle(self, str(fields[0]))
+    async def enqueue_spec(
+        self, spec: JobSpec[R], *, pipeline: redis.asyncio.client.Pipeline | None = None
+    ) -> JobHandle[R]:
+        """Enqueue one prepared job (``task.call(...)``); see ``enqueue_many`` for ``pipeline``."""
+        handles = await self.enqueue_many([spec], pipeline=pipeline)
+        return handles[0]
 
-    async def enqueue_many(self, specs: Iterable[JobSpec[Any]]) -> list[JobHandle[Any]]:
+    async def enqueue_many(
+        self,
+        specs: Iterable[JobSpec[Any]],
+        *,
+        pipeline: redis.asyncio.client.Pipeline | None = None,
+    ) -> list[JobHandle[Any]]:
         """Enqueue many jobs in one round trip, all or none.
 
         Every job is encoded before anything is sent: one that cannot be encoded raises
-        ``EncodeError`` and nothing is written.
+        ``EncodeError`` and nothing is written. A job whose id exists, or whose unique key is
+        held, is not added: its handle is the existing job's.
+
+        With ``pipeline`` (a redis.asyncio pipeline of the same server, usually a
+        transaction), the jobs are only added to it, and land or not with the rest of it
+        when you execute it. The handles then name the ids sent: a unique job that was
+        deduplicated shows in the pipeline's result, not in its handle.
         """
         fields: list[Arg] = []
         for spec in specs:
-            fields.extend(self._encode(spec))
+            fields.extend(encode_job(self.codec, self.max_payload_bytes, spec))
+        ids = [str(job_id) for job_id in fields[0::FIELDS_PER_JOB]]
+        if pipeline is not None:
+            if fields:
+                self.scripts.enqueue_into(pipeline, fields)
+            return [JobHandle(self, job_id) for job_id in ids]
         if not fields:
             return []
-        step = _CHUNK * _FIELDS_PER_JOB
+        step = _CHUNK * FIELDS_PER_JOB
         if len(fields) <= step:
-            await self.scripts.enqueue(fields)
+            replies = await self.scripts.enqueue(fields)
         else:
-            await self.scripts.enqueue_chunks(
+            replies = await self.scripts.enqueue_chunks(
                 [fields[i : i + step] for i in range(0, len(fields), step)]
             )
-        return [JobHandle(self, str(job_id)) for job_id in fields[0::_FIELDS_PER_JOB]]
-
-    def _encode(self, spec: JobSpec[Any]) -> list[Arg]:
-        """The four enqueue.lua fields of one job. Raises before anything is sent."""
-        try:
-            payload = self.codec.encode([spec.args, spec.kwargs])
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise EncodeError(
-                f"cannot enqueue {spec.task}: {self._culprit(spec)} cannot be encoded by "
-                f"{type(self.codec).__name__} ({exc})"
-            ) from exc
-        if len(payload) > self.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"cannot enqueue {spec.task}: its arguments encode to {len(payload)} bytes, "
-                f"over the queue's max_payload_bytes={self.max_payload_bytes}; store large "
-                "data elsewhere and pass a reference"
-            )
-        opts = spec.options
-        defaults = spec.defaults
-        gate: list[bytes | str | int] = []
-        if defaults is not None and defaults.concurrency_key is not None:
-            gate = [self._concurrency_key(spec, defaults), defaults.concurrency_limit]
-        if opts is None:
-            priority = defaults.priority if defaults else 0
-            if not gate:
-                packed = pack_fields([priority]) if priority else b""
-                return [_new_job_id(), spec.task, payload, packed]
-            packed = pack_fields([priority, "", "", "", "", "", *gate])
-            return [_new_job_id(), spec.task, payload, packed]
-        job_id = check_job_id(opts.job_id) if opts.job_id is not None else _new_job_id()
-        if opts.priority is not None:
-            priority = opts.priority
-        else:
-            priority = defaults.priority if defaults else 0
-        at_ms = 0
-        if opts.at is not None:
-            at = opts.at if opts.at.tzinfo else opts.at.replace(tzinfo=UTC)
-            at_ms = max(1, int(at.timestamp() * 1000))
-        options: list[bytes | str | int] = [
-            priority,
-            to_ms(opts.delay) if opts.delay is not None else "",
-            at_ms or "",
-            "" if opts.retries is None else opts.retries,
-            "" if opts.timeout is None else to_ms(opts.timeout),
-            "" if opts.keep_result is None else to_ms(opts.keep_result),
-            *gate,
+        return [
+            JobHandle(self, _text(reply) if isinstance(reply, bytes | str) else job_id)
+            for job_id, reply in zip(ids, replies, strict=True)
         ]
-        return [job_id, spec.task, payload, pack_fields(options)]
-
-    @staticmethod
-    def _concurrency_key(spec: JobSpec[Any], defaults: TaskOptions) -> str:
-        assert defaults.concurrency_key is not None
-        try:
-            key = defaults.concurrency_key(*spec.args, **spec.kwargs)
-        except Exception as exc:
-            raise ConfigurationError(
-                f"cannot enqueue {spec.task}: its concurrency_key raised {exc!r}"
-            ) from exc
-        text = str(key)
-        if not text or len(text) > 200:
-            raise ConfigurationError(
-                f"cannot enqueue {spec.task}: its concurrency_key gave {text!r}; it must be 1 "
-                "to 200 characters"
-            )
-        return text
-
-    def _culprit(self, spec: JobSpec[Any]) -> str:
-        """Name the first argument the codec refuses, for the error message."""
-        for index, value in enumerate(spec.args):
-            try:
-                self.codec.encode(value)
-            except (TypeError, ValueError, OverflowError):
-                return f"argument {index} ({type(value).__name__})"
-        for key, value in spec.kwargs.items():
-            try:
-                self.codec.encode(value)
-            except (TypeError, ValueError, OverflowError):
-                return f"argument {key!r} ({type(value).__name__})"
-        return "its arguments"
 
     # -- reading and admin ----------------------------------------------------------------
 

@@ -99,6 +99,10 @@ class Task(Generic[P, R]):
         retries: int | None = None,
         timeout: float | timedelta | None = None,
         keep_result: float | timedelta | None = None,
+        unique: bool | None = None,
+        unique_key: str | None = None,
+        unique_for: float | timedelta | None = None,
+        unique_while_running: bool | None = None,
     ) -> TaskCall[P, R]:
         """This task with per-enqueue options; invalid values raise ``ValidationError``.
 
@@ -110,6 +114,11 @@ class Task(Generic[P, R]):
             retries: tries after the first, overriding the task's.
             timeout: seconds (or timedelta) per try, overriding the task's.
             keep_result: how long the result is kept, overriding the task's.
+            unique: while a job of this task with equal arguments waits (ready or
+                scheduled), enqueueing returns its handle instead of adding a job.
+            unique_key: the same with a key of your choosing, shared across the queue.
+            unique_for: the longest the key holds (default: until its job finishes).
+            unique_while_running: the key also holds while its job runs.
         """
         opts = EnqueueOptions.model_validate(
             {
@@ -120,6 +129,10 @@ class Task(Generic[P, R]):
                 "retries": retries,
                 "timeout": timeout,
                 "keep_result": keep_result,
+                "unique": unique,
+                "unique_key": unique_key,
+                "unique_for": unique_for,
+                "unique_while_running": unique_while_running,
             }
         )
         return TaskCall(self, opts)

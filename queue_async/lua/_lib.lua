@@ -62,11 +62,23 @@ local function push_ready(prefix, ready, seq_key, id, key)
   redis.call('HSET', key, 'state', 'ready')
 end
 
+-- A job reached a final state: its unique key (see enqueue.lua) no longer points at it.
+local function drop_unique(prefix, key, id)
+  local ukey = redis.call('HGET', key, 'ukey')
+  if ukey then
+    local lock = prefix .. 'unique:' .. ukey
+    if redis.call('GET', lock) == id then
+      redis.call('DEL', lock)
+    end
+  end
+end
+
 -- Move a job to the dead set with its reason; the hash is kept until the dead set is trimmed.
 local function to_dead(prefix, dead, id, key, now, reason)
   redis.call('ZADD', dead, fmt(now), id)
   redis.call('HSET', key, 'state', 'dead', 'error', reason, 'finished', fmt(now))
   redis.call('HDEL', key, 'token', 'due')
+  drop_unique(prefix, key, id)
   announce(prefix, key, id, 'dead')
 end
 

@@ -19,6 +19,7 @@ if state == 'ready' or state == 'scheduled' then
   redis.call('ZREM', KEYS[2], id)
   redis.call('HSET', key, 'state', 'cancelled', 'finished', fmt(now_ms()))
   redis.call('HDEL', key, 'due')
+  drop_unique(prefix, key, id)
   announce(prefix, key, id, 'cancelled')
   redis.call('PEXPIRE', key, tonumber(ARGV[3]))
 elseif state == 'active' and ARGV[4] == '1' then

@@ -13,11 +13,14 @@ local let_go = 0
 for b = 2, #ARGV, 4 do
   local id = ARGV[b]
   local key = job_key(prefix, id)
-  local f = redis.call('HMGET', key, 'token', 'gates')
+  local f = redis.call('HMGET', key, 'token', 'gates', 'ukey')
   if f[1] == ARGV[b + 1] then
     redis.call('ZREM', KEYS[1], id)
     if f[2] then
       let_go = let_go + leave_gates(prefix, KEYS[3], key)
+    end
+    if f[3] then
+      drop_unique(prefix, key, id)
     end
     announce(prefix, key, id, 'done')
     local keep = tonumber(ARGV[b + 3])

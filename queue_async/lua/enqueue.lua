@@ -12,9 +12,14 @@
 --   options: "" for all defaults, else packed fields (see pack in _lib.lua), in order:
 --   priority (integer), delay (ms from now, "" = none), at (epoch ms, "" = none; wins over
 --   delay), retries, timeout (ms), keep (result TTL ms), concurrency key, concurrency
---   limit: each "" when the default applies
--- Reply: one integer per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job
---   has that id.
+--   limit, unique key, unique window (ms), "1" if the unique key also holds while the job
+--   runs: each "" when the default applies
+-- Unique keys: unique:<key> names the job holding the key. A job whose key is held by a job
+--   that is ready or scheduled (or running, if that job asked so) is not enqueued: the reply
+--   names the holder instead. The key lasts at most the window, and is dropped when its job
+--   reaches a final state.
+-- Reply: one per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job has that
+--   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local now = now_ms()
@@ -27,13 +32,28 @@ local optional = {'retries', 'timeout', 'keep'}
 for b = 2, #ARGV, 4 do
   local id = ARGV[b]
   local key = job_key(prefix, id)
+  local opts = {}
+  if ARGV[b + 3] ~= '' then
+    opts = unpack_fields(ARGV[b + 3])
+  end
+  local ukey = opts[9]
+  local holder = nil
+  if ukey and ukey ~= '' then
+    holder = redis.call('GET', prefix .. 'unique:' .. ukey)
+    if holder then
+      local h = redis.call('HMGET', job_key(prefix, holder), 'state', 'urun')
+      if not (h[1] == 'ready' or h[1] == 'scheduled' or (h[1] == 'active' and h[2])) then
+        holder = nil
+      end
+    end
+  else
+    ukey = nil
+  end
   if redis.call('EXISTS', key) == 1 then
     reply[#reply + 1] = 0
+  elseif holder then
+    reply[#reply + 1] = holder
   else
-    local opts = {}
-    if ARGV[b + 3] ~= '' then
-      opts = unpack_fields(ARGV[b + 3])
-    end
     local priority = tonumber(opts[1]) or 0
     local delay = tonumber(opts[2]) or 0
     local at = tonumber(opts[3]) or 0
@@ -53,6 +73,21 @@ for b = 2, #ARGV, 4 do
       fields[#fields + 1] = opts[8]
     else
       ckey = nil
+    end
+    if ukey then
+      local lock = prefix .. 'unique:' .. ukey
+      local window = tonumber(opts[10])
+      if window then
+        redis.call('SET', lock, id, 'PX', window)
+      else
+        redis.call('SET', lock, id)
+      end
+      fields[#fields + 1] = 'ukey'
+      fields[#fields + 1] = ukey
+      if opts[11] == '1' then
+        fields[#fields + 1] = 'urun'
+        fields[#fields + 1] = '1'
+      end
     end
     for i, name in ipairs(optional) do
       local value = opts[3 + i]

@@ -23,6 +23,7 @@ end
 if delay == -2 then
   redis.call('HSET', key, 'state', 'aborted', 'error', ARGV[4], 'finished', fmt(now))
   redis.call('HDEL', key, 'token', 'abort')
+  drop_unique(prefix, key, id)
   announce(prefix, key, id, 'aborted')
   redis.call('PEXPIRE', key, tonumber(ARGV[8]))
   return 'aborted'
