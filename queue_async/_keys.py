@@ -72,6 +72,8 @@ class QueueKeys:
     """Flow control settings: pause flags, task limits (see lua/_gates.lua)."""
     gated: str
     """The gates holding jobs back now."""
+    cron: str
+    """Cron schedules: name -> the last tick enqueued (epoch ms)."""
 
     @classmethod
     def for_queue(cls, prefix: str, queue: str) -> QueueKeys:
@@ -89,6 +91,7 @@ class QueueKeys:
             idle=base + "idle",
             gates=base + "gates",
             gated=base + "gated",
+            cron=base + "cron",
         )
 
     def job(self, job_id: str) -> str:

@@ -1,8 +1,8 @@
 """Loads the Lua scripts in lua/ once, and gives each one a typed async method.
 
-Each script is ``lua/_lib.lua`` and ``lua/_gates.lua`` followed by the script's own file,
-called by SHA1; a server that lost its script cache (restart, SCRIPT FLUSH) gets the source
-again on NOSCRIPT.
+Each script is the shared ``lua/_lib.lua``, ``_gates.lua`` and ``_enqueue.lua`` followed
+by the script's own file, called by SHA1; a server that lost its script cache (restart,
+SCRIPT FLUSH) gets the source again on NOSCRIPT.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class LuaScript:
     def load(cls, name: str) -> LuaScript:
         folder = resources.files("queue_async") / "lua"
         source = "\n".join(
-            (folder / part).read_text() for part in ("_lib.lua", "_gates.lua", f"{name}.lua")
+            (folder / part).read_text()
+            for part in ("_lib.lua", "_gates.lua", "_enqueue.lua", f"{name}.lua")
         )
         return cls(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
@@ -216,6 +217,16 @@ class Scripts:
             [k.prefix, job_id, keep_ms, "1" if abort else ""],
         )
         return result.decode()
+
+    async def cron_tick(
+        self, name: str, tick_ms: int, job_id: str, task: str, payload: bytes, options: bytes
+    ) -> bool:
+        """Enqueue a cron tick's job unless this tick (or a later one) already was."""
+        keys = [*self._enqueue_keys(), self.keys.cron]
+        added: int = await self._call(
+            SCRIPTS["cron"], keys, [self.keys.prefix, name, tick_ms, job_id, task, payload, options]
+        )
+        return added == 1
 
     async def pause(self, task: str) -> None:
         """Pause the queue (task "") or one task."""

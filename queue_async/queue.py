@@ -16,6 +16,7 @@ from queue_async._redis import connect, translate_errors
 from queue_async._scripts import Arg, Scripts
 from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
+from queue_async.cron import CronSchedule
 from queue_async.exceptions import (
     ConfigurationError,
     TaskNotRegistered,
@@ -112,6 +113,7 @@ class Queue:
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
         self.middlewares: list[Middleware] = []
+        self.crons: dict[str, CronSchedule] = {}
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} keys {self.keys.prefix}*>"
@@ -227,6 +229,56 @@ class Queue:
             raise ConfigurationError(f"middleware {middleware!r} is not callable")
         self.middlewares.append(middleware)
         return middleware
+
+    def cron(
+        self,
+        spec: str,
+        task: Task[Any, Any] | None = None,
+        /,
+        *,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        run_missed: bool = False,
+    ) -> Any:
+        """Enqueue ``task`` at every tick of a cron ``spec``, once however many workers run.
+
+        ``spec`` has 5 fields (minute hour day month weekday) or 6 with seconds first
+        (``"*/10 * * * * *"``: every 10 seconds), read in ``timezone``. Workers fire the ticks;
+        a tick missed while no worker ran is skipped, unless ``run_missed`` (then the last
+        missed one runs when a worker starts). Without ``task``, it is a decorator for a
+        handler (registered as a task) or a task. Invalid specs raise ``ConfigurationError``.
+        """
+
+        def register(target: Any) -> Any:
+            chosen = target if isinstance(target, Task) else self.task(target)
+            schedule = CronSchedule.build(
+                spec,
+                chosen,
+                args=tuple(args),
+                kwargs=dict(kwargs or {}),
+                timezone=timezone,
+                name=name,
+                run_missed=run_missed,
+            )
+            if schedule.name in self.crons:
+                raise ConfigurationError(
+                    f"a cron named {schedule.name!r} is already registered on {self!r}; "
+                    "pass name= to tell them apart"
+                )
+            encode_job(
+                self.codec, self.max_payload_bytes, chosen.call(*schedule.args, **schedule.kwargs)
+            )
+            self.crons[schedule.name] = schedule
+            return target
+
+        if task is None:
+            return register
+        if not isinstance(task, Task):
+            raise ConfigurationError(f"queue.cron() takes a Task, not {type(task).__name__}")
+        register(task)
+        return task
 
     # -- enqueue --------------------------------------------------------------------------
 

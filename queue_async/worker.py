@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from queue_async._encode import encode_job
 from queue_async._redis import translate_errors
 from queue_async._runner import (
     JobSlot,
@@ -35,6 +36,7 @@ from queue_async._runner import (
     run_job,
 )
 from queue_async._scripts import Arg
+from queue_async.cron import CronSchedule, tick_ms
 from queue_async.exceptions import BrokerConnectionError
 from queue_async.models import WorkerHeartbeat
 from queue_async.options import WorkerSettings, parse_rate, to_ms
@@ -166,6 +168,8 @@ class Worker:
                 loops.start_soon(self._flush_loop)
                 loops.start_soon(self._heartbeat_loop)
                 loops.start_soon(self._watchdog_loop)
+                if self.queue.crons and not burst:
+                    loops.start_soon(self._cron_loop)
                 if handle_signals:
                     loops.start_soon(self._signal_loop)
                 await self._work(burst)
@@ -351,6 +355,56 @@ class Worker:
             slot.job.task,
             self.settings.cancel_grace.total_seconds(),
         )
+
+    async def _cron_loop(self) -> None:
+        """Fire every cron tick (cron.lua lets the first worker's through, once)."""
+        schedules = list(self.queue.crons.values())
+        now = datetime.now(UTC)
+        for schedule in schedules:
+            if schedule.run_missed:
+                await self._fire(schedule, schedule.last_tick(now))
+        due = {s.name: s.next_tick(now) for s in schedules}
+        while True:
+            name, tick = min(due.items(), key=lambda item: item[1])
+            await anyio.sleep(max(0.0, (tick - datetime.now(UTC)).total_seconds()))
+            schedule = self.queue.crons[name]
+            due[name] = schedule.next_tick(tick)
+            await self._fire(schedule, tick, give_up_at=due[name])
+
+    async def _fire(
+        self, schedule: CronSchedule, tick: datetime, give_up_at: datetime | None = None
+    ) -> None:
+        """Enqueue one tick's job; while Redis is away, retry until the next tick is due."""
+        spec = schedule.task.options(job_id=schedule.job_id(tick)).call(
+            *schedule.args, **schedule.kwargs
+        )
+        job_id, task, payload, options = encode_job(
+            self.queue.codec, self.queue.max_payload_bytes, spec
+        )
+        assert isinstance(payload, bytes)
+        assert isinstance(options, bytes)
+        backoff = _Backoff(self.settings.reconnect_max.total_seconds())
+        while True:
+            try:
+                added = await self.queue.scripts.cron_tick(
+                    schedule.name,
+                    tick_ms(tick),
+                    str(job_id),
+                    str(task),
+                    payload,
+                    options,
+                )
+            except BrokerConnectionError as exc:
+                if give_up_at is not None and datetime.now(UTC) >= give_up_at:
+                    logger.error(  # noqa: TRY400 - a lost connection's traceback says nothing
+                        "cron %s: tick %s lost, Redis unreachable", schedule.name, tick
+                    )
+                    return
+                await backoff.wait(exc)
+                continue
+            if added:
+                logger.info("cron %s: enqueued tick %s as job %s", schedule.name, tick, job_id)
+            return
 
     async def _watchdog_loop(self) -> None:
         interval = min(1.0, self.settings.cancel_grace.total_seconds() / 2)

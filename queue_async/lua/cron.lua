@@ -1,0 +1,21 @@
+-- cron.lua: enqueue the job of one cron tick, once however many workers try (every worker
+-- tries every tick, so that none is lost while one of them runs).
+-- KEYS[1] ready  KEYS[2] scheduled  KEYS[3] wake  KEYS[4] seq  KEYS[5] idle  KEYS[6] active
+-- KEYS[7] cron (hash: cron name -> last tick enqueued, epoch ms)
+-- ARGV[1] key prefix of the queue   ARGV[2] cron name   ARGV[3] tick (epoch ms)
+-- ARGV[4] job id   ARGV[5] task   ARGV[6] payload   ARGV[7] options (packed, see enqueue.lua)
+-- Reply: 1 if this call enqueued the tick's job, 0 if this tick or a later one was already.
+-- Minimum server: Redis 5.0.
+local tick = tonumber(ARGV[3])
+local last = tonumber(redis.call('HGET', KEYS[7], ARGV[2]))
+if last and last >= tick then
+  return 0
+end
+redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])
+local batch = new_batch(ARGV[1], KEYS)
+local added = add_job(batch, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+finish_batch(batch)
+if added == 1 then
+  return 1
+end
+return 0
