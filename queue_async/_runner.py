@@ -20,7 +20,7 @@ from queue_async.exceptions import BrokerConnectionError, Fatal, Retry
 from queue_async.options import to_ms
 
 if TYPE_CHECKING:
-    from queue_async.queue import Queue
+    from queue_async.queue import Middleware, Queue
     from queue_async.task import Task
     from queue_async.worker import Worker
 
@@ -45,13 +45,15 @@ class LeasedJob:
     timeout_ms: int | None
     keep_ms: int | None
     token: str
+    queue: Queue
+    """The queue it came from."""
 
 
 def _optional_int(raw: bytes) -> int | None:
     return int(raw) if raw else None
 
 
-def _job(f: list[Any]) -> LeasedJob:
+def _job(f: list[Any], queue: Queue) -> LeasedJob:
     """A job from its nine lease fields (see lease.lua)."""
     return LeasedJob(
         id=f[0].decode(),
@@ -63,21 +65,21 @@ def _job(f: list[Any]) -> LeasedJob:
         timeout_ms=_optional_int(f[6]),
         keep_ms=_optional_int(f[7]),
         token=f[8].decode(),
+        queue=queue,
     )
 
 
-def handed_job(packed: bytes) -> LeasedJob:
+def handed_job(packed: bytes, queue: Queue) -> LeasedJob:
     """A job enqueue.lua handed straight to this worker's inbox."""
-    return _job(unpack_fields(packed))
+    return _job(unpack_fields(packed), queue)
 
 
-def parse_lease(reply: list[Any]) -> tuple[int, int, list[LeasedJob]]:
+def parse_lease(reply: list[Any], queue: Queue) -> tuple[int, int, list[LeasedJob]]:
     """Split lease.lua's reply into (wait_ms, scheduled count, jobs)."""
     handed = int(reply[2])
-    jobs = [handed_job(packed) for packed in reply[3 : 3 + handed]]
-    jobs.extend(
-        _job(reply[b : b + _FIELDS_PER_JOB]) for b in range(3 + handed, len(reply), _FIELDS_PER_JOB)
-    )
+    jobs = [handed_job(packed, queue) for packed in reply[3 : 3 + handed]]
+    step = _FIELDS_PER_JOB
+    jobs.extend(_job(reply[b : b + step], queue) for b in range(3 + handed, len(reply), step))
     return int(reply[0]), int(reply[1]), jobs
 
 
@@ -126,14 +128,15 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
     asyncio cancellation, which costs a fifth of an anyio cancel scope per job.
     """
     job = slot.job
-    task = worker.queue.tasks.get(job.task)
+    queue = job.queue
+    task = queue.tasks.get(job.task)
     if task is None:
         await record_failure(
             worker, job, f"task {job.task!r} is not registered with worker {worker.id}", None
         )
         return
     try:
-        args, kwargs = decode_payload(worker.queue.codec, job.payload)
+        args, kwargs = decode_payload(queue.codec, job.payload)
     except ValueError as exc:
         await record_failure(worker, job, str(exc), None)
         return
@@ -142,15 +145,16 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
         job_id=job.id,
         task=job.task,
         attempt=job.attempt,
-        queue=worker.queue,
+        queue=queue,
         state=worker.state,
         worker_id=worker.id,
         enqueued_ms=job.enqueued_ms,
         token=job.token,
     )
     try:
-        if worker.middleware:
-            result = await _through(worker, task, ctx, args, kwargs)
+        middleware = worker.lane(queue).middleware
+        if middleware:
+            result = await _through(middleware, worker, task, ctx, args, kwargs)
         else:
             result = await _invoke(worker, task, ctx, args, kwargs)
     except asyncio.CancelledError as exc:
@@ -160,7 +164,7 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
     else:
         keep_ms = job.keep_ms if job.keep_ms is not None else task.keep_ms
         try:
-            encoded = worker.queue.codec.encode(result) if keep_ms > 0 else b""
+            encoded = queue.codec.encode(result) if keep_ms > 0 else b""
         except (TypeError, ValueError, OverflowError) as exc:
             text = f"the result ({type(result).__name__}) cannot be encoded: {exc}"
             await record_failure(worker, job, text, None)
@@ -185,18 +189,23 @@ async def _cancelled(
     if slot.aborted:
         await record_failure(worker, job, "aborted while running", None, aborted=True)
     elif slot.timed_out:
-        text = f"timed out after {job_timeout_ms(worker.queue, job)} ms"
+        text = f"timed out after {job_timeout_ms(job.queue, job)} ms"
         await record_failure(worker, job, f"{text}\n{_error_text(exc)}", task)
     else:  # the handler raised CancelledError of its own
         await record_failure(worker, job, _error_text(exc), task)
 
 
 def _through(
-    worker: Worker, task: Task[Any, Any], ctx: JobContext, args: list[Any], kwargs: dict[str, Any]
+    chain: tuple[Middleware, ...],
+    worker: Worker,
+    task: Task[Any, Any],
+    ctx: JobContext,
+    args: list[Any],
+    kwargs: dict[str, Any],
 ) -> Awaitable[Any]:
-    """The handler's call wrapped in the worker's middleware, the first one outermost."""
+    """The handler's call wrapped in middleware, the first one outermost."""
     call: Callable[[], Awaitable[Any]] = functools.partial(_invoke, worker, task, ctx, args, kwargs)
-    for middleware in reversed(worker.middleware):
+    for middleware in reversed(chain):
         call = functools.partial(middleware, ctx, call)
     return call()
 
@@ -248,7 +257,7 @@ async def record_failure(
     settings = worker.settings
     with anyio.CancelScope(shield=True):
         try:
-            outcome = await worker.queue.scripts.fail(
+            outcome = await job.queue.scripts.fail(
                 job.id,
                 job.token,
                 error,
@@ -280,7 +289,7 @@ async def record_failure(
 async def hand_back(worker: Worker, job: LeasedJob) -> None:
     """Return a job interrupted by shutdown to the ready queue at once."""
     try:
-        await worker.queue.scripts.release([job.id, job.token])
+        await job.queue.scripts.release([job.id, job.token])
     except BrokerConnectionError:
         logger.warning(
             "could not hand job %s back: Redis is unreachable; its lease will expire", job.id

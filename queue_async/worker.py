@@ -1,7 +1,7 @@
-"""``Worker``: leases jobs from one queue and runs them.
+"""``Worker``: leases jobs from one or more queues and runs them.
 
-The worker's own loops (lease, flush, heartbeat, watchdog, signals) run in one anyio task
-group. Each job runs in a plain asyncio task of its own: spawning one costs a fifth of an
+The worker's own loops (lease, flush, heartbeat, watchdog, cron, signals) run in one anyio
+task group. Each job runs in a plain asyncio task of its own: spawning one costs a fifth of an
 anyio ``start_soon`` (the largest per-job cost we measured), and a job outside the task group
 can be abandoned when its handler ignores cancellation, instead of holding the worker hostage.
 """
@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -24,22 +25,22 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from queue_async._encode import encode_job
+from queue_async._cron_runner import run_crons
+from queue_async._lanes import Lane, Strategy, lease_order
+from queue_async._reconnect import Backoff
 from queue_async._redis import translate_errors
 from queue_async._runner import (
     JobSlot,
     LeasedJob,
     handed_job,
     job_timeout_ms,
-    parse_lease,
     record_failure,
     run_job,
 )
 from queue_async._scripts import Arg
-from queue_async.cron import CronSchedule, tick_ms
-from queue_async.exceptions import BrokerConnectionError
+from queue_async.exceptions import BrokerConnectionError, ConfigurationError
 from queue_async.models import WorkerHeartbeat
-from queue_async.options import WorkerSettings, parse_rate, to_ms
+from queue_async.options import WorkerSettings, to_ms
 from queue_async.queue import Hook, Middleware, Queue
 
 __all__ = ["Worker"]
@@ -48,18 +49,24 @@ logger = logging.getLogger("queue_async.worker")
 
 
 class Worker:
-    """Runs the jobs of one queue.
+    """Runs the jobs of one queue, or of several.
 
     ``await worker.run()`` until SIGTERM/SIGINT (or cancellation); ``await
     worker.run(burst=True)`` until nothing is ready or scheduled; ``async with Worker(queue)``
     runs it in the background (e.g. in a FastAPI lifespan) and stops it gracefully on exit.
 
     Args:
-        queue: the queue whose jobs to run; its registered tasks are the handlers.
+        queue: the queue whose jobs to run (its registered tasks are the handlers), or a list
+            of queues sharing this worker's concurrency.
+        strategy: with several queues, ``"strict"`` (default) always takes from the first
+            queue that has work, in the order given; ``"weighted"`` picks the queue of each
+            lease at random by ``weights`` (e.g. 10 and 1: about ten jobs of the first per job
+            of the second while both have work; an empty queue is skipped).
+        weights: one positive integer per queue, for ``"weighted"`` (default: all 1).
         concurrency: jobs running at once (shortcut for ``settings.concurrency``).
         settings: every other knob; see ``WorkerSettings``. Keyword overrides win.
         on_startup / on_shutdown: ``async def hook(state)`` run before the first job and after
-            the last, besides the queue's own hooks; ``state`` is shared with every job's
+            the last, besides the queues' own hooks; ``state`` is shared with every job's
             ``ctx.state``.
         middleware: ``async def mw(ctx, call_next)`` around every job, after the queue's own
             (see ``Queue.middleware``).
@@ -67,8 +74,10 @@ class Worker:
 
     def __init__(
         self,
-        queue: Queue,
+        queue: Queue | Sequence[Queue],
         *,
+        strategy: Strategy = "strict",
+        weights: Sequence[int] | None = None,
         concurrency: int | None = None,
         settings: WorkerSettings | None = None,
         on_startup: Iterable[Hook] = (),
@@ -76,29 +85,42 @@ class Worker:
         middleware: Iterable[Middleware] = (),
         **overrides: Any,
     ) -> None:
-        if not isinstance(queue, Queue):
-            raise TypeError(f"Worker() takes a Queue, not {type(queue).__name__}")
+        queues = _check_queues(queue)
+        if strategy not in ("strict", "weighted"):
+            raise ConfigurationError(f"strategy is 'strict' or 'weighted', not {strategy!r}")
+        weights = list(weights) if weights is not None else [1] * len(queues)
+        if len(weights) != len(queues) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in weights
+        ):
+            raise ConfigurationError(
+                f"weights must be one positive integer per queue ({len(queues)}), not {weights!r}"
+            )
         if concurrency is not None:
             overrides["concurrency"] = concurrency
         base = settings.model_dump() if settings else {}
         self.settings = WorkerSettings.model_validate({**base, **overrides})
-        self.queue = queue
+        self.queues = queues
+        self.queue = queues[0]
+        self.strategy: Strategy = strategy
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.state: dict[str, Any] = {}
         self.limiter = anyio.CapacityLimiter(self.settings.concurrency)
-        self._startup_hooks = [*queue.startup_hooks, *on_startup]
-        self._shutdown_hooks = [*queue.shutdown_hooks, *on_shutdown]
-        self.middleware: tuple[Middleware, ...] = (*queue.middlewares, *middleware)
-        self._running: dict[
-            str, str
-        ] = {}  # leases held (running or awaiting completion): id -> token
+        extra = tuple(middleware)
+        self._lanes = [
+            Lane(q, weight, (*q.middlewares, *extra))
+            for q, weight in zip(queues, weights, strict=True)
+        ]
+        self._lane_of = {id(lane.queue): lane for lane in self._lanes}
+        self._startup_hooks = _unique([*(h for q in queues for h in q.startup_hooks), *on_startup])
+        self._shutdown_hooks = _unique(
+            [*(h for q in queues for h in q.shutdown_hooks), *on_shutdown]
+        )
+        self._random = random.Random()
         self._busy = 0  # slots taken: jobs running, not counting abandoned ones
         self._jobs: dict[asyncio.Task[None], JobSlot] = {}
         self.abandoned = 0
         """Handlers abandoned because they ignored cancellation (they may still be running)."""
         self._processed = 0
-        self._done: list[Arg] = []
-        self._finishing: set[str] = set()  # ids whose completion is buffered or being sent
         self._done_ready = anyio.Event()
         self._flush_lock = anyio.Lock()
         self._changed = anyio.Event()
@@ -111,7 +133,12 @@ class Worker:
         self._background: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
-        return f"<Worker {self.id} on {self.queue!r}>"
+        names = ", ".join(repr(q.name) for q in self.queues)
+        return f"<Worker {self.id} on {names}>"
+
+    def lane(self, queue: Queue) -> Lane:
+        """This worker's lane for a queue it serves."""
+        return self._lane_of[id(queue)]
 
     # -- public control ---------------------------------------------------------------------
 
@@ -150,7 +177,7 @@ class Worker:
         """Run until stopped; with ``burst=True``, until nothing is ready or scheduled.
 
         Args:
-            burst: return once the queue has nothing ready or scheduled and no job runs.
+            burst: return once the queues have nothing ready or scheduled and no job runs.
             handle_signals: stop gracefully on SIGTERM/SIGINT (a second signal: at once).
                 Default: only when running in the main thread and not under ``async with``.
         """
@@ -168,8 +195,10 @@ class Worker:
                 loops.start_soon(self._flush_loop)
                 loops.start_soon(self._heartbeat_loop)
                 loops.start_soon(self._watchdog_loop)
-                if self.queue.crons and not burst:
-                    loops.start_soon(self._cron_loop)
+                if not burst and any(q.crons for q in self.queues):
+                    loops.start_soon(
+                        run_crons, self.queues, self.settings.reconnect_max.total_seconds()
+                    )
                 if handle_signals:
                     loops.start_soon(self._signal_loop)
                 await self._work(burst)
@@ -178,7 +207,8 @@ class Worker:
                 with anyio.CancelScope(shield=True) as final:
                     final.deadline = anyio.current_time() + self.settings.lease.total_seconds()
                     await self._flush_now()
-                    await self._deregister()
+                    for lane in self._lanes:
+                        await lane.deregister(self.id)
                 loops.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -189,20 +219,23 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------------
 
     async def _work(self, burst: bool) -> None:
-        logger.info(
-            "worker %s serving queue %r (concurrency %d, tasks: %s)",
-            self.id,
-            self.queue.name,
-            self.settings.concurrency,
-            ", ".join(self.queue.tasks),
-        )
+        for lane in self._lanes:
+            logger.info(
+                "worker %s serving queue %r (concurrency %d, tasks: %s)",
+                self.id,
+                lane.queue.name,
+                self.settings.concurrency,
+                ", ".join(lane.queue.tasks),
+            )
         try:
             with anyio.CancelScope() as self._lease_scope:
                 if not self._stopping:
                     await self._lease_loop(burst)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._retire()
+                with anyio.move_on_after(self.settings.lease.total_seconds()):
+                    for lane in self._lanes:
+                        await lane.retire(self.id)
                 with anyio.CancelScope() as self._grace_scope:
                     if self._stopping:  # else run() itself was cancelled: no grace
                         self._grace_scope.deadline = (
@@ -224,52 +257,29 @@ class Worker:
         for slot in list(self._jobs.values()):
             if not slot.abandoned:
                 self._give_up(slot)
-        await self._release_leftovers()
-
-    async def _release_leftovers(self) -> None:
-        """Hand back every lease we hold that no completion is waiting to record: jobs whose
-        handlers were abandoned, and jobs cancelled before their first step."""
-        pairs: list[Arg] = []
-        for job_id, token in list(self._running.items()):
-            if job_id not in self._finishing:
-                pairs += [job_id, token]
-                del self._running[job_id]
-        if not pairs:
-            return
-        try:
-            await self.queue.scripts.release(pairs)
-        except BrokerConnectionError as exc:
-            logger.warning(
-                "could not hand back %d jobs (%s): they are recovered when their leases expire",
-                len(pairs) // 2,
-                exc,
-            )
+        for lane in self._lanes:
+            await lane.release_leftovers()
 
     async def _lease_loop(self, burst: bool) -> None:
         """Lease, start, repeat; block on Redis when there is nothing to do."""
-        backoff = _Backoff(self.settings.reconnect_max.total_seconds())
+        backoff = Backoff(self.settings.reconnect_max.total_seconds())
+        for lane in self._lanes:
+            while True:
+                try:
+                    await lane.set_task_limits()
+                    break
+                except BrokerConnectionError as exc:
+                    await backoff.wait(exc)
         while True:
-            try:
-                await self._set_task_limits()
-                break
-            except BrokerConnectionError as exc:
-                await backoff.wait(exc)
-        while True:
-            free = self.settings.concurrency - self._busy
-            if free <= 0:
+            if self.settings.concurrency - self._busy <= 0:
                 await self._changed.wait()
                 continue
             try:
-                wait_ms, scheduled, leased = await self._lease(free, burst)
+                wait_ms, scheduled, leased = await self._lease_round(burst)
             except BrokerConnectionError as exc:
                 await backoff.wait(exc)
                 continue
             backoff.reset()
-            for job in leased:
-                self._start(job)
-            if leased:
-                # Let the new jobs start before this task spends time sending the next command.
-                await anyio.lowlevel.checkpoint()
             if wait_ms == 0:
                 continue  # more jobs are ready than we had room for
             if burst and not leased and not self._busy and scheduled == 0:
@@ -286,41 +296,40 @@ class Worker:
                 self._start(handed)
                 await anyio.lowlevel.checkpoint()
 
-    async def _set_task_limits(self) -> None:
-        """Store this worker's task limits where every worker's lease.lua reads them (the last
-        worker to start wins), and clear limits its tasks no longer have."""
-        for task in self.queue.tasks.values():
-            opts = task.task_options
-            rate = ""
-            if opts.rate_limit is not None:
-                jobs, period_ms = parse_rate(opts.rate_limit)
-                rate = f"{jobs}:{period_ms}"
-            limit = "" if opts.max_concurrency is None else str(opts.max_concurrency)
-            await self.queue.scripts.set_limits(task.name, limit, rate)
+    async def _lease_round(self, burst: bool) -> tuple[int, int, bool]:
+        """Lease from the first lane (in strategy order) that has jobs to give.
 
-    async def _lease(self, free: int, burst: bool) -> tuple[int, int, list[LeasedJob]]:
-        s = self.settings
-        self._lease_seq += 1
-        reply = await self.queue.scripts.lease(
-            min(free, s.lease_batch),
-            to_ms(s.lease),
-            f"{self.id}:{self._lease_seq}",
-            self.id,
-            s.max_stalls,
-            to_ms(s.dead_max_age),
-            s.dead_max_len,
-            # Burst workers are not handed jobs: they leave as soon as the queue is empty.
-            0 if burst else to_ms(s.max_idle_wait),
-        )
-        return parse_lease(reply)
+        Returns the shortest wait any lane asked for (0: jobs are left to take now), how many
+        jobs all lanes have scheduled, and whether anything was leased.
+        """
+        # Hand-offs would let every queue fill the same free slots: only for one queue.
+        idle_ms = 0 if burst or len(self._lanes) > 1 else to_ms(self.settings.max_idle_wait)
+        wait = -1
+        scheduled = 0
+        for lane in lease_order(self._lanes, self.strategy, self._random):
+            free = self.settings.concurrency - self._busy
+            self._lease_seq += 1
+            lane_wait, lane_scheduled, leased = await lane.lease(
+                self.settings, self.id, f"{self.id}:{self._lease_seq}", free, idle_ms
+            )
+            scheduled += lane_scheduled
+            for job in leased:
+                self._start(job)
+            if leased:
+                # Let the new jobs start before this task spends time sending the next command.
+                await anyio.lowlevel.checkpoint()
+                return (0 if lane_wait == 0 else lane_wait), scheduled, True
+            if lane_wait >= 0 and (wait < 0 or lane_wait < wait):
+                wait = lane_wait
+        return wait, scheduled, False
 
     def _start(self, job: LeasedJob) -> None:
-        self._running[job.id] = job.token
+        self.lane(job.queue).running[job.id] = job.token
         self._busy += 1
         loop = asyncio.get_running_loop()
         slot = JobSlot(job)
         slot.task = task = loop.create_task(run_job(self, slot))
-        timeout_ms = job_timeout_ms(self.queue, job)
+        timeout_ms = job_timeout_ms(job.queue, job)
         if timeout_ms is not None:
             due = loop.time() + timeout_ms / 1000
             slot.timer = loop.call_at(due, slot.time_out)
@@ -356,90 +365,39 @@ class Worker:
             self.settings.cancel_grace.total_seconds(),
         )
 
-    async def _cron_loop(self) -> None:
-        """Fire every cron tick (cron.lua lets the first worker's through, once)."""
-        schedules = list(self.queue.crons.values())
-        now = datetime.now(UTC)
-        for schedule in schedules:
-            if schedule.run_missed:
-                await self._fire(schedule, schedule.last_tick(now))
-        due = {s.name: s.next_tick(now) for s in schedules}
-        while True:
-            name, tick = min(due.items(), key=lambda item: item[1])
-            await anyio.sleep(max(0.0, (tick - datetime.now(UTC)).total_seconds()))
-            schedule = self.queue.crons[name]
-            due[name] = schedule.next_tick(tick)
-            await self._fire(schedule, tick, give_up_at=due[name])
-
-    async def _fire(
-        self, schedule: CronSchedule, tick: datetime, give_up_at: datetime | None = None
-    ) -> None:
-        """Enqueue one tick's job; while Redis is away, retry until the next tick is due."""
-        spec = schedule.task.options(job_id=schedule.job_id(tick)).call(
-            *schedule.args, **schedule.kwargs
-        )
-        job_id, task, payload, options = encode_job(
-            self.queue.codec, self.queue.max_payload_bytes, spec
-        )
-        assert isinstance(payload, bytes)
-        assert isinstance(options, bytes)
-        backoff = _Backoff(self.settings.reconnect_max.total_seconds())
-        while True:
-            try:
-                added = await self.queue.scripts.cron_tick(
-                    schedule.name,
-                    tick_ms(tick),
-                    str(job_id),
-                    str(task),
-                    payload,
-                    options,
-                )
-            except BrokerConnectionError as exc:
-                if give_up_at is not None and datetime.now(UTC) >= give_up_at:
-                    logger.error(  # noqa: TRY400 - a lost connection's traceback says nothing
-                        "cron %s: tick %s lost, Redis unreachable", schedule.name, tick
-                    )
-                    return
-                await backoff.wait(exc)
-                continue
-            if added:
-                logger.info("cron %s: enqueued tick %s as job %s", schedule.name, tick, job_id)
-            return
-
     async def _watchdog_loop(self) -> None:
-        interval = min(1.0, self.settings.cancel_grace.total_seconds() / 2)
+        grace = self.settings.cancel_grace.total_seconds()
         while True:
-            await anyio.sleep(interval)
+            await anyio.sleep(min(1.0, grace / 2))
             now = asyncio.get_running_loop().time()
             for slot in list(self._jobs.values()):
                 if slot.abandon_at is not None and now > slot.abandon_at and not slot.abandoned:
                     self._give_up(slot)
-                    error = (
-                        f"timed out and ignored cancellation for "
-                        f"{self.settings.cancel_grace.total_seconds()}s: abandoned"
-                    )
+                    error = f"timed out and ignored cancellation for {grace}s: abandoned"
+                    task = slot.job.queue.tasks.get(slot.job.task)
                     with anyio.CancelScope(shield=True):
-                        await record_failure(
-                            self, slot.job, error, self.queue.tasks.get(slot.job.task)
-                        )
+                        await record_failure(self, slot.job, error, task)
 
     async def _idle_wait(self, seconds: float, *, burst: bool) -> LeasedJob | None:
         """Block on Redis (never a sleep loop) for at most ``seconds``.
 
         A worker blocks on its inbox, where enqueue.lua hands it new jobs already leased to
-        it (returned here, to start at once), and on the queue's wake list (a marker: more
-        jobs are ready, or the next due time moved). A burst worker has no inbox, and also
-        wakes when one of its jobs ends, to see whether it is done.
+        it (returned here, to start at once), and on each queue's wake list (a marker: more
+        jobs are ready, or the next due time moved). A burst worker (or one serving several
+        queues) has no inbox; a burst worker also wakes when one of its jobs ends, to see
+        whether it is done.
         """
-        keys = self.queue.keys
+        wakes = [lane.queue.keys.wake for lane in self._lanes]
+        client = self.queue.client
         if not burst:
+            inbox = self.queue.keys.inbox(self.id)
+            keys = [inbox, *wakes] if len(self._lanes) == 1 else wakes
             with translate_errors("waiting for jobs"):
-                popped = await self.queue.client.blpop(
-                    [keys.inbox(self.id), keys.wake], timeout=max(seconds, 0.001)
-                )
-            if popped is not None and popped[0] != keys.wake.encode():
+                popped = await client.blpop(keys, timeout=max(seconds, 0.001))
+            if popped is not None and popped[0] == inbox.encode():
                 packed = popped[1]
-                return handed_job(packed if isinstance(packed, bytes) else packed.encode())
+                raw = packed if isinstance(packed, bytes) else packed.encode()
+                return handed_job(raw, self.queue)
             return None
         changed = self._changed
         async with anyio.create_task_group() as race:
@@ -451,7 +409,7 @@ class Worker:
             if self._busy:
                 race.start_soon(job_ended)
             with translate_errors("waiting for jobs"):
-                await self.queue.client.blpop([keys.wake], timeout=max(seconds, 0.001))
+                await client.blpop(wakes, timeout=max(seconds, 0.001))
             race.cancel_scope.cancel()
         return None
 
@@ -459,14 +417,16 @@ class Worker:
 
     def completed(self, job: LeasedJob, result: bytes, keep_ms: int) -> None:
         """Queue a completion for the next batched ``complete`` call."""
-        self._done.extend((job.id, job.token, result, keep_ms))
-        self._finishing.add(job.id)
+        lane = self.lane(job.queue)
+        lane.done.extend((job.id, job.token, result, keep_ms))
+        lane.finishing.add(job.id)
         self._done_ready.set()
 
     def released(self, job: LeasedJob) -> None:
         """The job's lease is no longer ours (failed, handed back, or completed)."""
-        if self._running.get(job.id) == job.token:
-            del self._running[job.id]
+        running = self.lane(job.queue).running
+        if running.get(job.id) == job.token:
+            del running[job.id]
 
     async def _flush_loop(self) -> None:
         while True:
@@ -477,68 +437,50 @@ class Worker:
             with anyio.CancelScope(shield=True) as scope:
                 scope.deadline = anyio.current_time() + self.settings.lease.total_seconds()
                 await self._flush_now()
-            if self._done:
+            if any(lane.done for lane in self._lanes):
                 # Redis stayed away past the bound: keep trying, while the heartbeat keeps
                 # the leases of these finished jobs alive.
                 self._done_ready.set()
 
     async def _flush_now(self) -> None:
-        """Record every buffered completion in one call, retrying while Redis is away.
+        """Record every buffered completion, one call per queue, retrying while Redis is away.
 
         Under a lock, so that the final flush at shutdown waits for one in flight.
         """
         async with self._flush_lock:
-            await self._flush_locked()
-
-    async def _flush_locked(self) -> None:
-        backoff = _Backoff(self.settings.reconnect_max.total_seconds())
-        while self._done:
-            batch, self._done = self._done, []
-            try:
-                flags = await self.queue.scripts.complete(batch)
-            except BrokerConnectionError as exc:
-                self._done[:0] = batch
-                await backoff.wait(exc)
-                continue
-            except BaseException:
-                self._done[:0] = batch  # cancelled mid-call: try again at the next flush
-                raise
-            for index, ok in enumerate(flags):
-                job_id, token = str(batch[index * 4]), str(batch[index * 4 + 1])
-                self._finishing.discard(job_id)
-                if self._running.get(job_id) == token:
-                    del self._running[job_id]
-                if not ok:
-                    logger.warning(
-                        "job %s finished but its lease was lost (it was recovered and may have "
-                        "run again elsewhere); this result was not recorded",
-                        job_id,
-                    )
+            backoff = Backoff(self.settings.reconnect_max.total_seconds())
+            for lane in self._lanes:
+                while lane.done:
+                    try:
+                        await lane.flush()
+                    except BrokerConnectionError as exc:
+                        await backoff.wait(exc)
 
     # -- heartbeats, signals ------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat.total_seconds()
         while True:
-            try:
-                await self._heartbeat()
-            except BrokerConnectionError as exc:
-                logger.warning("heartbeat failed, leases not extended: %s", exc)
+            for lane in self._lanes:
+                try:
+                    await self._heartbeat(lane)
+                except BrokerConnectionError as exc:
+                    logger.warning("heartbeat failed, leases not extended: %s", exc)
             await anyio.sleep(interval)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, lane: Lane) -> None:
         beat = WorkerHeartbeat(
             id=self.id,
-            queue=self.queue.name,
+            queue=lane.queue.name,
             host=socket.gethostname(),
             pid=os.getpid(),
             started_at=self._started_at,
             concurrency=self.settings.concurrency,
-            running=list(self._running),
+            running=list(lane.running),
             processed=self._processed,
         )
-        pairs: list[Arg] = [x for item in self._running.items() for x in item]
-        lost, aborting = await self.queue.scripts.extend(
+        pairs: list[Arg] = [x for item in lane.running.items() for x in item]
+        lost, aborting = await lane.queue.scripts.extend(
             to_ms(self.settings.lease),
             self.id,
             beat.model_dump_json().encode(),
@@ -550,30 +492,10 @@ class Worker:
         if aborting:
             wanted = set(aborting)
             for slot in self._jobs.values():
-                if slot.job.id in wanted and not slot.aborted and not slot.abandoned:
-                    logger.info("job %s (%s): aborting, as asked", slot.job.id, slot.job.task)
+                job = slot.job
+                if job.queue is lane.queue and job.id in wanted and not slot.aborted:
+                    logger.info("job %s (%s): aborting, as asked", job.id, job.task)
                     slot.abort()
-
-    async def _retire(self) -> None:
-        """Leave the idle rotation and hand back jobs handed to us but not taken."""
-        try:
-            with anyio.fail_after(self.settings.lease.total_seconds()):
-                await self.queue.scripts.retire(self.id)
-        except (BrokerConnectionError, TimeoutError) as exc:
-            logger.warning(
-                "could not retire from the idle rotation (%s): jobs handed to this "
-                "worker will be recovered when their leases expire",
-                exc,
-            )
-
-    async def _deregister(self) -> None:
-        try:
-            async with self.queue.client.pipeline(transaction=False) as pipe:
-                pipe.delete(self.queue.keys.worker(self.id))
-                pipe.zrem(self.queue.keys.workers, self.id)
-                await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - best effort: the heartbeat expires anyway
-            logger.debug("could not deregister worker %s: %s", self.id, exc)
 
     async def _signal_loop(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -590,23 +512,25 @@ class Worker:
                     self.stop()
 
 
-class _Backoff:
-    """Capped exponential waits between tries to reach Redis again."""
+def _check_queues(queue: Queue | Sequence[Queue]) -> list[Queue]:
+    queues = [queue] if isinstance(queue, Queue) else list(queue)
+    if not queues:
+        raise ConfigurationError("Worker() needs at least one queue")
+    for q in queues:
+        if not isinstance(q, Queue):
+            raise TypeError(f"Worker() takes a Queue or a list of them, not {type(q).__name__}")
+    prefixes = [q.keys.prefix for q in queues]
+    if len(set(prefixes)) != len(prefixes):
+        raise ConfigurationError(f"Worker() was given the same queue twice: {prefixes}")
+    return queues
 
-    def __init__(self, cap: float) -> None:
-        self.cap = cap
-        self.delay = 0.05
-        self.failing = False
 
-    def reset(self) -> None:
-        if self.failing:
-            logger.info("Redis is reachable again")
-        self.delay = 0.05
-        self.failing = False
-
-    async def wait(self, exc: BaseException) -> None:
-        if not self.failing:
-            logger.warning("Redis unreachable (%s); retrying with backoff up to %ss", exc, self.cap)
-        self.failing = True
-        await anyio.sleep(self.delay)
-        self.delay = min(self.cap, self.delay * 2)
+def _unique(hooks: list[Hook]) -> list[Hook]:
+    """Hooks in order, each once (several queues may share one)."""
+    seen: set[int] = set()
+    kept = []
+    for hook in hooks:
+        if id(hook) not in seen:
+            seen.add(id(hook))
+            kept.append(hook)
+    return kept

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 async def register_idle(queue: qa.Queue, worker: str, free: int, lease_ms: int = 30_000) -> None:
     """Lease with nothing ready: lease.lua registers ``worker`` as idle with ``free`` slots."""
     reply = await queue.scripts.lease(free, lease_ms, f"{worker}:1", worker, 3, 60_000, 100, 5000)
-    assert parse_lease(reply)[2] == []
+    assert parse_lease(reply, queue)[2] == []
 
 
 async def noop_task(queue: qa.Queue) -> qa.Task[[], None]:
@@ -40,7 +40,7 @@ async def test_new_job_is_leased_straight_to_an_idle_worker(queue: qa.Queue) -> 
     assert await queue.client.zcard(queue.keys.ready) == 0
     assert await queue.client.llen(queue.keys.wake) == 0  # nobody else needs waking
     packed = await queue.client.lpop(queue.keys.inbox("w1"))
-    job = handed_job(packed)
+    job = handed_job(packed, queue)
     assert (job.id, job.task, job.attempt) == (handle.id, "noop", 1)
     assert job.token == (await queue.client.hget(queue.keys.job(handle.id), "token")).decode()
 
@@ -73,7 +73,7 @@ async def test_lease_takes_back_the_inbox_and_leaves_the_rotation(queue: qa.Queu
     await register_idle(queue, "w1", free=5)
     first, second = await noop.enqueue(), await noop.enqueue()
     reply = await queue.scripts.lease(5, 30_000, "w1:2", "w1", 3, 60_000, 100, 0)
-    _, _, jobs = parse_lease(reply)
+    _, _, jobs = parse_lease(reply, queue)
     assert [j.id for j in jobs] == [first.id, second.id]
     assert await queue.client.exists(queue.keys.inbox("w1")) == 0
     assert await queue.client.llen(queue.keys.idle) == 0
@@ -109,7 +109,7 @@ async def test_job_handed_to_a_dead_idle_worker_is_recovered_after_its_lease(
 async def test_idle_registration_expires_with_the_workers_wait(queue: qa.Queue) -> None:
     noop = await noop_task(queue)
     reply = await queue.scripts.lease(5, 30_000, "w1:1", "w1", 3, 60_000, 100, 1)
-    assert parse_lease(reply)[2] == []
+    assert parse_lease(reply, queue)[2] == []
     ttl = await queue.client.pttl(f"{queue.keys.prefix}idle:w1")
     assert 0 < ttl <= 501
     with anyio.fail_after(3):

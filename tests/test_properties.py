@@ -719,7 +719,7 @@ async def test_hostile_job_ids_are_refused_or_used_verbatim_inside_the_namespace
         assert handle.id == job_id
         packed = await queue.client.lindex(queue.keys.inbox("idle"), 0)
         assert isinstance(packed, bytes)
-        handed = handed_job(packed)
+        handed = handed_job(packed, queue)
         stored = await queue.client.hget(queue.keys.job(job_id), "payload")
         assert (handed.id, handed.task, handed.payload) == (job_id, SINK, stored)
         assert await queue.scripts.retire("idle") == 1

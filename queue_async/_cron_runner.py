@@ -1,0 +1,70 @@
+"""The worker's cron loop: fire every tick of every schedule of the queues it serves."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+
+from queue_async._encode import encode_job
+from queue_async._reconnect import Backoff
+from queue_async.cron import CronSchedule, tick_ms
+from queue_async.exceptions import BrokerConnectionError
+
+if TYPE_CHECKING:
+    from queue_async.queue import Queue
+
+logger = logging.getLogger("queue_async.worker")
+
+
+async def run_crons(queues: Sequence[Queue], reconnect_max: float) -> None:
+    """Fire ticks forever (cron.lua lets the first worker's call through, once per tick)."""
+    schedules = [(queue, s) for queue in queues for s in queue.crons.values()]
+    now = datetime.now(UTC)
+    for queue, schedule in schedules:
+        if schedule.run_missed:
+            await fire(queue, schedule, schedule.last_tick(now), reconnect_max)
+    due = [schedule.next_tick(now) for _, schedule in schedules]
+    while True:
+        index = min(range(len(due)), key=due.__getitem__)
+        tick = due[index]
+        await anyio.sleep(max(0.0, (tick - datetime.now(UTC)).total_seconds()))
+        queue, schedule = schedules[index]
+        due[index] = schedule.next_tick(tick)
+        await fire(queue, schedule, tick, reconnect_max, give_up_at=due[index])
+
+
+async def fire(
+    queue: Queue,
+    schedule: CronSchedule,
+    tick: datetime,
+    reconnect_max: float,
+    give_up_at: datetime | None = None,
+) -> None:
+    """Enqueue one tick's job; while Redis is away, retry until the next tick is due."""
+    spec = schedule.task.options(job_id=schedule.job_id(tick)).call(
+        *schedule.args, **schedule.kwargs
+    )
+    job_id, task, payload, options = encode_job(queue.codec, queue.max_payload_bytes, spec)
+    assert isinstance(payload, bytes)
+    assert isinstance(options, bytes)
+    backoff = Backoff(reconnect_max)
+    while True:
+        try:
+            added = await queue.scripts.cron_tick(
+                schedule.name, tick_ms(tick), str(job_id), str(task), payload, options
+            )
+        except BrokerConnectionError as exc:
+            if give_up_at is not None and datetime.now(UTC) >= give_up_at:
+                logger.error(  # noqa: TRY400 - a lost connection's traceback says nothing
+                    "cron %s: tick %s lost, Redis unreachable", schedule.name, tick
+                )
+                return
+            await backoff.wait(exc)
+            continue
+        if added:
+            logger.info("cron %s: enqueued tick %s as job %s", schedule.name, tick, job_id)
+        return

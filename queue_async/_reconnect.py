@@ -1,0 +1,31 @@
+"""Capped exponential waits between tries to reach Redis again."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+logger = logging.getLogger("queue_async.worker")
+
+
+class Backoff:
+    """Waits 50 ms, 100 ms, 200 ms... up to ``cap`` seconds; logs the outage once."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.delay = 0.05
+        self.failing = False
+
+    def reset(self) -> None:
+        if self.failing:
+            logger.info("Redis is reachable again")
+        self.delay = 0.05
+        self.failing = False
+
+    async def wait(self, exc: BaseException) -> None:
+        if not self.failing:
+            logger.warning("Redis unreachable (%s); retrying with backoff up to %ss", exc, self.cap)
+        self.failing = True
+        await anyio.sleep(self.delay)
+        self.delay = min(self.cap, self.delay * 2)

@@ -1,0 +1,146 @@
+"""One worker serving several queues: strict order, weighted selection, wake-ups, errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+import queue_async as qa
+from tests.conftest import unique_name
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def second(redis_url: str) -> AsyncIterator[qa.Queue]:
+    q = qa.Queue(redis_url, name=unique_name())
+    yield q
+    keys = [key async for key in q.client.scan_iter(match=f"{q.keys.prefix}*", count=1000)]
+    if keys:
+        await q.client.delete(*keys)
+    await q.close()
+
+
+def recording(queue: qa.Queue, label: str, order: list[str]) -> qa.Task[[int], None]:
+    @queue.task(name=f"multi.{label}")
+    async def job(i: int) -> None:
+        order.append(label)
+
+    return job
+
+
+async def test_strict_order_drains_the_first_queue_first(queue: qa.Queue, second: qa.Queue) -> None:
+    order: list[str] = []
+    high, low = recording(queue, "high", order), recording(second, "low", order)
+    await second.enqueue_many([low.call(i) for i in range(200)])
+    await queue.enqueue_many([high.call(i) for i in range(200)])
+    worker = qa.Worker([queue, second], strategy="strict", **FAST)
+    with anyio.fail_after(20):
+        await worker.run(burst=True, handle_signals=False)
+    assert order == ["high"] * 200 + ["low"] * 200
+    assert ((await queue.stats()).processed, (await second.stats()).processed) == (200, 200)
+
+
+async def test_weighted_selection_takes_jobs_in_proportion_to_the_weights(
+    queue: qa.Queue, second: qa.Queue
+) -> None:
+    order: list[str] = []
+    heavy, light = recording(queue, "heavy", order), recording(second, "light", order)
+    await queue.enqueue_many([heavy.call(i) for i in range(3000)])
+    await second.enqueue_many([light.call(i) for i in range(3000)])
+    # One job per lease call, so that the share of calls is the share of jobs.
+    worker = qa.Worker([queue, second], strategy="weighted", weights=[10, 1], lease_batch=1, **FAST)
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(worker.run, handle_signals=False))
+            while len(order) < 2200:
+                await anyio.sleep(0.02)
+            worker.stop()
+    window = order[:2200]  # both queues still had work all along
+    ratio = window.count("heavy") / window.count("light")
+    print(f"weighted 10:1 -> observed {ratio:.2f}:1 over {len(window)} jobs")
+    assert 7 <= ratio <= 14
+
+
+async def test_weighted_worker_skips_an_empty_queue_and_drains_the_other(
+    queue: qa.Queue, second: qa.Queue
+) -> None:
+    order: list[str] = []
+    recording(queue, "busy", order)
+    rare = recording(second, "rare", order)
+    await second.enqueue_many([rare.call(i) for i in range(50)])
+    worker = qa.Worker([queue, second], strategy="weighted", weights=[100, 1], **FAST)
+    with anyio.fail_after(20):
+        await worker.run(burst=True, handle_signals=False)
+    assert order == ["rare"] * 50
+
+
+async def test_idle_worker_on_several_queues_wakes_for_any_of_them(
+    queue: qa.Queue, second: qa.Queue
+) -> None:
+    @second.task
+    async def late() -> str:
+        return "second queue"
+
+    worker = qa.Worker([queue, second], **{**FAST, "max_idle_wait": 30})
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(worker.run, handle_signals=False))
+            await anyio.sleep(0.2)  # let it go idle, blocked on both queues
+            handle = await late.enqueue()
+            assert await handle.result(timeout=3) == "second queue"  # not after 30 s
+            worker.stop()
+
+
+async def test_jobs_of_each_queue_complete_fail_and_retry_in_their_own_queue(
+    queue: qa.Queue, second: qa.Queue
+) -> None:
+    @queue.task(name="multi.ok")
+    async def ok(x: int) -> int:
+        return x
+
+    @second.task(name="multi.bad", retries=1, backoff_base=0)
+    async def bad() -> None:
+        raise ValueError("nope")
+
+    done = await ok.enqueue(5)
+    failed = await bad.enqueue()
+    worker = qa.Worker([queue, second], **FAST)
+    with anyio.fail_after(20):
+        await worker.run(burst=True, handle_signals=False)
+    assert await done.result(timeout=1) == 5
+    with pytest.raises(qa.JobFailed, match="nope"):
+        await failed.result(timeout=1)
+    first_stats, second_stats = await queue.stats(), await second.stats()
+    assert (first_stats.processed, first_stats.dead) == (1, 0)
+    assert (second_stats.retried, second_stats.dead) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"weights": [1]}, "one positive integer per queue"),
+        ({"weights": [1, 0]}, "one positive integer per queue"),
+        ({"weights": [1, True]}, "one positive integer per queue"),
+        ({"strategy": "random"}, "strict' or 'weighted"),
+    ],
+    ids=["too-few-weights", "zero-weight", "bool-weight", "unknown-strategy"],
+)
+async def test_invalid_multi_queue_settings_raise_configuration_error(
+    queue: qa.Queue, second: qa.Queue, kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(qa.ConfigurationError, match=match):
+        qa.Worker([queue, second], **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_worker_needs_distinct_queues(queue: qa.Queue, redis_url: str) -> None:
+    with pytest.raises(qa.ConfigurationError, match="at least one queue"):
+        qa.Worker([])
+    twin = qa.Queue(redis_url, name=queue.name)
+    with pytest.raises(qa.ConfigurationError, match="same queue twice"):
+        qa.Worker([queue, twin])
+    await twin.close()
