@@ -46,14 +46,27 @@ def unique_name() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-async def queue(redis_url: str) -> AsyncIterator[qa.Queue]:
+async def fresh_queue(redis_url: str) -> AsyncIterator[qa.Queue]:
+    """A queue with a name of its own; its keys are deleted afterwards."""
     q = qa.Queue(redis_url, name=unique_name())
     yield q
     keys = [key async for key in q.client.scan_iter(match=f"{q.keys.prefix}*", count=1000)]
     if keys:
         await q.client.delete(*keys)
     await q.close()
+
+
+@pytest.fixture
+async def queue(redis_url: str) -> AsyncIterator[qa.Queue]:
+    async for q in fresh_queue(redis_url):
+        yield q
+
+
+@pytest.fixture
+async def second(redis_url: str) -> AsyncIterator[qa.Queue]:
+    """Another queue on the same server, for tests that need two."""
+    async for q in fresh_queue(redis_url):
+        yield q
 
 
 @pytest.fixture

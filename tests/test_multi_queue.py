@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 
 import queue_async as qa
-from tests.conftest import unique_name
 from tests.helpers import FAST
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def second(redis_url: str) -> AsyncIterator[qa.Queue]:
-    q = qa.Queue(redis_url, name=unique_name())
-    yield q
-    keys = [key async for key in q.client.scan_iter(match=f"{q.keys.prefix}*", count=1000)]
-    if keys:
-        await q.client.delete(*keys)
-    await q.close()
 
 
 def recording(queue: qa.Queue, label: str, order: list[str]) -> qa.Task[[int], None]:
