@@ -163,6 +163,30 @@ async def test_lower_priority_runs_first_and_fifo_within_priority(queue: qa.Queu
     assert order == ["urgent", "normal", "low-1", "low-2"]
 
 
+async def test_delayed_job_keeps_its_priority_when_it_comes_due(queue: qa.Queue) -> None:
+    order: list[str] = []
+
+    @queue.task
+    async def note(tag: str) -> None:
+        order.append(tag)
+
+    await note.enqueue("normal-1")
+    await note.enqueue("normal-2")
+    delayed = await note.options(priority=-5, delay=0.05).enqueue("urgent-later")
+    due = (await delayed.info()).scheduled_for
+    assert due is not None
+    with anyio.fail_after(5):  # wait on the server's clock, which decides what is due
+        while datetime.fromtimestamp(sum(await _server_time(queue)), UTC) <= due:
+            await anyio.sleep(0.01)
+    await drain(queue, concurrency=1)
+    assert order == ["urgent-later", "normal-1", "normal-2"]
+
+
+async def _server_time(queue: qa.Queue) -> tuple[float, float]:
+    seconds, micros = await queue.client.time()
+    return seconds, micros / 1e6
+
+
 async def test_explicit_job_id_is_enqueued_once(queue: qa.Queue) -> None:
     runs: list[int] = []
 

@@ -213,3 +213,23 @@ async def test_concurrency_slot_of_a_killed_worker_comes_back_when_its_lease_exp
     stats = await app_queue.stats()
     assert (stats.held, stats.active, stats.ready) == (0, 0, 0)
     assert await app_queue.client.hgetall(f"{app_queue.keys.prefix}running") == {}
+
+
+@pytest.mark.slow
+async def test_max_concurrency_holds_across_worker_processes(
+    app_queue: qa.Queue, app_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    handles = await app_queue.enqueue_many(
+        [app_queue.call("apps.gauged", hold=0.2) for _ in range(8)]
+    )
+    for _ in range(3):
+        start_worker(app_env, spawn, "5.0")
+    with anyio.fail_after(30):
+        while (await app_queue.stats()).processed < len(handles):
+            await anyio.sleep(0.05)
+    seen = [
+        int(n)
+        for n in await app_queue.client.lrange(f"{app_queue.keys.prefix}test:gauge-seen", 0, -1)
+    ]
+    assert len(seen) == 8
+    assert max(seen) == 2  # two at once, never three, though three processes had room

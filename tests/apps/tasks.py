@@ -34,3 +34,13 @@ async def limited(ctx: qa.JobContext, hold: float = 0.0) -> str:
     """``record`` under a limit of one running job across all workers."""
     result: str = await record.run(ctx, hold)
     return result
+
+
+@queue.task(name="apps.gauged", max_concurrency=2)
+async def gauged(ctx: qa.JobContext, hold: float) -> None:
+    """Count jobs of this task running at once, across processes, in Redis."""
+    client, prefix = ctx.queue.client, ctx.queue.keys.prefix
+    now = await client.incr(f"{prefix}test:gauge")
+    await client.rpush(f"{prefix}test:gauge-seen", now)
+    await anyio.sleep(hold)
+    await client.decr(f"{prefix}test:gauge")
