@@ -318,7 +318,9 @@ class Worker:
             if leased:
                 # Let the new jobs start before this task spends time sending the next command.
                 await anyio.lowlevel.checkpoint()
-                return (0 if lane_wait == 0 else lane_wait), scheduled, True
+                # With several queues, look at the others before blocking: the wake-up that
+                # brought us here may have been meant for one of them.
+                return (lane_wait if len(self._lanes) == 1 else 0), scheduled, True
             if lane_wait >= 0 and (wait < 0 or lane_wait < wait):
                 wait = lane_wait
         return wait, scheduled, False

@@ -84,6 +84,31 @@ async def test_idle_worker_on_several_queues_wakes_for_any_of_them(
             worker.stop()
 
 
+async def test_jobs_from_one_queue_do_not_make_the_worker_forget_the_others_due_time(
+    queue: qa.Queue, second: qa.Queue
+) -> None:
+    @queue.task
+    async def later() -> str:
+        return "delayed job on the first queue"
+
+    @second.task
+    async def now() -> str:
+        return "job on the second queue"
+
+    # Long lease and idle wait: nothing but the due time may end the worker's wait early.
+    worker = qa.Worker([queue, second], lease=60, heartbeat=10, max_idle_wait=30)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(worker.run, handle_signals=False))
+            delayed = await later.options(delay=1.0).enqueue()
+            await anyio.sleep(0.2)  # the worker takes the wake-up and waits for the due time
+            assert await (await now.enqueue()).result(timeout=3) == "job on the second queue"
+            # Leasing from the second queue must not end in a 30 s wait that forgets the
+            # first queue's job coming due in a second.
+            assert await delayed.result(timeout=3) == "delayed job on the first queue"
+            worker.stop()
+
+
 async def test_jobs_of_each_queue_complete_fail_and_retry_in_their_own_queue(
     queue: qa.Queue, second: qa.Queue
 ) -> None:
