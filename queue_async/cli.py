@@ -1,6 +1,7 @@
 """The ``queue-async`` command: run workers and look at queues.
 
     queue-async worker myapp.tasks:queue --concurrency 100 [--burst]
+    queue-async worker myapp.tasks:critical myapp.tasks:bulk --strategy weighted --weights 10,1
     queue-async info myapp.tasks:queue
 
 ``myapp.tasks:queue`` names a module and the ``Queue`` in it (or a function returning one).
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 import anyio
+from pydantic import ValidationError
 
 from queue_async.exceptions import QueueAsyncError
 from queue_async.queue import Queue
@@ -54,7 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     worker = commands.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
-    worker.add_argument("queue", help="module:attribute of the Queue, e.g. myapp.tasks:queue")
+    worker.add_argument(
+        "queue", nargs="+", help="module:attribute of the Queue, e.g. myapp.tasks:queue"
+    )
+    worker.add_argument(
+        "--strategy",
+        choices=["strict", "weighted"],
+        default="strict",
+        help="with several queues: always the first with work (strict), or by --weights",
+    )
+    worker.add_argument(
+        "--weights", type=_weights, default=None, help="with --strategy weighted: e.g. 10,1"
+    )
+    worker.add_argument("--lease", type=float, default=30.0, help="lease length, seconds (30)")
+    worker.add_argument("--heartbeat", type=float, default=10.0, help="seconds between (10)")
     worker.add_argument("--concurrency", type=int, default=100, help="jobs at once (100)")
     worker.add_argument("--burst", action="store_true", help="stop when nothing is left to do")
     worker.add_argument(
@@ -69,12 +84,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run_worker(queue: Queue, args: argparse.Namespace) -> None:
+def _weights(text: str) -> list[int]:
     try:
-        worker = Worker(queue, concurrency=args.concurrency, shutdown_grace=args.shutdown_grace)
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 10,1") from None
+
+
+async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
+    try:
+        worker = Worker(
+            queues,
+            strategy=args.strategy,
+            weights=args.weights,
+            concurrency=args.concurrency,
+            shutdown_grace=args.shutdown_grace,
+            lease=args.lease,
+            heartbeat=args.heartbeat,
+        )
         await worker.run(burst=args.burst)
     finally:
-        await queue.close()
+        for queue in queues:
+            await queue.close()
     if worker.abandoned:
         # Handlers that ignored cancellation are still running; asyncio would wait for them
         # forever at exit. Their jobs were handed back or failed, so nothing is lost.
@@ -100,13 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    queue = load_queue(args.queue)
     try:
         if args.command == "worker":
-            anyio.run(_run_worker, queue, args)
+            anyio.run(_run_worker, [load_queue(spec) for spec in args.queue], args)
         else:
-            anyio.run(_info, queue)
-    except QueueAsyncError as exc:
+            anyio.run(_info, load_queue(args.queue))
+    except (QueueAsyncError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

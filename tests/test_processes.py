@@ -152,6 +152,53 @@ async def test_cli_worker_burst_and_info(app_queue: qa.Queue, app_env: dict[str,
     assert stats["processed"] == 5 and stats["queue"] == app_env["QA_QUEUE"]
 
 
+async def test_cli_worker_serves_several_queues(
+    app_queue: qa.Queue, app_env: dict[str, str]
+) -> None:
+    other = qa.Queue(app_queue.client, name=f"{app_queue.name}-other")
+    sums = [await app_queue.enqueue("apps.add", i, 1) for i in range(3)]
+    shouts = [await other.enqueue("apps.shout", word) for word in ("a", "b")]
+    command = [
+        *[sys.executable, "-m", "queue_async", "worker"],
+        *["tests.apps.tasks:queue", "tests.apps.tasks:other", "--burst"],
+        *["--strategy", "weighted", "--weights", "3,1", "--lease", "5", "--heartbeat", "1"],
+    ]
+    with anyio.fail_after(60):
+        done = await anyio.run_process(command, env=app_env, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert [await h.result(timeout=5) for h in sums] == [1, 2, 3]
+    assert [await h.result(timeout=5) for h in shouts] == ["A", "B"]
+    await other.client.delete(*[k async for k in other.client.scan_iter(f"{other.keys.prefix}*")])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--weights", "3"], "one positive integer per queue"),
+        (["--weights", "three"], "is not a list like 10,1"),
+        (["--lease", "1", "--heartbeat", "2"], "must be shorter than the lease"),
+    ],
+    ids=["weights-count", "weights-words", "heartbeat-vs-lease"],
+)
+def test_cli_worker_explains_bad_settings(
+    app_env: dict[str, str], extra: list[str], message: str
+) -> None:
+    done = subprocess.run(
+        [
+            *[sys.executable, "-m", "queue_async", "worker", "--burst"],
+            *["tests.apps.tasks:queue", "tests.apps.tasks:other", "--strategy", "weighted"],
+            *extra,
+        ],
+        env=app_env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr.decode()
+
+
 @pytest.mark.parametrize(
     ("target", "message"),
     [

@@ -12,6 +12,13 @@ import anyio
 import queue_async as qa
 
 queue = qa.Queue(os.environ.get("REDIS_URL"), name=os.environ.get("QA_QUEUE", "apps"))
+other = qa.Queue(queue.client, name=f"{queue.name}-other")
+"""A second queue, for workers that serve two."""
+
+
+@other.task(name="apps.shout")
+async def shout(text: str) -> str:
+    return text.upper()
 
 
 @queue.task(name="apps.record", retries=3, backoff_base=0.05)
