@@ -53,3 +53,30 @@ def chaos(session: nox.Session) -> None:
     """The long chaos run: kills, dropped connections, a server restart; prints the figures."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "tests.chaos.driver", *(session.posargs or ["--duration", "240"]))
+
+
+PEER_LIBRARIES = ("arq", "saq", "streaq", "taskiq")
+
+
+@nox.session
+def bench_peers(session: nox.Session) -> None:
+    """queue_async vs. arq, saq, streaq, taskiq (benchmarks/peers/; writes RESULTS.md there).
+
+    Each peer gets its own virtualenv, .nox/peers-<lib>, with the pinned versions of
+    benchmarks/peers/requirements/<lib>.txt (their redis-py requirements conflict).
+    """
+    session.install("-e", ".[embedded]")
+    for peer in PEER_LIBRARIES:
+        venv = f".nox/peers-{peer}"
+        # python -m venv on an existing venv keeps it (and its packages) as it is.
+        session.run("python", "-m", "venv", venv)
+        # A peer that fails to install does not stop the others: the driver records it in
+        # RESULTS.md (its adapter cannot start) and runs the rest.
+        session.run(
+            f"{venv}/bin/python",
+            *("-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+            *("-r", f"benchmarks/peers/requirements/{peer}.txt"),
+            external=True,
+            success_codes=range(256),
+        )
+    session.run("python", "benchmarks/peers/driver.py", *session.posargs)

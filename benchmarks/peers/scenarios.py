@@ -1,0 +1,203 @@
+"""The five scenarios. Each runs one library once on a flushed server and returns its metrics.
+
+Processing rates are measured inside the worker process: from the start of the first job to
+the end of the job that completed the set (``*_jobs_per_s``), and from the moment the worker
+was started (``*_from_start_jobs_per_s``, which adds connecting and setting up).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness import CpuWindow, Library, Server, WorkerProcess, run_role
+
+Metrics = dict[str, Any]
+
+THROUGHPUT_CONCURRENCY = 100
+LATENCY_CONCURRENCY = 100
+IO_CONCURRENCY = 1_000
+LATENCY_GAP_S = 0.005
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is (the driver's command-line options)."""
+
+    jobs: int = 20_000
+    latency_jobs: int = 500
+    backlog_jobs: int = 1_000_000
+    timeout: float = 900.0
+
+
+def _rate(jobs: int, seconds: float) -> float:
+    return round(jobs / seconds, 1) if seconds > 0 else 0.0
+
+
+def _process(
+    lib: Library, server: Server, sizes: Sizes, expect: int, concurrency: int
+) -> tuple[Metrics, float]:
+    """Run one worker until ``expect`` distinct jobs ran; its report and the server's CPU share."""
+    worker = WorkerProcess(
+        lib,
+        *("--url", server.url, "--expect", str(expect), "--gate"),
+        *("--concurrency", str(concurrency), "--timeout", str(sizes.timeout)),
+    )
+    cpu = CpuWindow(server)
+    try:
+        worker.wait_ready()
+        cpu.start()
+        worker.go()
+        report = worker.result(timeout=sizes.timeout + 60)
+    finally:
+        worker.kill()
+    return report, cpu.stop()
+
+
+def _enqueue(lib: Library, server: Server, sizes: Sizes, task: str, count: int) -> float:
+    report = run_role(
+        lib,
+        "enqueue",
+        *("--url", server.url, "--task", task, "--count", str(count)),
+        timeout=sizes.timeout,
+    )
+    return float(report["enqueue_s"])
+
+
+def _processing(report: Metrics, jobs: int, prefix: str) -> Metrics:
+    return {
+        f"{prefix}_jobs_per_s": _rate(jobs, report["last_at"] - report["first_at"]),
+        f"{prefix}_from_start_jobs_per_s": _rate(jobs, report["last_at"] - report["begin_at"]),
+        **_stop(report),
+    }
+
+
+def _stop(report: Metrics) -> Metrics:
+    """How the worker stopped once its last job ran (seconds; or abandoned)."""
+    if report.get("stop_hung"):
+        return {"duplicates": report["duplicates"], "stop_hung": True}
+    return {"duplicates": report["duplicates"], "stop_s": round(report["stop_s"], 3)}
+
+
+def _bulk(lib: Library, server: Server, sizes: Sizes, task: str, concurrency: int) -> Metrics:
+    server.flush()
+    enqueue_s = _enqueue(lib, server, sizes, task, sizes.jobs)
+    report, cpu_share = _process(lib, server, sizes, sizes.jobs, concurrency)
+    return {
+        "jobs": sizes.jobs,
+        "concurrency": concurrency,
+        "enqueue_jobs_per_s": _rate(sizes.jobs, enqueue_s),
+        **_processing(report, sizes.jobs, "process"),
+        "server_cpu_share": round(cpu_share, 3),
+    }
+
+
+def throughput(lib: Library, server: Server, sizes: Sizes) -> Metrics:
+    """20,000 no-op jobs enqueued up front, then one worker (concurrency 100) runs them."""
+    return _bulk(lib, server, sizes, "noop", THROUGHPUT_CONCURRENCY)
+
+
+def io(lib: Library, server: Server, sizes: Sizes) -> Metrics:
+    """20,000 jobs that each await asyncio.sleep(0.01), one worker at concurrency 1,000."""
+    return _bulk(lib, server, sizes, "io", IO_CONCURRENCY)
+
+
+def latency(lib: Library, server: Server, sizes: Sizes) -> Metrics:
+    """An idle worker; jobs enqueued one at a time, 5 ms apart: enqueue-to-start delay."""
+    server.flush()
+    worker = WorkerProcess(
+        lib,
+        *("--url", server.url, "--expect", str(sizes.latency_jobs)),
+        *("--concurrency", str(LATENCY_CONCURRENCY), "--timeout", str(sizes.timeout)),
+    )
+    try:
+        worker.wait_ready()
+        run_role(
+            lib,
+            "stamps",
+            *("--url", server.url, "--count", str(sizes.latency_jobs)),
+            *("--gap", str(LATENCY_GAP_S)),
+            timeout=sizes.timeout,
+        )
+        report = worker.result(timeout=sizes.timeout)
+    finally:
+        worker.kill()
+    delays = sorted(report["latencies_ms"])
+    return {
+        "jobs": len(delays),
+        "p50_ms": round(statistics.median(delays), 3),
+        "p99_ms": round(delays[max(0, int(len(delays) * 0.99) - 1)], 3),
+        "max_ms": round(delays[-1], 3),
+        **_stop(report),
+    }
+
+
+def backlog(lib: Library, server: Server, sizes: Sizes) -> Metrics:
+    """A backlog of ``backlog_jobs`` no-op jobs: its enqueue rate, its memory per job, and the
+    processing rate of the first ``jobs`` of them (concurrency 100)."""
+    server.flush()
+    before = server.used_memory()
+    enqueue_s = _enqueue(lib, server, sizes, "noop", sizes.backlog_jobs)
+    after = server.used_memory()
+    report, cpu_share = _process(lib, server, sizes, sizes.jobs, THROUGHPUT_CONCURRENCY)
+    return {
+        "backlog_jobs": sizes.backlog_jobs,
+        "jobs": sizes.jobs,
+        "enqueue_jobs_per_s": _rate(sizes.backlog_jobs, enqueue_s),
+        "bytes_per_job": round((after - before) / sizes.backlog_jobs, 1),
+        **_processing(report, sizes.jobs, "backlog_process"),
+        "server_cpu_share": round(cpu_share, 3),
+    }
+
+
+def scaleout(lib: Library, server: Server, sizes: Sizes, workers: int) -> Metrics:
+    """``workers`` processes in burst mode on one queue of ``jobs`` no-op jobs, released at the
+    same moment: the combined rate, and the server's CPU share meanwhile."""
+    server.flush()
+    _enqueue(lib, server, sizes, "noop", sizes.jobs)
+    procs = [
+        WorkerProcess(
+            lib,
+            *("--url", server.url, "--burst", "--gate"),
+            *("--concurrency", str(THROUGHPUT_CONCURRENCY), "--timeout", str(sizes.timeout)),
+        )
+        for _ in range(workers)
+    ]
+    try:
+        for proc in procs:
+            proc.wait_ready()
+        cpu = CpuWindow(server)
+        cpu.start()
+        released = time.time()
+        for proc in procs:
+            proc.go()
+        reports = [proc.result(timeout=sizes.timeout) for proc in procs]
+        cpu_share = cpu.stop()
+    finally:
+        for proc in procs:
+            proc.kill()
+    handled = sum(r["handled"] for r in reports)
+    if handled != sizes.jobs:
+        raise RuntimeError(f"{workers} workers ran {handled} distinct jobs of {sizes.jobs}")
+    first = min(r["first_at"] for r in reports if r["first_at"])
+    last = max(r["last_at"] for r in reports)
+    return {
+        "workers": workers,
+        "jobs": sizes.jobs,
+        "process_jobs_per_s": _rate(sizes.jobs, last - first),
+        "process_from_start_jobs_per_s": _rate(sizes.jobs, last - released),
+        "jobs_per_worker": [r["handled"] for r in reports],
+        "server_cpu_share": round(cpu_share, 3),
+    }
+
+
+SCENARIOS: dict[str, Callable[[Library, Server, Sizes], Metrics]] = {
+    "throughput": throughput,
+    "latency": latency,
+    "io": io,
+    "backlog": backlog,
+}
+SCALEOUT_WORKERS = (1, 2, 4)
