@@ -34,17 +34,21 @@ local function hold(prefix, gate, id, key, score)
   redis.call('HSET', key, 'held', gate)
 end
 
+-- A gate that holds no job any more leaves the gated set.
+local function forget_if_empty(prefix, gate)
+  if redis.call('EXISTS', prefix .. 'held:' .. gate) == 0 then
+    redis.call('SREM', prefix .. 'gated', gate)
+  end
+end
+
 -- Move up to n held jobs of a gate back to ready, in their order. Returns how many.
 local function unhold(prefix, ready, gate, n)
-  local held = prefix .. 'held:' .. gate
-  local popped = redis.call('ZPOPMIN', held, n)
+  local popped = redis.call('ZPOPMIN', prefix .. 'held:' .. gate, n)
   for i = 1, #popped, 2 do
     redis.call('ZADD', ready, popped[i + 1], popped[i])
     redis.call('HDEL', job_key(prefix, popped[i]), 'held')
   end
-  if redis.call('EXISTS', held) == 0 then
-    redis.call('SREM', prefix .. 'gated', gate)
-  end
+  forget_if_empty(prefix, gate)
   return #popped / 2
 end
 
@@ -175,11 +179,8 @@ end
 local function unhold_one(prefix, id, key)
   local gate = redis.call('HGET', key, 'held')
   if gate then
-    local held = prefix .. 'held:' .. gate
-    redis.call('ZREM', held, id)
+    redis.call('ZREM', prefix .. 'held:' .. gate, id)
     redis.call('HDEL', key, 'held')
-    if redis.call('EXISTS', held) == 0 then
-      redis.call('SREM', prefix .. 'gated', gate)
-    end
+    forget_if_empty(prefix, gate)
   end
 end

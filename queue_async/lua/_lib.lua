@@ -63,8 +63,9 @@ local function push_ready(prefix, ready, seq_key, id, key)
 end
 
 -- A job reached a final state: its unique key (see enqueue.lua) no longer points at it.
-local function drop_unique(prefix, key, id)
-  local ukey = redis.call('HGET', key, 'ukey')
+-- ukey: the job's unique key if the caller read it already, else nil.
+local function drop_unique(prefix, key, id, ukey)
+  ukey = ukey or redis.call('HGET', key, 'ukey')
   if ukey then
     local lock = prefix .. 'unique:' .. ukey
     if redis.call('GET', lock) == id then
@@ -160,8 +161,8 @@ local function release_job(prefix, active, ready, seq_key, id, key)
   push_ready(prefix, ready, seq_key, id, key)
 end
 
--- Fields joined as "<length>:<bytes>" each: binary-safe, parsed by _runner.unpack_fields.
--- The inverse of pack(): fields from "<length>:<bytes>" runs; stops at anything malformed.
+-- Fields joined as "<length>:<bytes>" each, binary-safe (queue_async/_wire.py is the same
+-- format in Python). unpack_fields stops at anything malformed.
 local function unpack_fields(s)
   local fields, pos = {}, 1
   while pos <= #s do
@@ -182,13 +183,6 @@ local function pack(fields)
     parts[i] = #field .. ':' .. field
   end
   return table.concat(parts)
-end
-
--- The job id of a packed inbox entry (its first field).
-local function packed_id(item)
-  local colon = string.find(item, ':', 1, true)
-  local length = tonumber(string.sub(item, 1, colon - 1))
-  return string.sub(item, colon + 1, colon + length)
 end
 
 -- Take the next idle worker in rotation that still has a free slot; nil if none.

@@ -20,7 +20,7 @@ for b = 2, #ARGV, 4 do
       let_go = let_go + leave_gates(prefix, KEYS[3], key)
     end
     if f[3] then
-      drop_unique(prefix, key, id)
+      drop_unique(prefix, key, id, f[3])
     end
     announce(prefix, key, id, 'done')
     local keep = tonumber(ARGV[b + 3])

@@ -13,7 +13,7 @@ local handed = redis.call('LRANGE', inbox, 0, -1)
 redis.call('DEL', inbox)
 local released = 0
 for _, item in ipairs(handed) do
-  local id = packed_id(item)
+  local id = unpack_fields(item)[1]
   local key = job_key(prefix, id)
   if redis.call('HGET', key, 'worker') == worker and redis.call('HGET', key, 'state') == 'active' then
     release_job(prefix, KEYS[2], KEYS[3], KEYS[5], id, key)
