@@ -63,6 +63,18 @@ def start_worker(
     return proc
 
 
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m queue_async ARGS`` to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "queue_async", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
 async def runs_of(queue: qa.Queue) -> list[str]:
     return [r.decode() for r in await queue.client.lrange(f"{queue.keys.prefix}test:runs", 0, -1)]
 
@@ -183,17 +195,12 @@ async def test_cli_worker_serves_several_queues(
 def test_cli_worker_explains_bad_settings(
     app_env: dict[str, str], extra: list[str], message: str
 ) -> None:
-    done = subprocess.run(
-        [
-            *[sys.executable, "-m", "queue_async", "worker", "--burst"],
-            *["tests.apps.tasks:queue", "tests.apps.tasks:other", "--strategy", "weighted"],
-            *extra,
-        ],
-        env=app_env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-        check=False,
+    done = run_cli(
+        app_env,
+        "worker",
+        "--burst",
+        *["tests.apps.tasks:queue", "tests.apps.tasks:other", "--strategy", "weighted"],
+        *extra,
     )
     assert done.returncode != 0
     assert message in done.stderr.decode()
@@ -211,28 +218,14 @@ def test_cli_worker_explains_bad_settings(
 def test_cli_explains_a_bad_queue_reference(
     app_env: dict[str, str], target: str, message: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "queue_async", "info", target],
-        env=app_env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(app_env, "info", target)
     assert done.returncode != 0
     assert message in done.stderr.decode()
 
 
 def test_cli_reports_an_unreachable_server(app_env: dict[str, str]) -> None:
     env = {**app_env, "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "queue_async", "info", "tests.apps.tasks:queue"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(env, "info", "tests.apps.tasks:queue")
     assert done.returncode == 1
     assert "cannot reach Redis" in done.stderr.decode()
 
