@@ -48,15 +48,11 @@ async def fire(
     spec = schedule.task.options(job_id=schedule.job_id(tick)).call(
         *schedule.args, **schedule.kwargs
     )
-    job_id, task, payload, options = encode_job(queue.codec, queue.max_payload_bytes, spec)
-    assert isinstance(payload, bytes)
-    assert isinstance(options, bytes)
+    job_id, job = encode_job(queue.codec, queue.max_payload_bytes, spec)
     backoff = Backoff(reconnect_max)
     while True:
         try:
-            added = await queue.scripts.cron_tick(
-                schedule.name, tick_ms(tick), str(job_id), str(task), payload, options
-            )
+            added = await queue.scripts.cron_tick(schedule.name, tick_ms(tick), job)
         except BrokerConnectionError as exc:
             if give_up_at is not None and datetime.now(UTC) >= give_up_at:
                 logger.error(  # noqa: TRY400 - a lost connection's traceback says nothing

@@ -60,6 +60,11 @@ class QueueKeys:
     prefix: str
     """``<prefix>:{<queue>}:``, the start of every key of this queue."""
     ready: str
+    """Ready jobs of a priority other than 0 (sorted set; see lua/_lib.lua)."""
+    fifo: str
+    """Ready jobs of priority 0, oldest first (list)."""
+    fresh: str
+    """Jobs queued and not started yet, as compact records (hash: id -> record)."""
     scheduled: str
     active: str
     dead: str
@@ -81,6 +86,8 @@ class QueueKeys:
         return cls(
             prefix=base,
             ready=base + "ready",
+            fifo=base + "fifo",
+            fresh=base + "fresh",
             scheduled=base + "scheduled",
             active=base + "active",
             dead=base + "dead",

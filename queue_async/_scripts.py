@@ -64,23 +64,23 @@ class Scripts:
         k = self.keys
         return [k.ready, k.scheduled, k.wake, k.seq, k.idle, k.active]
 
-    async def enqueue(self, fields: list[Arg]) -> list[int | bytes]:
-        """Enqueue jobs given as four fields each (see enqueue.lua).
+    async def enqueue(self, jobs: bytes) -> list[int | bytes]:
+        """Enqueue packed jobs (see enqueue.lua).
 
         One reply per job: 1 new, 0 its id existed, or the id holding its unique key.
         """
         result: list[int | bytes] = await self._call(
-            SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, *fields]
+            SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, jobs]
         )
         return result
 
-    def enqueue_into(self, pipeline: redis.asyncio.client.Pipeline, fields: list[Arg]) -> None:
+    def enqueue_into(self, pipeline: redis.asyncio.client.Pipeline, jobs: bytes) -> None:
         """Add an enqueue to the caller's pipeline. EVAL with the source, not EVALSHA: a
         NOSCRIPT inside the caller's transaction would fail this command alone."""
         keys = self._enqueue_keys()
-        pipeline.eval(SCRIPTS["enqueue"].source, len(keys), *keys, self.keys.prefix, *fields)
+        pipeline.eval(SCRIPTS["enqueue"].source, len(keys), *keys, self.keys.prefix, jobs)
 
-    async def enqueue_chunks(self, chunks: list[list[Arg]]) -> list[int | bytes]:
+    async def enqueue_chunks(self, chunks: list[bytes]) -> list[int | bytes]:
         """Enqueue several chunks in one MULTI, so the whole batch lands or none of it.
 
         The script source is loaded inside the same transaction: an EVALSHA that met
@@ -92,7 +92,7 @@ class Scripts:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.script_load(script.source)
                 for chunk in chunks:
-                    pipe.evalsha(script.sha, len(keys), *keys, self.keys.prefix, *chunk)
+                    pipe.evalsha(script.sha, len(keys), *keys, self.keys.prefix, chunk)
                 replies = await pipe.execute()
         return [flag for reply in replies[1:] for flag in reply]
 
@@ -218,14 +218,10 @@ class Scripts:
         )
         return result.decode()
 
-    async def cron_tick(
-        self, name: str, tick_ms: int, job_id: str, task: str, payload: bytes, options: bytes
-    ) -> bool:
-        """Enqueue a cron tick's job unless this tick (or a later one) already was."""
+    async def cron_tick(self, name: str, tick_ms: int, job: bytes) -> bool:
+        """Enqueue a cron tick's job (packed) unless this tick (or a later one) already was."""
         keys = [*self._enqueue_keys(), self.keys.cron]
-        added: int = await self._call(
-            SCRIPTS["cron"], keys, [self.keys.prefix, name, tick_ms, job_id, task, payload, options]
-        )
+        added: int = await self._call(SCRIPTS["cron"], keys, [self.keys.prefix, name, tick_ms, job])
         return added == 1
 
     async def pause(self, task: str) -> None:
@@ -268,5 +264,7 @@ class Scripts:
 
     async def watch(self, job_id: str) -> str | None:
         """Flag a job as awaited; returns its state, or None if it does not exist."""
-        state: bytes | None = await self._call(SCRIPTS["watch"], [self.keys.job(job_id)], [])
+        state: bytes | None = await self._call(
+            SCRIPTS["watch"], [self.keys.job(job_id)], [self.keys.prefix, job_id]
+        )
         return None if state is None else state.decode()

@@ -53,8 +53,15 @@ class JobHandle(Generic[R]):
 
     async def status(self) -> JobStatus | None:
         """The job's status, or ``None`` if it does not exist (any more)."""
+        keys = self.queue.keys
         with translate_errors("reading a job's state"):
-            raw = await self.queue.client.hget(self.queue.keys.job(self.id), "state")
+            # A fresh job only ever becomes a job hash (atomically): read in that order.
+            async with self.queue.client.pipeline(transaction=False) as pipe:
+                pipe.hexists(keys.fresh, self.id)
+                pipe.hget(keys.job(self.id), "state")
+                fresh, raw = await pipe.execute()
+        if fresh:
+            return JobStatus.READY
         if raw is None:
             return None
         return JobStatus(raw.decode() if isinstance(raw, bytes) else raw)

@@ -10,10 +10,11 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import redis.asyncio
 
-from queue_async._encode import FIELDS_PER_JOB, encode_job
+from queue_async._encode import encode_job
 from queue_async._keys import QueueKeys, check_job_id, check_task_name
 from queue_async._redis import connect, translate_errors
-from queue_async._scripts import Arg, Scripts
+from queue_async._scripts import Scripts
+from queue_async._wire import fresh_job_fields
 from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
 from queue_async.cron import CronSchedule
@@ -320,23 +321,23 @@ class Queue:
         when you execute it. The handles then name the ids sent: a unique job that was
         deduplicated shows in the pipeline's result, not in its handle.
         """
-        fields: list[Arg] = []
-        for spec in specs:
-            fields.extend(encode_job(self.codec, self.max_payload_bytes, spec))
-        ids = [str(job_id) for job_id in fields[0::FIELDS_PER_JOB]]
+        codec, limit = self.codec, self.max_payload_bytes
+        encoded = [encode_job(codec, limit, spec) for spec in specs]
+        ids = [job_id for job_id, _ in encoded]
+        chunks = [
+            b"".join(job for _, job in encoded[i : i + _CHUNK])
+            for i in range(0, len(encoded), _CHUNK)
+        ]
         if pipeline is not None:
-            if fields:
-                self.scripts.enqueue_into(pipeline, fields)
+            for chunk in chunks:
+                self.scripts.enqueue_into(pipeline, chunk)
             return [JobHandle(self, job_id) for job_id in ids]
-        if not fields:
+        if not chunks:
             return []
-        step = _CHUNK * FIELDS_PER_JOB
-        if len(fields) <= step:
-            replies = await self.scripts.enqueue(fields)
+        if len(chunks) == 1:
+            replies = await self.scripts.enqueue(chunks[0])
         else:
-            replies = await self.scripts.enqueue_chunks(
-                [fields[i : i + step] for i in range(0, len(fields), step)]
-            )
+            replies = await self.scripts.enqueue_chunks(chunks)
         return [
             JobHandle(self, _text(reply) if isinstance(reply, bytes | str) else job_id)
             for job_id, reply in zip(ids, replies, strict=True)
@@ -363,10 +364,18 @@ class Queue:
     async def read_job(self, job_id: str) -> Job | None:
         """The job as a ``Job`` model, or None if it does not exist."""
         with translate_errors("reading a job"):
-            raw = await self.client.hgetall(self.keys.job(job_id))
-        if not raw or b"state" not in raw:
+            # A fresh job only ever becomes a job hash (atomically): read in that order.
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(self.keys.fresh, job_id)
+                pipe.hgetall(self.keys.job(job_id))
+                record, raw = await pipe.execute()
+        fields: dict[str, bytes]
+        if raw and b"state" in raw:
+            fields = {_text(k): _raw(v) for k, v in raw.items()}
+        elif record is not None:
+            fields = fresh_job_fields(_raw(record))
+        else:
             return None
-        fields: dict[str, bytes] = {_text(k): _raw(v) for k, v in raw.items()}
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         # An undecodable payload is shown as no arguments; the worker reports it as the error.
@@ -415,6 +424,7 @@ class Queue:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.zcard(k.scheduled)
                 pipe.zcard(k.ready)
+                pipe.llen(k.fifo)
                 pipe.zcard(k.active)
                 pipe.zcard(k.dead)
                 pipe.hmget(k.meta, ["processed", "failed", "retried"])
@@ -422,7 +432,7 @@ class Queue:
                 pipe.hexists(k.gates, "paused")
                 pipe.smembers(k.gated)
                 replies = await pipe.execute()
-            scheduled, ready, active, dead, counters, workers, paused, gated = replies
+            scheduled, prioritized, fifo, active, dead, counters, workers, paused, gated = replies
             held = 0
             if gated:
                 async with self.client.pipeline(transaction=False) as pipe:
@@ -433,7 +443,7 @@ class Queue:
         return QueueStats(
             queue=self.name,
             scheduled=scheduled,
-            ready=ready,
+            ready=prioritized + fifo,
             active=active,
             dead=dead,
             processed=processed,

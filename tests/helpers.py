@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 
 import queue_async as qa
+from queue_async._wire import fresh_job_fields, pack_fields, unpack_fields
 
 # Fast enough for tests, still real: leases and heartbeats as a user could configure them.
 FAST: dict[str, Any] = {
@@ -28,3 +29,35 @@ async def drain(queue: qa.Queue, *, limit: float = 20.0, **settings: Any) -> qa.
 async def keys_of(queue: qa.Queue) -> set[str]:
     """Every key of the queue that exists now."""
     return {key.decode() async for key in queue.client.scan_iter(match=f"{queue.keys.prefix}*")}
+
+
+# A job enqueued ready lives as a compact record in the queue's `fresh` hash until it starts
+# (see lua/_lib.lua); these read and change it in either form.
+
+
+async def stored_payload(queue: qa.Queue, job_id: str) -> bytes | None:
+    """The payload stored for a job, fresh or not."""
+    record = await queue.client.hget(queue.keys.fresh, job_id)
+    if record is not None:
+        return fresh_job_fields(record)["payload"]
+    payload: bytes | None = await queue.client.hget(queue.keys.job(job_id), "payload")
+    return payload
+
+
+async def set_payload(queue: qa.Queue, job_id: str, payload: bytes) -> None:
+    """Replace a job's stored payload (to break it on purpose)."""
+    record = await queue.client.hget(queue.keys.fresh, job_id)
+    if record is None:
+        await queue.client.hset(queue.keys.job(job_id), "payload", payload)
+        return
+    enqueued, options, task, _ = unpack_fields(record)
+    await queue.client.hset(
+        queue.keys.fresh, job_id, pack_fields([enqueued, options, task, payload])
+    )
+
+
+async def ready_ids(queue: qa.Queue) -> list[str]:
+    """Ids of the ready jobs, both of priority 0 (fifo) and the others."""
+    fifo = await queue.client.lrange(queue.keys.fifo, 0, -1)
+    others = await queue.client.zrange(queue.keys.ready, 0, -1)
+    return [job_id.decode() for job_id in [*fifo, *others]]

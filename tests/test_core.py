@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import queue_async as qa
-from tests.helpers import FAST, drain
+from tests.helpers import FAST, drain, ready_ids
 
 pytestmark = pytest.mark.anyio
 
@@ -435,7 +435,7 @@ async def test_graceful_stop_hands_unfinished_jobs_back_without_counting_them(
             worker.stop()
     info = await handle.info()
     assert info.status is qa.JobStatus.READY and info.attempts == 0
-    assert await queue.client.zscore(queue.keys.ready, handle.id) is not None
+    assert await ready_ids(queue) == [handle.id]
     assert await queue.client.zcard(queue.keys.active) == 0
 
 

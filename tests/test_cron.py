@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 import queue_async as qa
+from queue_async._wire import pack_job
 from queue_async.cron import tick_ms
 from tests.conftest import unique_name
 from tests.helpers import FAST
@@ -85,7 +86,8 @@ async def test_a_tick_is_enqueued_once_even_after_its_job_record_expired(queue: 
     async def job() -> None: ...
 
     async def fire(tick: int) -> bool:
-        return await queue.scripts.cron_tick("c", tick, f"cron:c:{tick}", job.name, b"[[],{}]", b"")
+        packed = pack_job(f"cron:c:{tick}", b"", job.name, b"[[],{}]")
+        return await queue.scripts.cron_tick("c", tick, packed)
 
     assert await fire(1_000) is True
     assert await fire(1_000) is False  # a second worker firing the same tick

@@ -22,7 +22,7 @@ import redis.asyncio
 import queue_async as qa
 from queue_async.embedded import EmbeddedServer
 from tests.conftest import unique_name
-from tests.helpers import FAST, drain, keys_of
+from tests.helpers import FAST, drain, keys_of, set_payload
 
 pytestmark = pytest.mark.anyio
 
@@ -226,7 +226,7 @@ async def test_job_with_garbage_payload_goes_to_dead_and_other_jobs_still_run(
     before = await echo.enqueue(1)
     broken = await echo.enqueue(2)
     after = await echo.enqueue(3)
-    await queue.client.hset(queue.keys.job(broken.id), "payload", garbage)
+    await set_payload(queue, broken.id, garbage)
     await drain(queue)
 
     assert await before.result(timeout=5) == 1

@@ -11,7 +11,7 @@ import pytest
 
 import queue_async as qa
 from queue_async._runner import handed_job, parse_lease
-from tests.helpers import FAST
+from tests.helpers import FAST, ready_ids
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +53,7 @@ async def test_idle_workers_take_turns_and_only_up_to_their_free_slots(queue: qa
     workers = [(await h.info()).worker for h in handles]
     assert workers[:3] in (["w1", "w2", "w1"], ["w2", "w1", "w1"])
     assert workers[3:] == [None, None]
-    assert await queue.client.zcard(queue.keys.ready) == 2
+    assert len(await ready_ids(queue)) == 2
     assert await queue.client.llen(queue.keys.idle) == 0
     assert await queue.client.llen(queue.keys.wake) == 1
 

@@ -40,7 +40,7 @@ from queue_async._runner import handed_job
 from queue_async.codec import decode_payload
 from queue_async.embedded import EmbeddedServer
 from tests.conftest import unique_name
-from tests.helpers import drain
+from tests.helpers import drain, set_payload, stored_payload
 
 pytestmark = pytest.mark.anyio
 
@@ -528,7 +528,7 @@ async def test_garbage_payload_goes_to_dead_and_a_dangling_ready_id_is_dropped_a
     first = await sink.task.enqueue("first")
     broken = await sink.task.enqueue("broken")
     last = await sink.task.enqueue("last")
-    await queue.client.hset(queue.keys.job(broken.id), "payload", garbage)
+    await set_payload(queue, broken.id, garbage)
     ghost_key = queue.keys.prefix.encode() + b"job:" + ghost
     assert await queue.client.exists(ghost_key) == 0
     await queue.client.zadd(queue.keys.ready, {ghost: ghost_score})
@@ -783,7 +783,7 @@ async def test_payload_limit_counts_encoded_bytes_and_refuses_larger_without_wri
             return
         handle = await enqueue()
         try:
-            stored = await queue.client.hget(queue.keys.job(handle.id), "payload")
+            stored = await stored_payload(queue, handle.id)
             assert stored is not None and len(stored) == size
             await drain(queue)
             assert sink.received[handle.id] == ([text], {})

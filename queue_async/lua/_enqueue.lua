@@ -2,18 +2,19 @@
 -- _gates.lua). Fields and replies are described in enqueue.lua.
 -- Minimum server: Redis 5.0.
 
-local optional = {'retries', 'timeout', 'keep'}
-
 -- The state one script call shares between the jobs it adds. keys: ready, scheduled, wake,
 -- seq, idle, active (enqueue.lua's KEYS[1..6]).
 local function new_batch(prefix, keys)
-  return {
+  local batch = {
     prefix = prefix, ready = keys[1], scheduled = keys[2], wake = keys[3], seq = keys[4],
     idle = keys[5], active = keys[6], now = now_ms(), woke = false,
+    fresh = fresh_key(prefix), fifo = {},
     -- Hand-off skips the gates (_gates.lua): only while none is configured.
-    handing = redis.call('ZCARD', keys[1]) == 0
+    handing = ready_count(prefix, keys[1]) == 0
       and redis.call('EXISTS', prefix .. 'gates') == 0,
   }
+  batch.stamp = pack({fmt(batch.now)})
+  return batch
 end
 
 -- The job holding a unique key, if it still waits (or runs, when it asked to hold then).
@@ -33,7 +34,7 @@ end
 local function job_fields(batch, id, task, payload, opts)
   local fields = {'task', task, 'payload', payload, 'priority', fmt(tonumber(opts[1]) or 0),
     'enqueued', fmt(batch.now), 'attempts', '0'}
-  for i, name in ipairs(optional) do
+  for i, name in ipairs(OPTIONAL) do
     local value = opts[3 + i]
     if value and value ~= '' then
       fields[#fields + 1] = name
@@ -63,16 +64,40 @@ local function job_fields(batch, id, task, payload, opts)
   return fields, ckey, ukey
 end
 
+-- A job joins the ready jobs: fifo (at the end of the batch, in order) or ready.
+local function queue_ready(batch, id, priority)
+  if priority == 0 then
+    batch.fifo[#batch.fifo + 1] = id
+  else
+    redis.call('ZADD', batch.ready, ready_score(priority, redis.call('INCR', batch.seq)), id)
+  end
+  batch.woke = true
+end
+
 -- Add one job; returns 1 (added), 0 (its id exists) or the id holding its unique key.
-local function add_job(batch, id, task, payload, packed)
+-- packed: its packed options; record: its options, task and payload packed (see the fresh
+-- record in _lib.lua).
+local function add_job(batch, id, packed, task, payload, record)
   local prefix = batch.prefix
   local key = job_key(prefix, id)
-  if redis.call('EXISTS', key) == 1 then
+  if redis.call('EXISTS', key) == 1 or redis.call('HEXISTS', batch.fresh, id) == 1 then
     return 0
   end
   local opts = {}
   if packed ~= '' then
     opts = unpack_fields(packed)
+  end
+  local now = batch.now
+  local priority = tonumber(opts[1]) or 0
+  local due = tonumber(opts[3]) or 0
+  if due <= 0 and (tonumber(opts[2]) or 0) > 0 then
+    due = now + tonumber(opts[2])
+  end
+  local plain = (opts[7] or '') == '' and (opts[9] or '') == ''
+  if plain and due <= now and not batch.handing then
+    redis.call('HSET', batch.fresh, id, batch.stamp .. record)
+    queue_ready(batch, id, priority)
+    return 1
   end
   local fields, ckey, ukey = job_fields(batch, id, task, payload, opts)
   if ukey then
@@ -86,11 +111,6 @@ local function add_job(batch, id, task, payload, packed)
     else
       redis.call('SET', prefix .. 'unique:' .. ukey, id)
     end
-  end
-  local now = batch.now
-  local due = tonumber(opts[3]) or 0
-  if due <= 0 and (tonumber(opts[2]) or 0) > 0 then
-    due = now + tonumber(opts[2])
   end
   if due > now then
     fields[#fields + 1] = 'state'
@@ -106,24 +126,64 @@ local function add_job(batch, id, task, payload, packed)
     end
     return 1
   end
-  redis.call('HSET', key, unpack(fields))
-  local seq = redis.call('INCR', batch.seq)
   local worker, lease_ms = nil, nil
   if batch.handing and not ckey then
     worker, lease_ms = next_idle_worker(prefix, batch.idle)
   end
   if worker then
-    hand_off(prefix, batch.active, worker, lease_ms, id, key, now, seq)
-  else
-    batch.handing = false
-    redis.call('HSET', key, 'state', 'ready')
-    redis.call('ZADD', batch.ready, ready_score(tonumber(opts[1]) or 0, seq), id)
-    batch.woke = true
+    redis.call('HSET', key, unpack(fields))
+    hand_off(prefix, batch.active, worker, lease_ms, id, key, now, redis.call('INCR', batch.seq))
+    return 1
   end
+  batch.handing = false
+  if plain then
+    redis.call('HSET', batch.fresh, id, batch.stamp .. record)
+  else
+    fields[#fields + 1] = 'state'
+    fields[#fields + 1] = 'ready'
+    redis.call('HSET', key, unpack(fields))
+  end
+  queue_ready(batch, id, priority)
   return 1
 end
 
+-- Split packed jobs (see enqueue.lua's ARGV[2]) into the bounds of their fields: for each
+-- job {first, last, ...} byte positions of id, options, task, payload. Everything is read
+-- before any job is added, so that a malformed batch changes nothing: returns nil and the
+-- byte where it went wrong.
+local function parse_jobs(jobs)
+  local parsed = {}
+  local pos = 1
+  while pos <= #jobs do
+    local bounds = {}
+    for f = 1, 8, 2 do
+      local colon = string.find(jobs, ':', pos, true)
+      local length = colon and tonumber(string.sub(jobs, pos, colon - 1))
+      if not length or colon + length > #jobs then
+        return nil, pos
+      end
+      bounds[f] = colon + 1
+      bounds[f + 1] = colon + length
+      pos = colon + length + 1
+    end
+    parsed[#parsed + 1] = bounds
+  end
+  return parsed
+end
+
+-- add_job for one job of a parsed batch. Its record (options, task, payload) is one run of
+-- the batch, stored as it came.
+local function add_parsed(batch, jobs, b)
+  local sub = string.sub
+  return add_job(batch, sub(jobs, b[1], b[2]), sub(jobs, b[3], b[4]), sub(jobs, b[5], b[6]),
+    sub(jobs, b[7], b[8]), sub(jobs, b[2] + 1, b[8]))
+end
+
 local function finish_batch(batch)
+  local fifo = batch.fifo
+  for first = 1, #fifo, 1000 do
+    redis.call('RPUSH', fifo_key(batch.prefix), unpack(fifo, first, math.min(first + 999, #fifo)))
+  end
   if batch.woke then
     wake(batch.wake)
   end

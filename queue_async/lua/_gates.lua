@@ -8,7 +8,8 @@
 --   gates        hash: paused (the whole queue), pause:<task>, limit:<task>,
 --                rate:<task> = "<jobs>:<period ms>"; absent when nothing is configured
 --   running      hash: gate -> jobs of that gate running now
---   held:<gate>  sorted set: jobs the gate holds, by their ready score (order is kept)
+--   held:<gate>  sorted set: jobs the gate holds, by their ready score (order is kept; jobs
+--                from fifo get a score of priority 0 when held)
 --   gated        set: gates holding jobs now
 --   throttled    sorted set: rate gate -> when its next token is due (ms)
 --   bucket       hash: rate gate -> "<tokens>:<ms>", a token bucket
@@ -41,11 +42,12 @@ local function forget_if_empty(prefix, gate)
   end
 end
 
--- Move up to n held jobs of a gate back to ready, in their order. Returns how many.
+-- Move up to n held jobs of a gate back in front of the ready jobs, in their order.
+-- Returns how many.
 local function unhold(prefix, ready, gate, n)
   local popped = redis.call('ZPOPMIN', prefix .. 'held:' .. gate, n)
-  for i = 1, #popped, 2 do
-    redis.call('ZADD', ready, popped[i + 1], popped[i])
+  for i = #popped - 1, 1, -2 do
+    return_ready(prefix, ready, popped[i], popped[i + 1])
     redis.call('HDEL', job_key(prefix, popped[i]), 'held')
   end
   forget_if_empty(prefix, gate)
@@ -175,7 +177,7 @@ local function next_token_in(prefix, now)
   return -1
 end
 
--- A held job leaves its gate's set (cancelled).
+-- A held job leaves its gate's set (cancelled). Returns whether it was held.
 local function unhold_one(prefix, id, key)
   local gate = redis.call('HGET', key, 'held')
   if gate then
@@ -183,4 +185,5 @@ local function unhold_one(prefix, id, key)
     redis.call('HDEL', key, 'held')
     forget_if_empty(prefix, gate)
   end
+  return gate ~= false
 end

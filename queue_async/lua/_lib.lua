@@ -3,6 +3,13 @@
 -- Uses no KEYS or ARGV of its own: callers pass key names in.
 -- Per-worker keys (built here, same slot): idle:<worker> hash {free, lease} with a TTL while
 --   the worker blocks idle; inbox:<worker> list of jobs handed straight to it.
+-- Ready jobs: ids of priority 0 wait in the list fifo (oldest first), the others in the
+--   sorted set ready (see ready_score); jobs of a priority below 0 go first, then fifo.
+-- Fresh jobs: a queued backlog is most of a queue's memory, so a job enqueued ready (without
+--   unique or concurrency key) is one field of the hash fresh, id -> record, instead of a job
+--   hash of its own. The record is packed fields: enqueued (ms), options (packed as in
+--   enqueue.lua, "" for defaults), task, payload. The job gets its hash when it leaves that
+--   form: leased, held by a gate, cancelled or watched (see materialize).
 -- Job hash fields: task payload state priority enqueued due attempts token worker started
 --   finished error result retries timeout keep stalls waiters.
 -- States: scheduled ready active done dead cancelled.
@@ -23,6 +30,18 @@ local function zadd_pairs(key, pairs)
   for first = 1, #pairs, 1000 do
     redis.call('ZADD', key, unpack(pairs, first, math.min(first + 999, #pairs)))
   end
+end
+
+-- HMGET of many fields in slices (as zadd_pairs); false for each one missing.
+local function hmget_many(key, fields)
+  local values = {}
+  for first = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, first, math.min(first + 999, #fields)))
+    for _, value in ipairs(part) do
+      values[#values + 1] = value
+    end
+  end
+  return values
 end
 
 -- Scores are integers up to 2^53; tostring() would print them in exponent form.
@@ -47,6 +66,50 @@ local function job_key(prefix, id)
   return prefix .. 'job:' .. id
 end
 
+local function fifo_key(prefix)
+  return prefix .. 'fifo'
+end
+
+local function fresh_key(prefix)
+  return prefix .. 'fresh'
+end
+
+-- How many jobs are ready (fifo and ready together).
+local function ready_count(prefix, ready)
+  return redis.call('LLEN', fifo_key(prefix)) + redis.call('ZCARD', ready)
+end
+
+-- Take up to count ready jobs in order: priorities below 0, fifo, the rest. Returns their
+-- ids and their ready scores (false for jobs from fifo, which have none).
+local function take_ready(prefix, ready, count)
+  local ids, scores = {}, {}
+  local function add(popped)
+    for i = 1, #popped, 2 do
+      ids[#ids + 1] = popped[i]
+      scores[#ids] = popped[i + 1]
+    end
+  end
+  if redis.call('EXISTS', ready) == 1 then
+    add(redis.call('ZRANGEBYSCORE', ready, '-inf', '(0', 'WITHSCORES', 'LIMIT', 0, count))
+    for first = 1, #ids, 1000 do
+      redis.call('ZREM', ready, unpack(ids, first, math.min(first + 999, #ids)))
+    end
+  end
+  if #ids < count then
+    local fifo = fifo_key(prefix)
+    local n = count - #ids
+    for _, id in ipairs(redis.call('LRANGE', fifo, 0, n - 1)) do
+      ids[#ids + 1] = id
+      scores[#ids] = false
+    end
+    redis.call('LTRIM', fifo, n, -1)
+  end
+  if #ids < count then
+    add(redis.call('ZPOPMIN', ready, count - #ids))
+  end
+  return ids, scores
+end
+
 -- Tell result() waiters (if any subscribed) that the job reached a final state.
 local function announce(prefix, key, id, state)
   if redis.call('HEXISTS', key, 'waiters') == 1 then
@@ -54,12 +117,32 @@ local function announce(prefix, key, id, state)
   end
 end
 
--- Put an existing job hash into the ready set under a fresh sequence number.
+-- Put an existing job hash back among the ready jobs, behind those of its priority.
 local function push_ready(prefix, ready, seq_key, id, key)
   local priority = tonumber(redis.call('HGET', key, 'priority')) or 0
-  local seq = redis.call('INCR', seq_key)
-  redis.call('ZADD', ready, ready_score(priority, seq), id)
+  if priority == 0 then
+    redis.call('RPUSH', fifo_key(prefix), id)
+  else
+    redis.call('ZADD', ready, ready_score(priority, redis.call('INCR', seq_key)), id)
+  end
   redis.call('HSET', key, 'state', 'ready')
+end
+
+-- Put a held job back in front of the ready jobs of its priority, with the ready score it
+-- was held under.
+local function return_ready(prefix, ready, id, score)
+  if math.floor(tonumber(score) / PRIORITY_SHIFT) == 0 then
+    redis.call('LPUSH', fifo_key(prefix), id)
+  else
+    redis.call('ZADD', ready, score, id)
+  end
+end
+
+-- Take a ready job out of fifo or ready (it was cancelled).
+local function remove_ready(prefix, ready, id)
+  if redis.call('ZREM', ready, id) == 0 then
+    redis.call('LREM', fifo_key(prefix), 1, id)
+  end
 end
 
 -- A job reached a final state: its unique key (see enqueue.lua) no longer points at it.
@@ -183,6 +266,51 @@ local function pack(fields)
     parts[i] = #field .. ':' .. field
   end
   return table.concat(parts)
+end
+
+-- Job options that are job hash fields of their own when set (options 4 to 6 of enqueue.lua).
+local OPTIONAL = {'retries', 'timeout', 'keep'}
+
+-- A fresh job's record (see the top of this file) as its parts: enqueued, options (a table,
+-- empty for defaults), task, payload.
+local function read_record(record)
+  local r = unpack_fields(record)
+  local opts = {}
+  if r[2] and r[2] ~= '' then
+    opts = unpack_fields(r[2])
+  end
+  return r[1], opts, r[3], r[4] or ''
+end
+
+-- The job hash fields of a fresh job's record, but for state and attempts.
+local function record_hash(enqueued, opts, task, payload)
+  local fields = {'task', task, 'payload', payload, 'enqueued', enqueued}
+  local priority = tonumber(opts[1]) or 0
+  if priority ~= 0 then
+    fields[#fields + 1] = 'priority'
+    fields[#fields + 1] = fmt(priority)
+  end
+  for i, name in ipairs(OPTIONAL) do
+    local value = opts[3 + i]
+    if value and value ~= '' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+  end
+  return fields
+end
+
+-- Give a fresh job its job hash (state ready), so that it can change like any other job.
+-- Returns false if the job is not fresh.
+local function materialize(prefix, id, key)
+  local fresh = fresh_key(prefix)
+  local record = redis.call('HGET', fresh, id)
+  if not record then
+    return false
+  end
+  redis.call('HDEL', fresh, id)
+  redis.call('HSET', key, 'state', 'ready', 'attempts', '0', unpack(record_hash(read_record(record))))
+  return true
 end
 
 -- Take the next idle worker in rotation that still has a free slot; nil if none.

@@ -11,12 +11,17 @@ local id = ARGV[2]
 local key = job_key(prefix, id)
 local state = redis.call('HGET', key, 'state')
 if not state then
-  return 'missing'
+  if not materialize(prefix, id, key) then
+    return 'missing'
+  end
+  state = 'ready'
 end
 if state == 'ready' or state == 'scheduled' then
-  unhold_one(prefix, id, key)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
+  if state == 'scheduled' then
+    redis.call('ZREM', KEYS[2], id)
+  elseif not unhold_one(prefix, id, key) then
+    remove_ready(prefix, KEYS[1], id)
+  end
   redis.call('HSET', key, 'state', 'cancelled', 'finished', fmt(now_ms()))
   redis.call('HDEL', key, 'due')
   drop_unique(prefix, key, id)

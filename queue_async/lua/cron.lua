@@ -3,7 +3,7 @@
 -- KEYS[1] ready  KEYS[2] scheduled  KEYS[3] wake  KEYS[4] seq  KEYS[5] idle  KEYS[6] active
 -- KEYS[7] cron (hash: cron name -> last tick enqueued, epoch ms)
 -- ARGV[1] key prefix of the queue   ARGV[2] cron name   ARGV[3] tick (epoch ms)
--- ARGV[4] job id   ARGV[5] task   ARGV[6] payload   ARGV[7] options (packed, see enqueue.lua)
+-- ARGV[4] the job, packed as in enqueue.lua's ARGV[2]
 -- Reply: 1 if this call enqueued the tick's job, 0 if this tick or a later one was already.
 -- Minimum server: Redis 5.0.
 local tick = tonumber(ARGV[3])
@@ -11,9 +11,13 @@ local last = tonumber(redis.call('HGET', KEYS[7], ARGV[2]))
 if last and last >= tick then
   return 0
 end
+local parsed = parse_jobs(ARGV[4])
+if not parsed or #parsed ~= 1 then
+  return redis.error_reply('ERR queue_async: malformed cron job')
+end
 redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])
 local batch = new_batch(ARGV[1], KEYS)
-local added = add_job(batch, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+local added = add_parsed(batch, ARGV[4], parsed[1])
 finish_batch(batch)
 if added == 1 then
   return 1

@@ -8,8 +8,9 @@
 -- A ready job is handed straight to an idle worker (leased to it, packed into its inbox)
 -- while no other job waits in ready: the worker then starts it without a lease round trip.
 -- ARGV[1] key prefix of the queue, "<prefix>:{<queue>}:"
--- ARGV[2..] four fields per job: id, task, payload (codec bytes), options
---   options: "" for all defaults, else packed fields (see pack in _lib.lua), in order:
+-- ARGV[2] the jobs, packed (see pack in _lib.lua): four fields per job: id, options, task,
+--   payload (codec bytes), one job after another
+--   options: "" for all defaults, else packed fields, in order:
 --   priority (integer), delay (ms from now, "" = none), at (epoch ms, "" = none; wins over
 --   delay), retries, timeout (ms), keep (result TTL ms), concurrency key, concurrency
 --   limit, unique key, unique window (ms), "1" if the unique key also holds while the job
@@ -21,10 +22,15 @@
 -- Reply: one per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job has that
 --   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
+local jobs = ARGV[2]
+local parsed, bad = parse_jobs(jobs)
+if not parsed then
+  return redis.error_reply('ERR queue_async: malformed job batch at byte ' .. bad)
+end
 local batch = new_batch(ARGV[1], KEYS)
 local reply = {}
-for b = 2, #ARGV, 4 do
-  reply[#reply + 1] = add_job(batch, ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3])
+for i, bounds in ipairs(parsed) do
+  reply[i] = add_parsed(batch, jobs, bounds)
 end
 finish_batch(batch)
 return reply

@@ -46,30 +46,51 @@ local reply = {0, 0, #handed}
 for _, item in ipairs(handed) do
   reply[#reply + 1] = item
 end
-local popped = {}
+local ids, scores = {}, {}
 if count > 0 and not paused then
-  popped = redis.call('ZPOPMIN', KEYS[1], count)
+  ids, scores = take_ready(prefix, KEYS[1], count)
 end
+local fresh = fresh_key(prefix)
+local records = hmget_many(fresh, ids)
 local active = {}
 local taken = 0
 local cache = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
+local started = {}
+for i, id in ipairs(ids) do
   local key = job_key(prefix, id)
-  local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep',
-    'ckey', 'climit')
+  local record = records[i]
+  local f, opts
+  if record then
+    local enqueued, task, payload
+    enqueued, opts, task, payload = read_record(record)
+    f = {task, payload, enqueued, opts[4], opts[5], opts[6]}
+  else
+    f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep',
+      'ckey', 'climit')
+  end
   local gate, counted = nil, nil
   if f[1] and (configured or f[7]) then
     gate, counted = pass_gates(prefix, cache, f[1], f[7] or nil, f[8], now)
   end
   if gate then
-    hold(prefix, gate, id, key, popped[i + 1])
+    if record then
+      materialize(prefix, id, key)
+    end
+    hold(prefix, gate, id, key, scores[i] or ready_score(0, redis.call('INCR', KEYS[5])))
   elseif f[1] then
     taken = taken + 1
     local token = ARGV[4] .. ':' .. taken
-    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'state', 'active', 'token', token, 'worker', worker,
-      'started', fmt(now))
+    local attempts
+    if record then
+      started[#started + 1] = id
+      attempts = 1
+      redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token,
+        'worker', worker, 'started', fmt(now), unpack(record_hash(f[3], opts, f[1], f[2])))
+    else
+      attempts = redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('HSET', key, 'state', 'active', 'token', token, 'worker', worker,
+        'started', fmt(now))
+    end
     if counted and #counted > 0 then
       redis.call('HSET', key, 'gates', pack(counted))
     end
@@ -87,6 +108,9 @@ for i = 1, #popped, 2 do
     reply[n + 9] = token
   end
 end
+for first = 1, #started, 1000 do
+  redis.call('HDEL', fresh, unpack(started, first, math.min(first + 999, #started)))
+end
 zadd_pairs(KEYS[3], active)
 
 local function next_wait()
@@ -98,7 +122,7 @@ local function next_wait()
   return wait
 end
 
-if not paused and redis.call('ZCARD', KEYS[1]) > 0 then
+if not paused and ready_count(prefix, KEYS[1]) > 0 then
   wake(KEYS[4])
 else
   reply[1] = next_wait()

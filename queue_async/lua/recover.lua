@@ -15,7 +15,7 @@ if recovered > 0 then
 end
 local promoted = promote_due(prefix, KEYS[2], KEYS[1], KEYS[4], now, 1000)
 release_throttled(prefix, KEYS[1], now)
-if redis.call('ZCARD', KEYS[1]) > 0 then
+if ready_count(prefix, KEYS[1]) > 0 then
   wake(KEYS[6])
 end
 return {recovered, promoted}

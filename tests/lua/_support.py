@@ -9,7 +9,7 @@ import anyio
 
 import queue_async as qa
 from queue_async._scripts import Arg
-from queue_async._wire import pack_fields, unpack_fields
+from queue_async._wire import fresh_job_fields, pack_fields, pack_job, unpack_fields
 
 PRIORITY_SHIFT = 2**32
 """Ready score = priority * 2^32 + sequence number (see _lib.lua)."""
@@ -32,8 +32,8 @@ def job(
     retries: Arg = "",
     timeout: Arg = "",
     keep: Arg = "",
-) -> list[Arg]:
-    """The four enqueue.lua fields of one job (options packed, "" when all are defaults)."""
+) -> bytes:
+    """One job packed for enqueue.lua (options packed, "" when all are defaults)."""
     options: list[bytes | str | int] = [
         priority,
         delay_ms or "",
@@ -43,15 +43,12 @@ def job(
         keep,
     ]
     packed = b"" if options == [0, "", "", "", "", ""] else pack_fields(options)
-    return [job_id, task, payload, packed]
+    return pack_job(job_id, packed, task, payload)
 
 
 async def enqueue(queue: qa.Queue, *job_ids: str, **options: Any) -> list[int]:
     """Enqueue jobs with these ids, all with the same options."""
-    fields: list[Arg] = []
-    for job_id in job_ids:
-        fields.extend(job(job_id, **options))
-    return await queue.scripts.enqueue(fields)
+    return await queue.scripts.enqueue(b"".join(job(job_id, **options) for job_id in job_ids))
 
 
 @dataclass
@@ -127,9 +124,26 @@ async def lease(
 
 
 async def fields(queue: qa.Queue, job_id: str) -> dict[str, str]:
-    """The job hash, decoded (payload and result included, as text)."""
+    """The job hash, decoded (payload and result included, as text); for a fresh job (see
+    _lib.lua), the fields its record stands for."""
     raw = await queue.client.hgetall(queue.keys.job(job_id))
-    return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    record = await queue.client.hget(queue.keys.fresh, job_id)
+    if record is not None:
+        assert not raw, f"{job_id} is both fresh and a job hash"
+        raw = fresh_job_fields(record)
+    return {_text(k): v.decode(errors="replace") for k, v in raw.items()}
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def ready_ids(queue: qa.Queue) -> list[str]:
+    """The ready jobs in the order lease.lua takes them: priorities below 0, fifo, the rest."""
+    ranked = await members(queue, queue.keys.ready)
+    fifo = [m.decode() for m in await queue.client.lrange(queue.keys.fifo, 0, -1)]
+    first = [m for m, score in ranked.items() if score < 0]
+    return first + fifo + [m for m, score in ranked.items() if score >= 0]
 
 
 async def members(queue: qa.Queue, key: str) -> dict[str, int]:

@@ -1,10 +1,12 @@
-"""enqueue.lua: new jobs become a hash plus a ready or scheduled entry; existing ids are kept."""
+"""enqueue.lua: new jobs become a fresh record (or a hash) plus a ready or scheduled entry;
+existing ids are kept."""
 
 from __future__ import annotations
 
 import pytest
 
 import queue_async as qa
+from queue_async._wire import unpack_fields
 from queue_async.embedded import EmbeddedServer
 from tests.lua._support import (
     PAYLOAD,
@@ -15,6 +17,7 @@ from tests.lua._support import (
     job,
     lease,
     members,
+    ready_ids,
     server_ms,
     wake_len,
 )
@@ -22,29 +25,54 @@ from tests.lua._support import (
 pytestmark = pytest.mark.anyio
 
 
-async def test_enqueue_ready_job_writes_hash_ready_score_and_wake(queue: qa.Queue) -> None:
+async def test_enqueue_ready_job_writes_fresh_record_ready_score_and_wake(
+    queue: qa.Queue,
+) -> None:
     before = await server_ms(queue)
     assert await enqueue(queue, "a", priority=3) == [1]
     after = await server_ms(queue)
 
+    # A job enqueued ready is one field of the fresh hash, not a hash of its own.
+    assert await queue.client.exists(queue.keys.job("a")) == 0
+    record = await queue.client.hget(queue.keys.fresh, "a")
+    enqueued, options, task, payload = unpack_fields(record)
+    assert before <= int(enqueued) <= after
+    assert (unpack_fields(options)[0], task, payload) == (b"3", TASK.encode(), PAYLOAD)
     job_hash = await fields(queue, "a")
-    assert before <= int(job_hash.pop("enqueued")) <= after
     assert job_hash == {
         "task": TASK,
         "payload": PAYLOAD.decode(),
         "priority": "3",
         "attempts": "0",
         "state": "ready",
+        "enqueued": enqueued.decode(),
     }
     assert await members(queue, queue.keys.ready) == {"a": 3 * PRIORITY_SHIFT + 1}
     assert await members(queue, queue.keys.scheduled) == {}
     assert await queue.client.get(queue.keys.seq) == b"1"
     assert await wake_len(queue) == 1
-    assert await queue.client.ttl(queue.keys.job("a")) == -1
+
+
+async def test_enqueue_default_priority_goes_to_fifo_without_a_sequence_number(
+    queue: qa.Queue,
+) -> None:
+    assert await enqueue(queue, "a", "b", "c") == [1, 1, 1]
+    assert await queue.client.lrange(queue.keys.fifo, 0, -1) == [b"a", b"b", b"c"]
+    assert await members(queue, queue.keys.ready) == {}
+    assert await queue.client.get(queue.keys.seq) is None
+    assert await queue.client.hlen(queue.keys.fresh) == 3
+
+
+async def test_malformed_batch_is_refused_and_changes_nothing(queue: qa.Queue) -> None:
+    good = job("good")
+    for bad in (good + b"2:x", good + b"999:abc", good + b"x:", good[:-1]):
+        with pytest.raises(qa.BrokerError, match="malformed job batch"):
+            await queue.scripts.enqueue(bad)
+    assert await queue.client.exists(queue.keys.fresh, queue.keys.fifo, queue.keys.wake) == 0
 
 
 async def test_enqueue_stores_optional_fields_only_when_given(queue: qa.Queue) -> None:
-    await queue.scripts.enqueue([*job("given", retries=5, timeout=2000, keep=0), *job("defaults")])
+    await queue.scripts.enqueue(job("given", retries=5, timeout=2000, keep=0) + job("defaults"))
     given, defaults = await fields(queue, "given"), await fields(queue, "defaults")
     assert (given["retries"], given["timeout"], given["keep"]) == ("5", "2000", "0")
     assert not {"retries", "timeout", "keep"} & defaults.keys()
@@ -90,30 +118,30 @@ async def test_enqueue_at_in_the_past_is_ready_at_once(queue: qa.Queue) -> None:
     job_hash = await fields(queue, "past")
     assert job_hash["state"] == "ready"
     assert "due" not in job_hash
-    assert set(await members(queue, queue.keys.ready)) == {"past"}
+    assert await ready_ids(queue) == ["past"]
     assert await members(queue, queue.keys.scheduled) == {}
     assert await wake_len(queue) == 1
 
 
-async def test_ready_score_orders_by_priority_then_fifo(queue: qa.Queue) -> None:
+async def test_ready_order_is_priority_then_fifo(queue: qa.Queue) -> None:
     order = [("p5-first", 5), ("p0-first", 0), ("neg", -(2**20)), ("p5-second", 5)]
-    await queue.scripts.enqueue([f for job_id, p in order for f in job(job_id, priority=p)])
+    await queue.scripts.enqueue(b"".join(job(job_id, priority=p) for job_id, p in order))
     await enqueue(queue, "p0-second", priority=0)
     await enqueue(queue, "top", priority=2**20)
 
     ready = await members(queue, queue.keys.ready)
     assert ready == {
         "p5-first": 5 * PRIORITY_SHIFT + 1,
-        "p0-first": 2,
-        "neg": -(2**20) * PRIORITY_SHIFT + 3,
-        "p5-second": 5 * PRIORITY_SHIFT + 4,
-        "p0-second": 5,
-        "top": 2**20 * PRIORITY_SHIFT + 6,
+        "neg": -(2**20) * PRIORITY_SHIFT + 2,
+        "p5-second": 5 * PRIORITY_SHIFT + 3,
+        "top": 2**20 * PRIORITY_SHIFT + 4,
     }
-    by_score = [m.decode() for m in await queue.client.zrange(queue.keys.ready, 0, -1)]
-    assert by_score == ["neg", "p0-first", "p0-second", "p5-first", "p5-second", "top"]
-    # ...and lease hands them out in that order.
-    assert (await lease(queue, 10)).ids == by_score
+    expected = ["neg", "p0-first", "p0-second", "p5-first", "p5-second", "top"]
+    assert await ready_ids(queue) == expected
+    # ...and lease hands them out in that order, however many it takes per call.
+    assert (await lease(queue, 1)).ids == ["neg"]
+    assert (await lease(queue, 3)).ids == expected[1:4]
+    assert (await lease(queue, 10)).ids == expected[4:]
 
 
 async def test_enqueue_existing_id_leaves_job_untouched(queue: qa.Queue) -> None:
@@ -124,35 +152,35 @@ async def test_enqueue_existing_id_leaves_job_untouched(queue: qa.Queue) -> None
     seq = await queue.client.get(queue.keys.seq)
 
     replies = await queue.scripts.enqueue(
-        [
-            *job("dup", task="other", payload=b"x", priority=-5, retries=9),
-            *job("new"),
-            *job("dup", delay_ms=1000),
-        ]
+        job("dup", task="other", payload=b"x", priority=-5, retries=9)
+        + job("new")
+        + job("dup", delay_ms=1000)
+        + job("new", priority=4)
     )
 
-    assert replies == [0, 1, 0]
+    assert replies == [0, 1, 0, 0]
     assert await fields(queue, "dup") == before
     assert before["state"] == "active"
     assert await members(queue, queue.keys.active) == active
-    assert set(await members(queue, queue.keys.ready)) == {"new"}
+    assert await ready_ids(queue) == ["new"]
+    assert (await fields(queue, "new"))["task"] == TASK
     assert await members(queue, queue.keys.scheduled) == {}
-    assert int(await queue.client.get(queue.keys.seq)) == int(seq) + 1
+    assert await queue.client.get(queue.keys.seq) == seq
 
 
 async def test_enqueue_many_jobs_wakes_once(queue: qa.Queue) -> None:
     assert await enqueue(queue, *[f"j{i}" for i in range(50)]) == [1] * 50
     assert await wake_len(queue) == 1
-    assert await queue.client.zcard(queue.keys.ready) == 50
+    assert await queue.client.llen(queue.keys.fifo) == 50
 
 
 async def test_enqueue_chunks_lands_every_chunk_and_flattens_replies(queue: qa.Queue) -> None:
     await enqueue(queue, "old")
     flags = await queue.scripts.enqueue_chunks(
-        [[*job("a"), *job("old")], [*job("b")], [*job("c", delay_ms=60_000), *job("a")]]
+        [job("a") + job("old"), job("b"), job("c", delay_ms=60_000) + job("a")]
     )
     assert flags == [1, 0, 1, 1, 0]
-    assert set(await members(queue, queue.keys.ready)) == {"old", "a", "b"}
+    assert await ready_ids(queue) == ["old", "a", "b"]
     assert set(await members(queue, queue.keys.scheduled)) == {"c"}
     assert await wake_len(queue) == 1
 

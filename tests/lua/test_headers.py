@@ -15,6 +15,7 @@ import queue_async as qa
 from queue_async import _scripts
 from queue_async._keys import QueueKeys
 from queue_async._scripts import SCRIPTS, Scripts
+from queue_async._wire import pack_job
 
 pytestmark = pytest.mark.anyio
 
@@ -146,6 +147,9 @@ def _group_size(method: str) -> int:
     return size
 
 
+SAMPLE_JOB = pack_job("sample", b"", "task", b"[[],{}]")
+
+
 def _sample_args(method: str) -> list[Any]:
     """Plausible arguments for a wrapper method, from its type hints: every number 1, which
     each script accepts (a count, a length in ms, a field of a job that does not exist)."""
@@ -158,8 +162,10 @@ def _sample_args(method: str) -> list[Any]:
             args.append(1)
         elif hint is str:
             args.append("x")
-        elif hint is bytes:
-            args.append(b"{}")
+        elif hint is bytes:  # enqueue's and cron_tick's packed jobs
+            args.append(SAMPLE_JOB)
+        elif hint == list[bytes]:
+            args.append([SAMPLE_JOB] * 2)
         elif hint == list[_scripts.Arg]:
             args.append([1] * _group_size(method))
         elif hint == list[list[_scripts.Arg]]:

@@ -18,6 +18,7 @@ from tests.lua._support import (
     make_due,
     members,
     meta,
+    ready_ids,
     server_ms,
     wait_for_server_time,
     wake_len,
@@ -59,7 +60,7 @@ async def test_lease_takes_ready_jobs_and_records_the_lease(queue: qa.Queue) -> 
 
 async def test_lease_reply_carries_nine_fields_per_job(queue: qa.Queue) -> None:
     await queue.scripts.enqueue(
-        [*job("set", retries=4, timeout=1500, keep=0), *job("unset", payload=b"\x00\xff")]
+        job("set", retries=4, timeout=1500, keep=0) + job("unset", payload=b"\x00\xff")
     )
     enqueued = int((await fields(queue, "set"))["enqueued"])
     raw = await queue.scripts.lease(10, LONG_MS, "L", "w", 3, 1000, 10, 0)
@@ -91,7 +92,7 @@ async def test_lease_takes_at_most_count_and_wakes_for_the_rest(queue: qa.Queue)
 
     assert reply.ids == ["a", "b"]
     assert reply.wait_ms == 0
-    assert set(await members(queue, queue.keys.ready)) == {"c"}
+    assert await ready_ids(queue) == ["c"]
     assert set(await members(queue, queue.keys.active)) == {"a", "b"}
     assert (await fields(queue, "c"))["state"] == "ready"
     assert await wake_len(queue) == 1
@@ -143,7 +144,7 @@ async def test_lease_promotes_due_scheduled_jobs(queue: qa.Queue) -> None:
     assert job_hash["state"] == "active"
     assert "due" not in job_hash
     assert (await fields(queue, "not-due"))["state"] == "scheduled"
-    assert set(await members(queue, queue.keys.ready)) == {"ready"}
+    assert await ready_ids(queue) == ["ready"]
 
 
 async def test_lease_promotes_job_whose_delay_ran_out(queue: qa.Queue) -> None:
@@ -154,14 +155,21 @@ async def test_lease_promotes_job_whose_delay_ran_out(queue: qa.Queue) -> None:
     assert (await lease(queue, 1)).ids == ["soon"]
 
 
-async def test_promoted_job_gets_a_fresh_sequence_number(queue: qa.Queue) -> None:
-    await enqueue(queue, "scheduled-first", delay_ms=60_000)
+async def test_promoted_job_joins_the_back_of_its_priority(queue: qa.Queue) -> None:
+    await enqueue(queue, "scheduled-first", "urgent-scheduled", delay_ms=60_000)
+    await queue.client.hset(queue.keys.job("urgent-scheduled"), "priority", "-1")
     await enqueue(queue, "ready-later")
-    await make_due(queue, "scheduled-first")
+    await enqueue(queue, "urgent-later", priority=-1)
+    await make_due(queue, "scheduled-first", "urgent-scheduled")
     await queue.scripts.recover(3, 1000, 10)
+    assert await ready_ids(queue) == [
+        "urgent-later",
+        "urgent-scheduled",
+        "ready-later",
+        "scheduled-first",
+    ]
     ready = await members(queue, queue.keys.ready)
-    assert ready == {"ready-later": 1, "scheduled-first": 2}
-    assert ready["scheduled-first"] // PRIORITY_SHIFT == 0
+    assert ready["urgent-scheduled"] // PRIORITY_SHIFT == -1
 
 
 async def test_expired_lease_returns_job_to_ready(queue: qa.Queue) -> None:
@@ -251,9 +259,9 @@ async def test_stall_to_dead_trims_dead_set(queue: qa.Queue) -> None:
     assert await fields(queue, "old-dead") == {}
 
 
-async def test_lease_skips_ids_whose_job_hash_is_gone(queue: qa.Queue) -> None:
+async def test_lease_skips_ids_whose_job_is_gone(queue: qa.Queue) -> None:
     await enqueue(queue, "gone", "kept")
-    await queue.client.delete(queue.keys.job("gone"))
+    assert await queue.client.hdel(queue.keys.fresh, "gone") == 1
 
     reply = await lease(queue, 2)
 

@@ -27,7 +27,7 @@ async def test_wake_list_never_holds_more_than_one_marker(queue: qa.Queue) -> No
         await enqueue(queue, f"e{n}", f"f{n}")
         await check()
     assert await wake_len(queue) == 1
-    await queue.scripts.enqueue_chunks([[f for _ in range(1)] for f in ()] or [[]])
+    await queue.scripts.enqueue_chunks([b""])
     await check()
 
     reply = await lease(queue, 4)
