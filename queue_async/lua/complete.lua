@@ -8,35 +8,41 @@
 local prefix = ARGV[1]
 local now = fmt(now_ms())
 local reply = {}
-local done = 0
 local let_go = 0
+local finished = {}
 for b = 2, #ARGV, 4 do
   local id = ARGV[b]
   local key = job_key(prefix, id)
-  local f = redis.call('HMGET', key, 'token', 'gates', 'ukey')
+  local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters')
   if f[1] == ARGV[b + 1] then
-    redis.call('ZREM', KEYS[1], id)
+    finished[#finished + 1] = id
     if f[2] then
       let_go = let_go + leave_gates(prefix, KEYS[3], key)
     end
     if f[3] then
       drop_unique(prefix, key, id, f[3])
     end
-    announce(prefix, key, id, 'done')
+    if f[4] then
+      redis.call('PUBLISH', prefix .. 'done:' .. id, 'done')
+    end
     local keep = tonumber(ARGV[b + 3])
     if keep > 0 then
-      redis.call('HSET', key, 'state', 'done', 'result', ARGV[b + 2], 'finished', now)
-      redis.call('HDEL', key, 'token')
+      -- The token is blanked rather than deleted (one call less): no token is empty.
+      redis.call('HSET', key, 'state', 'done', 'result', ARGV[b + 2], 'finished', now,
+        'token', '')
       redis.call('PEXPIRE', key, keep)
     else
       redis.call('DEL', key)
     end
-    done = done + 1
     reply[#reply + 1] = 1
   else
     reply[#reply + 1] = 0
   end
 end
+for first = 1, #finished, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(finished, first, math.min(first + 999, #finished)))
+end
+local done = #finished
 if done > 0 then
   redis.call('HINCRBY', KEYS[2], 'processed', done)
 end

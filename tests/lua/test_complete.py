@@ -30,7 +30,8 @@ async def test_complete_records_result_and_expires_the_record(queue: qa.Queue) -
     assert job_hash["state"] == "done"
     assert job_hash["result"] == '{"ok": 1}'
     assert started <= int(job_hash["finished"]) <= after
-    assert "token" not in job_hash
+    assert job_hash["token"] == ""  # blanked: no lease token can complete it again
+    assert await queue.scripts.complete(["a", token, b"{}", 60_000]) == [0]
     assert 55_000 < await queue.client.pttl(queue.keys.job("a")) <= 60_000
     assert await members(queue, queue.keys.active) == {}
     assert await meta(queue) == {"processed": 1}
