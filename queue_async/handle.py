@@ -94,13 +94,22 @@ class JobHandle(Generic[R]):
         with translate_errors("waiting for a job's result"):
             async with queue.client.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
-                # Flag the job as awaited only after subscribing, so its end cannot slip by.
+                # Flag the job as awaited only once the server confirmed the subscription
+                # (subscribe() only sends it), so that the job's end cannot slip by.
+                await self._subscribed(pubsub)
                 state = await queue.scripts.watch(self.id)
                 if state is None:
                     raise JobNotFound(f"job {self.id} does not exist", job_id=self.id)
                 if not JobStatus(state).finished:
                     await self._wait_message(pubsub, seconds)
         return await self._final_result()
+
+    @staticmethod
+    async def _subscribed(pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            if message is not None and message["type"] == "subscribe":
+                return
 
     async def _wait_message(self, pubsub: Any, seconds: float | None) -> None:
         deadline = math.inf if seconds is None else anyio.current_time() + seconds
