@@ -146,6 +146,11 @@ class WorkerSettings(_Frozen):
     """An idle worker's longest blocking wait before it looks at the queue again."""
     lease_batch: int = Field(100, ge=1, le=10_000)
     """At most this many jobs are taken per lease call."""
+    prefetch: bool = True
+    """While every slot is busy, lease the next jobs ahead, so that a slot that frees up
+    starts one at once instead of after a round trip to Redis. Adaptive: at most as many as
+    this worker finished in the last 0.1 s (and at most ``lease_batch``), so only short jobs
+    are fetched ahead: a worker busy with long jobs holds none back from idle workers."""
     max_stalls: int = Field(3, ge=0)
     """A job whose lease expired more often than this (its worker kept dying) goes to dead."""
     dead_max_age: PositiveDuration = timedelta(days=7)

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -118,6 +119,8 @@ class Worker:
         self._random = random.Random()
         self._busy = 0  # slots taken: jobs running, not counting abandoned ones
         self._jobs: dict[asyncio.Task[None], JobSlot] = {}
+        self._waiting: deque[LeasedJob] = deque()  # leased ahead (prefetch), not started
+        self._ended: deque[float] = deque(maxlen=self.settings.lease_batch)  # loop times
         self.abandoned = 0
         """Handlers abandoned because they ignored cancellation (they may still be running)."""
         self._processed = 0
@@ -271,7 +274,7 @@ class Worker:
                 except BrokerConnectionError as exc:
                     await backoff.wait(exc)
         while True:
-            if self.settings.concurrency - self._busy <= 0:
+            if self._room() <= 0:
                 await self._changed.wait()
                 continue
             try:
@@ -307,7 +310,7 @@ class Worker:
         wait = -1
         scheduled = 0
         for lane in lease_order(self._lanes, self.strategy, self._random):
-            free = self.settings.concurrency - self._busy
+            free = self._room()
             self._lease_seq += 1
             lane_wait, lane_scheduled, leased = await lane.lease(
                 self.settings, self.id, f"{self.id}:{self._lease_seq}", free, idle_ms
@@ -325,8 +328,29 @@ class Worker:
                 wait = lane_wait
         return wait, scheduled, False
 
+    def _room(self) -> int:
+        """How many jobs to lease now: free slots, plus the prefetch allowance (see
+        ``WorkerSettings.prefetch``) less the jobs already waiting for a slot."""
+        room = self.settings.concurrency - self._busy - len(self._waiting)
+        if self.settings.prefetch and self._ended:
+            since = asyncio.get_running_loop().time() - _PREFETCH_WINDOW
+            recent = 0
+            for at in reversed(self._ended):
+                if at < since:
+                    break
+                recent += 1
+            room += recent
+        return room
+
     def _start(self, job: LeasedJob) -> None:
+        """Run a leased job now, or once a slot frees up."""
         self.lane(job.queue).running[job.id] = job.token
+        if self._busy < self.settings.concurrency and not self._stopping:
+            self._launch(job)
+        else:
+            self._waiting.append(job)
+
+    def _launch(self, job: LeasedJob) -> None:
         self._busy += 1
         loop = asyncio.get_running_loop()
         slot = JobSlot(job)
@@ -351,6 +375,9 @@ class Worker:
     def _free_slot(self) -> None:
         self._busy -= 1
         self._processed += 1
+        self._ended.append(asyncio.get_running_loop().time())
+        if self._waiting and not self._stopping:
+            self._launch(self._waiting.popleft())
         self._changed.set()
         self._changed = anyio.Event()
 
@@ -512,6 +539,10 @@ class Worker:
                         self.settings.shutdown_grace.total_seconds(),
                     )
                     self.stop()
+
+
+_PREFETCH_WINDOW = 0.1
+"""Seconds of finished jobs that the prefetch allowance counts (see ``Worker._room``)."""
 
 
 def _check_queues(queue: Queue | Sequence[Queue]) -> list[Queue]:
