@@ -1,8 +1,9 @@
-"""The worker process of bench.py: `_worker.py URL QUEUE burst|latency CONCURRENCY`."""
+"""The worker process of bench.py: `_worker.py URL QUEUE burst|latency|soak CONCURRENCY`."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 
@@ -13,6 +14,7 @@ import queue_async as qa
 
 def main() -> None:
     url, name, mode, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    logging.getLogger("queue_async").setLevel(logging.ERROR)  # soak retries log each try
     queue = qa.Queue(url, name=name)
     latencies: list[float] = []
 
@@ -23,6 +25,18 @@ def main() -> None:
     @queue.task(name="bench.stamp")
     async def stamp(sent: float) -> None:
         latencies.append((time.time() - sent) * 1000)
+
+    # The soak mix: results kept briefly (so the server's memory stays flat), and a task that
+    # fails its first try, which takes the retry path.
+    @queue.task(name="bench.result", keep_result=2)
+    async def result(i: int) -> dict[str, int]:
+        return {"i": i, "square": i * i}
+
+    @queue.task(name="bench.flaky", retries=2, keep_result=2)
+    async def flaky(ctx: qa.JobContext, i: int) -> int:
+        if ctx.attempt == 1:
+            raise qa.Retry(defer=0.05)
+        return i
 
     worker = qa.Worker(queue, concurrency=concurrency)
 

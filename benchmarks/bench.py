@@ -1,6 +1,10 @@
 """queue_async benchmarks: throughput and idle latency, printed as JSON lines.
 
     python benchmarks/bench.py [throughput|latency|all] [--jobs N] [--concurrency N]
+    python benchmarks/bench.py soak [--soak-jobs N]
+
+soak (not part of "all") runs one worker process through a long stream of jobs (no-ops,
+results, retries) and samples its resident memory, to show it does not grow per job.
 
 Uses $REDIS_URL if set, else a private embedded server. The worker runs in its own process
 (benchmarks/_worker.py), as in production; this process only enqueues and measures.
@@ -117,14 +121,69 @@ async def latency(url: str, jobs: int, gap: float) -> None:
     await queue.close()
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def soak(url: str, jobs: int, concurrency: int) -> None:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    queue = qa.Queue(url, name=name)
+    worker = start_worker(url, name, "soak", concurrency)
+    batch, most_ready = 5_000, 20_000
+    samples: list[tuple[int, int]] = []  # (jobs processed, worker RSS in KiB)
+    started = time.perf_counter()
+    sent = 0
+    while sent < jobs:
+        specs = []
+        for i in range(sent, min(sent + batch, jobs)):
+            kind = "bench.noop" if i % 20 else ("bench.result" if i % 40 else "bench.flaky")
+            specs.append(queue.call(kind, i))
+        await queue.enqueue_many(specs)
+        sent += len(specs)
+        while (stats := await queue.stats()).ready > most_ready:  # noqa: ASYNC110 - sampling
+            await anyio.sleep(0.05)
+        samples.append((stats.processed, rss_kb(worker.pid)))
+    while (stats := await queue.stats()).processed < jobs:  # noqa: ASYNC110 - sampling
+        await anyio.sleep(0.1)
+    samples.append((stats.processed, rss_kb(worker.pid)))
+    seconds = time.perf_counter() - started
+    await queue.enqueue("bench.stop")
+    worker.communicate(timeout=60)
+    # Past the first tenth (imports, caches and pools filling up), memory should be flat.
+    warm = next(s for s in samples if s[0] >= jobs // 10)
+    end = samples[-1]
+    growth = (end[1] - warm[1]) * 1024 / max(1, end[0] - warm[0])
+    emit(
+        {
+            "scenario": "soak",
+            "jobs": jobs,
+            "concurrency": concurrency,
+            "jobs_per_s": round(jobs / seconds),
+            "retried": stats.retried,
+            "rss_kb_first_sample": samples[0][1],
+            "rss_kb_after_warmup": warm[1],
+            "rss_kb_end": end[1],
+            "rss_kb_max": max(rss for _, rss in samples),
+            "growth_bytes_per_job_after_warmup": round(growth, 3),
+        }
+    )
+    await queue.client.delete(*[k async for k in queue.client.scan_iter(f"qa:{{{name}}}:*")])
+    await queue.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "scenario", nargs="?", default="all", choices=["all", "throughput", "latency"]
+        "scenario", nargs="?", default="all", choices=["all", "throughput", "latency", "soak"]
     )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--latency-jobs", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--soak-jobs", type=int, default=1_000_000)
     args = parser.parse_args()
     server = None
     url = os.environ.get("REDIS_URL")
@@ -137,6 +196,8 @@ def main() -> None:
             anyio.run(throughput, url, args.jobs, args.concurrency)
         if args.scenario in ("all", "latency"):
             anyio.run(latency, url, args.latency_jobs, 0.005)
+        if args.scenario == "soak":
+            anyio.run(soak, url, args.soak_jobs, args.concurrency)
     finally:
         if server:
             server.cleanup()

@@ -8,10 +8,12 @@ import queue_async as qa
 from tests.lua._support import (
     DEAD_AGE_MS,
     DEAD_LEN,
+    TASK,
     enqueue,
     fields,
     lease,
     members,
+    ready_ids,
     server_ms,
 )
 
@@ -30,7 +32,9 @@ async def test_cancel_ready_job_removes_it_and_abort_flags_an_active_job(queue: 
     job_hash = await fields(queue, "waiting")
     assert job_hash["state"] == "cancelled"
     assert before <= int(job_hash["finished"]) <= after
-    assert await members(queue, queue.keys.ready) == {}
+    assert await ready_ids(queue) == []
+    assert await queue.client.hexists(queue.keys.fresh, "waiting") == 0
+    assert job_hash["task"] == TASK  # the fresh record became the cancelled job's hash
     assert 55_000 < await queue.client.pttl(queue.keys.job("waiting")) <= 60_000
 
     running_before = await fields(queue, "running")

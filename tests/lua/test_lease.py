@@ -283,3 +283,17 @@ async def test_lease_of_a_full_batch_takes_every_job(queue: qa.Queue) -> None:
     assert len(reply.jobs) == count
     assert await queue.client.zcard(queue.keys.active) == count
     assert await queue.client.zcard(queue.keys.ready) == 0
+
+
+async def test_held_jobs_go_back_in_front_of_later_jobs_in_their_order(queue: qa.Queue) -> None:
+    await queue.scripts.pause(TASK)
+    await enqueue(queue, "h1", "h2")
+    assert (await lease(queue, 10)).ids == []
+    # Held jobs got their own hash (a gate records itself on the job).
+    assert await queue.client.hlen(queue.keys.fresh) == 0
+    assert (await fields(queue, "h1"))["held"] == f"p:{TASK}"
+    await enqueue(queue, "later", task="other")
+
+    assert await queue.scripts.resume(TASK) == 2
+    assert await ready_ids(queue) == ["h1", "h2", "later"]
+    assert (await lease(queue, 10)).ids == ["h1", "h2", "later"]

@@ -11,6 +11,7 @@ import queue_async as qa
 from tests.lua._support import (
     DEAD_AGE_MS,
     DEAD_LEN,
+    TASK,
     enqueue,
     expire_leases,
     fields,
@@ -30,7 +31,10 @@ async def test_watch_missing_job_returns_none_and_creates_no_key(queue: qa.Queue
 async def test_watch_flags_job_and_returns_its_state(queue: qa.Queue) -> None:
     await enqueue(queue, "a")
     assert await queue.scripts.watch("a") == "ready"
-    assert (await fields(queue, "a"))["waiters"] == "1"
+    # The fresh record became a job hash, which can carry the flag.
+    assert await queue.client.hexists(queue.keys.fresh, "a") == 0
+    job_hash = await fields(queue, "a")
+    assert (job_hash["waiters"], job_hash["state"], job_hash["task"]) == ("1", "ready", TASK)
     await lease(queue, 1)
     assert await queue.scripts.watch("a") == "active"
 
