@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +11,7 @@ import anyio
 import pytest
 
 import queue_async as qa
+from queue_async._encode import new_job_id
 from tests.helpers import FAST, drain, ready_ids
 
 pytestmark = pytest.mark.anyio
@@ -448,3 +451,21 @@ async def test_queue_stats_count_each_state(queue: qa.Queue) -> None:
     stats = await queue.stats()
     assert (stats.ready, stats.scheduled, stats.active, stats.dead) == (1, 1, 0, 0)
     assert stats.queue == queue.name
+
+
+def test_job_ids_are_random_url_safe_and_not_shared_with_a_forked_child() -> None:
+    ids = [new_job_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", job_id) for job_id in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child takes the id its parent would take next, were the pool shared
+        os.write(write, new_job_id().encode())
+        os._exit(0)
+    os.close(write)
+    parent_next = new_job_id()
+    child_first = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert len(child_first) == 22
+    assert child_first != parent_next
