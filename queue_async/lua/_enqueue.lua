@@ -74,18 +74,47 @@ local function queue_ready(batch, id, priority)
   batch.woke = true
 end
 
--- Add one job; returns 1 (added), 0 (its id exists) or the id holding its unique key.
--- packed: its packed options; record: its options, task and payload packed (see the fresh
--- record in _lib.lua).
-local function add_job(batch, id, packed, task, payload, record)
+-- Split packed jobs (see enqueue.lua's ARGV[2]) into the bounds of their fields: 8 byte
+-- positions per job, first and last of id, options, task and payload, all in one flat table
+-- (a table per job costs more than the rest). Everything is read before any job is added,
+-- so that a malformed batch changes nothing: returns nil and the byte where it went wrong.
+local function parse_jobs(jobs)
+  local bounds = {}
+  local n = 0
+  local pos = 1
+  local size = #jobs
+  local find, sub = string.find, string.sub
+  while pos <= size do
+    for _ = 1, 4 do
+      local colon = find(jobs, ':', pos, true)
+      local length = colon and tonumber(sub(jobs, pos, colon - 1))
+      if not length or colon + length > size then
+        return nil, pos
+      end
+      bounds[n + 1] = colon + 1
+      bounds[n + 2] = colon + length
+      n = n + 2
+      pos = colon + length + 1
+    end
+  end
+  return bounds
+end
+
+-- Add the job at bounds[at + 1 .. at + 8] of a parsed batch; returns 1 (added), 0 (its id
+-- exists) or the id holding its unique key. Fields are cut out of the batch only when
+-- needed: a plain ready job stores its record (options, task, payload) as the run of the
+-- batch it came in, behind the batch's enqueue time.
+local function add_job(batch, jobs, bounds, at)
+  local sub = string.sub
   local prefix = batch.prefix
+  local id = sub(jobs, bounds[at + 1], bounds[at + 2])
   local key = job_key(prefix, id)
-  if redis.call('EXISTS', key) == 1 or redis.call('HEXISTS', batch.fresh, id) == 1 then
+  if redis.call('EXISTS', key) == 1 then
     return 0
   end
   local opts = {}
-  if packed ~= '' then
-    opts = unpack_fields(packed)
+  if bounds[at + 4] >= bounds[at + 3] then
+    opts = unpack_fields(sub(jobs, bounds[at + 3], bounds[at + 4]))
   end
   local now = batch.now
   local priority = tonumber(opts[1]) or 0
@@ -94,11 +123,21 @@ local function add_job(batch, id, packed, task, payload, record)
     due = now + tonumber(opts[2])
   end
   local plain = (opts[7] or '') == '' and (opts[9] or '') == ''
+  local function record()
+    return batch.stamp .. sub(jobs, bounds[at + 2] + 1, bounds[at + 8])
+  end
   if plain and due <= now and not batch.handing then
-    redis.call('HSET', batch.fresh, id, batch.stamp .. record)
+    if redis.call('HSETNX', batch.fresh, id, record()) == 0 then
+      return 0
+    end
     queue_ready(batch, id, priority)
     return 1
   end
+  if redis.call('HEXISTS', batch.fresh, id) == 1 then
+    return 0
+  end
+  local task, payload = sub(jobs, bounds[at + 5], bounds[at + 6]), sub(jobs, bounds[at + 7],
+    bounds[at + 8])
   local fields, ckey, ukey = job_fields(batch, id, task, payload, opts)
   if ukey then
     local holder = unique_holder(prefix, ukey)
@@ -137,7 +176,7 @@ local function add_job(batch, id, packed, task, payload, record)
   end
   batch.handing = false
   if plain then
-    redis.call('HSET', batch.fresh, id, batch.stamp .. record)
+    redis.call('HSET', batch.fresh, id, record())
   else
     fields[#fields + 1] = 'state'
     fields[#fields + 1] = 'ready'
@@ -145,38 +184,6 @@ local function add_job(batch, id, packed, task, payload, record)
   end
   queue_ready(batch, id, priority)
   return 1
-end
-
--- Split packed jobs (see enqueue.lua's ARGV[2]) into the bounds of their fields: for each
--- job {first, last, ...} byte positions of id, options, task, payload. Everything is read
--- before any job is added, so that a malformed batch changes nothing: returns nil and the
--- byte where it went wrong.
-local function parse_jobs(jobs)
-  local parsed = {}
-  local pos = 1
-  while pos <= #jobs do
-    local bounds = {}
-    for f = 1, 8, 2 do
-      local colon = string.find(jobs, ':', pos, true)
-      local length = colon and tonumber(string.sub(jobs, pos, colon - 1))
-      if not length or colon + length > #jobs then
-        return nil, pos
-      end
-      bounds[f] = colon + 1
-      bounds[f + 1] = colon + length
-      pos = colon + length + 1
-    end
-    parsed[#parsed + 1] = bounds
-  end
-  return parsed
-end
-
--- add_job for one job of a parsed batch. Its record (options, task, payload) is one run of
--- the batch, stored as it came.
-local function add_parsed(batch, jobs, b)
-  local sub = string.sub
-  return add_job(batch, sub(jobs, b[1], b[2]), sub(jobs, b[3], b[4]), sub(jobs, b[5], b[6]),
-    sub(jobs, b[7], b[8]), sub(jobs, b[2] + 1, b[8]))
 end
 
 local function finish_batch(batch)

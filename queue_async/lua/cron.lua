@@ -11,13 +11,13 @@ local last = tonumber(redis.call('HGET', KEYS[7], ARGV[2]))
 if last and last >= tick then
   return 0
 end
-local parsed = parse_jobs(ARGV[4])
-if not parsed or #parsed ~= 1 then
+local bounds = parse_jobs(ARGV[4])
+if not bounds or #bounds ~= 8 then
   return redis.error_reply('ERR queue_async: malformed cron job')
 end
 redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])
 local batch = new_batch(ARGV[1], KEYS)
-local added = add_parsed(batch, ARGV[4], parsed[1])
+local added = add_job(batch, ARGV[4], bounds, 0)
 finish_batch(batch)
 if added == 1 then
   return 1

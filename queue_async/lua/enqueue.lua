@@ -23,14 +23,14 @@
 --   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
 local jobs = ARGV[2]
-local parsed, bad = parse_jobs(jobs)
-if not parsed then
+local bounds, bad = parse_jobs(jobs)
+if not bounds then
   return redis.error_reply('ERR queue_async: malformed job batch at byte ' .. bad)
 end
 local batch = new_batch(ARGV[1], KEYS)
 local reply = {}
-for i, bounds in ipairs(parsed) do
-  reply[i] = add_parsed(batch, jobs, bounds)
+for at = 0, #bounds - 1, 8 do
+  reply[#reply + 1] = add_job(batch, jobs, bounds, at)
 end
 finish_batch(batch)
 return reply
