@@ -271,15 +271,31 @@ end
 -- Job options that are job hash fields of their own when set (options 4 to 6 of enqueue.lua).
 local OPTIONAL = {'retries', 'timeout', 'keep'}
 
--- A fresh job's record (see the top of this file) as its parts: enqueued, options (a table,
--- empty for defaults), task, payload.
+-- The field of packed fields (see pack) that starts at pos, and where the next one starts.
+local function field_at(s, pos)
+  local colon = string.find(s, ':', pos, true)
+  local length = tonumber(string.sub(s, pos, colon - 1))
+  return string.sub(s, colon + 1, colon + length), colon + length + 1
+end
+
+-- A fresh job's record (see the top of this file) as its four parts: enqueued, packed
+-- options ("" for defaults), task, payload. No table: this runs for every job leased.
+local function record_parts(record)
+  local enqueued, packed, task, pos
+  enqueued, pos = field_at(record, 1)
+  packed, pos = field_at(record, pos)
+  task, pos = field_at(record, pos)
+  return enqueued, packed, task, (field_at(record, pos))
+end
+
+-- The same, with the options unpacked (a table, empty for defaults).
 local function read_record(record)
-  local r = unpack_fields(record)
+  local enqueued, packed, task, payload = record_parts(record)
   local opts = {}
-  if r[2] and r[2] ~= '' then
-    opts = unpack_fields(r[2])
+  if packed ~= '' then
+    opts = unpack_fields(packed)
   end
-  return r[1], opts, r[3], r[4] or ''
+  return enqueued, opts, task, payload
 end
 
 -- The job hash fields of a fresh job's record, but for state and attempts.

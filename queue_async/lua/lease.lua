@@ -56,40 +56,50 @@ local active = {}
 local taken = 0
 local cache = {}
 local started = {}
+local now_text = fmt(now)
 for i, id in ipairs(ids) do
   local key = job_key(prefix, id)
   local record = records[i]
-  local f, opts
+  local task, payload, enqueued, retries, timeout, keep, ckey, climit
+  local packed, opts
   if record then
-    local enqueued, task, payload
-    enqueued, opts, task, payload = read_record(record)
-    f = {task, payload, enqueued, opts[4], opts[5], opts[6]}
+    enqueued, packed, task, payload = record_parts(record)
+    if packed ~= '' then
+      opts = unpack_fields(packed)
+      retries, timeout, keep = opts[4], opts[5], opts[6]
+    end
   else
-    f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep',
-      'ckey', 'climit')
+    local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout',
+      'keep', 'ckey', 'climit')
+    task, payload, enqueued, retries, timeout, keep, ckey, climit = f[1], f[2], f[3], f[4],
+      f[5], f[6], f[7], f[8]
   end
   local gate, counted = nil, nil
-  if f[1] and (configured or f[7]) then
-    gate, counted = pass_gates(prefix, cache, f[1], f[7] or nil, f[8], now)
+  if task and (configured or ckey) then
+    gate, counted = pass_gates(prefix, cache, task, ckey or nil, climit, now)
   end
   if gate then
     if record then
       materialize(prefix, id, key)
     end
     hold(prefix, gate, id, key, scores[i] or ready_score(0, redis.call('INCR', KEYS[5])))
-  elseif f[1] then
+  elseif task then
     taken = taken + 1
     local token = ARGV[4] .. ':' .. taken
-    local attempts
-    if record then
-      started[#started + 1] = id
-      attempts = 1
-      redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token,
-        'worker', worker, 'started', fmt(now), unpack(record_hash(f[3], opts, f[1], f[2])))
-    else
+    local attempts = 1
+    if not record then
       attempts = redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('HSET', key, 'state', 'active', 'token', token, 'worker', worker,
-        'started', fmt(now))
+        'started', now_text)
+    elseif opts then
+      started[#started + 1] = id
+      redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token,
+        'worker', worker, 'started', now_text, unpack(record_hash(enqueued, opts, task, payload)))
+    else
+      started[#started + 1] = id
+      redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token,
+        'worker', worker, 'started', now_text, 'task', task, 'payload', payload,
+        'enqueued', enqueued)
     end
     if counted and #counted > 0 then
       redis.call('HSET', key, 'gates', pack(counted))
@@ -98,13 +108,13 @@ for i, id in ipairs(ids) do
     active[#active + 1] = id
     local n = #reply
     reply[n + 1] = id
-    reply[n + 2] = f[1]
-    reply[n + 3] = f[2] or ''
+    reply[n + 2] = task
+    reply[n + 3] = payload or ''
     reply[n + 4] = attempts
-    reply[n + 5] = f[3] or '0'
-    reply[n + 6] = f[4] or ''
-    reply[n + 7] = f[5] or ''
-    reply[n + 8] = f[6] or ''
+    reply[n + 5] = enqueued or '0'
+    reply[n + 6] = retries or ''
+    reply[n + 7] = timeout or ''
+    reply[n + 8] = keep or ''
     reply[n + 9] = token
   end
 end
