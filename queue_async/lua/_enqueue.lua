@@ -74,32 +74,6 @@ local function queue_ready(batch, id, priority)
   batch.woke = true
 end
 
--- Split packed jobs (see enqueue.lua's ARGV[2]) into the bounds of their fields: 8 byte
--- positions per job, first and last of id, options, task and payload, all in one flat table
--- (a table per job costs more than the rest). Everything is read before any job is added,
--- so that a malformed batch changes nothing: returns nil and the byte where it went wrong.
-local function parse_jobs(jobs)
-  local bounds = {}
-  local n = 0
-  local pos = 1
-  local size = #jobs
-  local find, sub = string.find, string.sub
-  while pos <= size do
-    for _ = 1, 4 do
-      local colon = find(jobs, ':', pos, true)
-      local length = colon and tonumber(sub(jobs, pos, colon - 1))
-      if not length or colon + length > size then
-        return nil, pos
-      end
-      bounds[n + 1] = colon + 1
-      bounds[n + 2] = colon + length
-      n = n + 2
-      pos = colon + length + 1
-    end
-  end
-  return bounds
-end
-
 -- Add the job at bounds[at + 1 .. at + 8] of a parsed batch; returns 1 (added), 0 (its id
 -- exists) or the id holding its unique key. Fields are cut out of the batch only when
 -- needed: a plain ready job stores its record (options, task, payload) as the run of the

@@ -271,6 +271,33 @@ end
 -- Job options that are job hash fields of their own when set (options 4 to 6 of enqueue.lua).
 local OPTIONAL = {'retries', 'timeout', 'keep'}
 
+-- Split packed items of `per_item` fields each (pack's format, one item after another) into
+-- the bounds of their fields: first and last byte of each field, all in one flat table (a
+-- table per item costs more than the rest). Everything is read before the caller changes
+-- anything, so that malformed input changes nothing: returns nil and the byte where it went
+-- wrong.
+local function parse_packed(s, per_item)
+  local bounds = {}
+  local n = 0
+  local pos = 1
+  local size = #s
+  local find, sub = string.find, string.sub
+  while pos <= size do
+    for _ = 1, per_item do
+      local colon = find(s, ':', pos, true)
+      local length = colon and tonumber(sub(s, pos, colon - 1))
+      if not length or colon + length > size then
+        return nil, pos
+      end
+      bounds[n + 1] = colon + 1
+      bounds[n + 2] = colon + length
+      n = n + 2
+      pos = colon + length + 1
+    end
+  end
+  return bounds
+end
+
 -- The field of packed fields (see pack) that starts at pos, and where the next one starts.
 local function field_at(s, pos)
   local colon = string.find(s, ':', pos, true)

@@ -1,20 +1,26 @@
 -- complete.lua: record jobs as done, each only if its lease token is still current.
 -- KEYS[1] active  KEYS[2] meta  KEYS[3] ready  KEYS[4] wake
 -- ARGV[1] key prefix of the queue
--- ARGV[2..] four fields per job: id, token, result (codec bytes), keep (result TTL ms;
---   0 deletes the job hash at once)
+-- ARGV[2] the jobs, packed (see pack in _lib.lua): four fields per job: id, token, result
+--   (codec bytes), keep (result TTL ms; 0 deletes the job hash at once)
 -- Reply: one integer per job: 1 recorded, 0 lease lost (recovered elsewhere, or cancelled).
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
+local done_jobs = ARGV[2]
+local bounds, bad = parse_packed(done_jobs, 4)
+if not bounds then
+  return redis.error_reply('ERR queue_async: malformed completions at byte ' .. bad)
+end
+local sub = string.sub
 local now = fmt(now_ms())
 local reply = {}
 local let_go = 0
 local finished = {}
-for b = 2, #ARGV, 4 do
-  local id = ARGV[b]
+for at = 0, #bounds - 1, 8 do
+  local id = sub(done_jobs, bounds[at + 1], bounds[at + 2])
   local key = job_key(prefix, id)
   local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters')
-  if f[1] == ARGV[b + 1] then
+  if f[1] == sub(done_jobs, bounds[at + 3], bounds[at + 4]) then
     finished[#finished + 1] = id
     if f[2] then
       let_go = let_go + leave_gates(prefix, KEYS[3], key)
@@ -25,10 +31,11 @@ for b = 2, #ARGV, 4 do
     if f[4] then
       redis.call('PUBLISH', prefix .. 'done:' .. id, 'done')
     end
-    local keep = tonumber(ARGV[b + 3])
+    local keep = tonumber(sub(done_jobs, bounds[at + 7], bounds[at + 8]))
     if keep > 0 then
       -- The token is blanked rather than deleted (one call less): no token is empty.
-      redis.call('HSET', key, 'state', 'done', 'result', ARGV[b + 2], 'finished', now,
+      redis.call('HSET', key, 'state', 'done', 'result',
+        sub(done_jobs, bounds[at + 5], bounds[at + 6]), 'finished', now,
         'token', '')
       redis.call('PEXPIRE', key, keep)
     else

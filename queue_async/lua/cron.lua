@@ -11,7 +11,7 @@ local last = tonumber(redis.call('HGET', KEYS[7], ARGV[2]))
 if last and last >= tick then
   return 0
 end
-local bounds = parse_jobs(ARGV[4])
+local bounds = parse_packed(ARGV[4], 4)
 if not bounds or #bounds ~= 8 then
   return redis.error_reply('ERR queue_async: malformed cron job')
 end

@@ -23,7 +23,7 @@
 --   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
 local jobs = ARGV[2]
-local bounds, bad = parse_jobs(jobs)
+local bounds, bad = parse_packed(jobs, 4)
 if not bounds then
   return redis.error_reply('ERR queue_async: malformed job batch at byte ' .. bad)
 end

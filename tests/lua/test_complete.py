@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 import queue_async as qa
+from queue_async._scripts import SCRIPTS
+from queue_async._wire import pack_fields
 from tests.lua._support import (
     enqueue,
     expire_leases,
@@ -98,3 +100,14 @@ async def test_complete_twice_counts_once(queue: qa.Queue) -> None:
     assert await queue.scripts.complete(["a", token, b"2", 60_000]) == [0]
     assert (await fields(queue, "a"))["result"] == "1"
     assert await meta(queue) == {"processed": 1}
+
+
+async def test_malformed_completions_are_refused_and_change_nothing(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    good = pack_fields(["a", token, b"{}", 60_000])
+    keys = [queue.keys.active, queue.keys.meta, queue.keys.ready, queue.keys.wake]
+    for bad in (good + b"1:x", good[:-1], b"x:" + good):
+        with pytest.raises(qa.BrokerError, match="malformed completions"):
+            await queue.scripts._call(SCRIPTS["complete"], keys, [queue.keys.prefix, bad])
+    assert (await fields(queue, "a"))["state"] == "active"
+    assert await meta(queue) == {}
