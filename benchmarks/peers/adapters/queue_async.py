@@ -35,7 +35,10 @@ class QueueAsyncAdapter:
     distributions = ("queue-async", "redis", "hiredis", "orjson", "anyio")
     config: ClassVar[dict[str, str]] = {
         "enqueue": "queue.enqueue_many([queue.call(...)]) (one pipelined script per 1,000 jobs)",
-        "prefetch": "none: leases min(free slots, lease_batch=100) per call",
+        "prefetch": (
+            "default (adaptive): free slots plus, while all are busy, as many jobs as finished "
+            "in the last 0.1 s; at most lease_batch=100 per call"
+        ),
         "polling": "no polling: an idle worker blocks on its inbox (enqueue hands it jobs)",
         "logging": "no per-job logging",
     }
