@@ -34,7 +34,7 @@ class QueueAsyncAdapter:
     name = "queue_async"
     distributions = ("queue-async", "redis", "hiredis", "orjson", "anyio")
     config: ClassVar[dict[str, str]] = {
-        "enqueue": "queue.enqueue_many([queue.call(...)]) (one pipelined script per 1,000 jobs)",
+        "enqueue": "queue.enqueue_many([queue.call(...)]) (one script call per 1,000 jobs, packed)",
         "prefetch": (
             "default (adaptive): free slots plus, while all are busy, as many jobs as finished "
             "in the last 0.1 s; at most lease_batch=100 per call"
