@@ -11,7 +11,8 @@
 --   enqueue.lua, "" for defaults), task, payload. The job gets its hash when it leaves that
 --   form: leased, held by a gate, cancelled or watched (see materialize).
 -- Job hash fields: task payload state priority enqueued due attempts token worker started
---   finished error result retries timeout keep stalls waiters.
+--   finished error result retries timeout keep stalls waiters. A finished job's token is
+--   "" (no lease token is empty).
 -- States: scheduled ready active done dead cancelled.
 -- Minimum server: Redis 5.0 / any Valkey (ZPOPMIN, multi-field HSET).
 

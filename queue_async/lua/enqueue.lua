@@ -1,12 +1,15 @@
 -- enqueue.lua: add one or more jobs. A job whose id already exists is left untouched.
--- KEYS[1] ready      sorted set, score priority*2^32 + seq
+-- KEYS[1] ready      sorted set of ready jobs of a priority other than 0, score
+--                    priority*2^32 + seq (priority 0: the list fifo, see _lib.lua)
 -- KEYS[2] scheduled  sorted set, score due time (ms)
 -- KEYS[3] wake       list idle workers block on
 -- KEYS[4] seq        counter for FIFO order
 -- KEYS[5] idle       list of workers blocked idle (see lease.lua), in rotation
 -- KEYS[6] active     sorted set, score lease deadline (ms)
 -- A ready job is handed straight to an idle worker (leased to it, packed into its inbox)
--- while no other job waits in ready: the worker then starts it without a lease round trip.
+-- while no other job is ready: the worker then starts it without a lease round trip.
+-- Otherwise a plain job (no delay, unique or concurrency key) is stored as a fresh record
+-- (see _lib.lua), the rest as job hashes.
 -- ARGV[1] key prefix of the queue, "<prefix>:{<queue>}:"
 -- ARGV[2] the jobs, packed (see pack in _lib.lua): four fields per job: id, options, task,
 --   payload (codec bytes), one job after another
