@@ -7,7 +7,6 @@ import pytest
 
 import queue_async as qa
 from queue_async._wire import unpack_fields
-from queue_async.embedded import EmbeddedServer
 from tests.lua._support import (
     PAYLOAD,
     PRIORITY_SHIFT,
@@ -183,16 +182,3 @@ async def test_enqueue_chunks_lands_every_chunk_and_flattens_replies(queue: qa.Q
     assert await ready_ids(queue) == ["old", "a", "b"]
     assert set(await members(queue, queue.keys.scheduled)) == {"c"}
     assert await wake_len(queue) == 1
-
-
-async def test_scripts_reload_after_the_server_forgets_them(
-    private_server: EmbeddedServer,
-) -> None:
-    async with qa.Queue(private_server.url, name="reload") as queue:
-        assert await enqueue(queue, "before") == [1]
-        await queue.client.script_flush()
-        assert await enqueue(queue, "single") == [1]
-        await queue.client.script_flush()
-        assert await queue.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
-        await queue.client.script_flush()
-        assert (await lease(queue, 10)).ids == ["before", "single", "c1", "c2"]

@@ -14,7 +14,7 @@ import pytest
 import queue_async as qa
 from queue_async import _scripts
 from queue_async._keys import QueueKeys
-from queue_async._scripts import SCRIPTS, Scripts
+from queue_async._scripts import LIBRARY, SCRIPTS, Scripts
 from queue_async._wire import pack_job
 
 pytestmark = pytest.mark.anyio
@@ -109,33 +109,32 @@ class Sent:
 
 
 def _record(queue: qa.Queue, monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
-    """Record every EVALSHA of this one client (plain and in pipelines); calls still run."""
+    """Record every script call of this one client (FCALL or EVALSHA, plain and in
+    pipelines); calls still run."""
     sent: list[Sent] = []
-    by_sha = {script.sha: name for name, script in SCRIPTS.items()}
+    names = {script.sha: name for name, script in SCRIPTS.items()}
+    names.update({LIBRARY.function(script): name for name, script in SCRIPTS.items()})
 
-    def note(sha: str, numkeys: int, rest: tuple[Any, ...]) -> None:
-        sent.append(Sent(by_sha[sha], list(rest[:numkeys]), list(rest[numkeys:])))
+    def note(script: str, numkeys: int, rest: tuple[Any, ...]) -> None:
+        sent.append(Sent(names[script], list(rest[:numkeys]), list(rest[numkeys:])))
 
-    real_evalsha = queue.client.evalsha
+    def recording(call: Any) -> Any:
+        def record(script: str, numkeys: int, *rest: Any) -> Any:
+            note(script, numkeys, rest)
+            return call(script, numkeys, *rest)
 
-    async def evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
-        note(sha, numkeys, rest)
-        return await real_evalsha(sha, numkeys, *rest)
+        return record
 
     real_pipeline = queue.client.pipeline
 
     def pipeline(*args: Any, **kwargs: Any) -> Any:
         pipe = real_pipeline(*args, **kwargs)
-        real_pipe_evalsha = pipe.evalsha
-
-        def pipe_evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
-            note(sha, numkeys, rest)
-            return real_pipe_evalsha(sha, numkeys, *rest)
-
-        pipe.evalsha = pipe_evalsha
+        pipe.evalsha = recording(pipe.evalsha)
+        pipe.fcall = recording(pipe.fcall)
         return pipe
 
-    monkeypatch.setattr(queue.client, "evalsha", evalsha)
+    monkeypatch.setattr(queue.client, "evalsha", recording(queue.client.evalsha))
+    monkeypatch.setattr(queue.client, "fcall", recording(queue.client.fcall))
     monkeypatch.setattr(queue.client, "pipeline", pipeline)
     return sent
 
@@ -191,7 +190,7 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
     for method in _wrapper_methods():
         start = len(sent)
         await getattr(queue.scripts, method)(*_sample_args(method))
-        assert len(sent) > start, f"Scripts.{method} sent no EVALSHA through queue.client"
+        assert len(sent) > start, f"Scripts.{method} called no script through queue.client"
         for call in sent[start:]:
             called.setdefault(call.script, []).append(call)
 
