@@ -45,6 +45,22 @@ async def test_new_job_is_leased_straight_to_an_idle_worker(queue: qa.Queue) -> 
     assert job.token == (await queue.client.hget(queue.keys.job(handle.id), "token")).decode()
 
 
+async def test_a_handed_job_carries_its_options_as_a_leased_one_would(queue: qa.Queue) -> None:
+    @queue.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    await register_idle(queue, "w1", free=1)
+    handle = await add.options(retries=4, timeout=2.5, keep_result=60).enqueue(1, 2)
+    job = handed_job(await queue.client.lpop(queue.keys.inbox("w1")), queue)
+    stored = await queue.client.hgetall(queue.keys.job(handle.id))
+    assert (job.retries, job.timeout_ms, job.keep_ms) == (4, 2500, 60_000)
+    assert job.payload == stored[b"payload"]
+    assert job.enqueued_ms == int(stored[b"enqueued"]) == int(stored[b"started"])
+    assert (stored[b"attempts"], stored[b"state"], stored[b"worker"]) == (b"1", b"active", b"w1")
+    assert (stored[b"retries"], stored[b"timeout"], stored[b"keep"]) == (b"4", b"2500", b"60000")
+
+
 async def test_idle_workers_take_turns_and_only_up_to_their_free_slots(queue: qa.Queue) -> None:
     noop = await noop_task(queue)
     await register_idle(queue, "w1", free=2)

@@ -144,8 +144,8 @@ local function add_job(batch, jobs, bounds, at)
     worker, lease_ms = next_idle_worker(prefix, batch.idle)
   end
   if worker then
-    redis.call('HSET', key, unpack(fields))
-    hand_off(prefix, batch.active, worker, lease_ms, id, key, now, redis.call('INCR', batch.seq))
+    hand_off(prefix, batch.active, worker, lease_ms, id, key, fields, opts, now,
+      redis.call('INCR', batch.seq))
     return 1
   end
   batch.handing = false

@@ -380,17 +380,23 @@ local function next_idle_worker(prefix, idle)
   end
 end
 
--- Lease a new job straight to an idle worker: it is active at once, and its packed fields
--- (as lease.lua returns them) go to the worker's inbox, which the worker blocks on.
-local function hand_off(prefix, active, worker, lease_ms, id, key, now, seq)
+-- Lease a new job straight to an idle worker: its hash (fields: as job_fields in
+-- _enqueue.lua builds them) is written active at once, and its packed fields (as lease.lua
+-- returns them) go to the worker's inbox, which the worker blocks on. opts: the job's
+-- options, unpacked (see enqueue.lua).
+local function hand_off(prefix, active, worker, lease_ms, id, key, fields, opts, now, seq)
   local token = worker .. ':h' .. seq
-  redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token, 'worker', worker,
-    'started', fmt(now))
+  local started = fmt(now)
+  -- After job_fields' 'attempts' '0': HSET applies pairs in order, so these win.
+  local n = #fields
+  fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'active', 'attempts', '1'
+  fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'token', token, 'worker', worker
+  fields[n + 9], fields[n + 10] = 'started', started
+  redis.call('HSET', key, unpack(fields))
   redis.call('ZADD', active, fmt(now + lease_ms), id)
-  local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout', 'keep')
   local inbox = prefix .. 'inbox:' .. worker
-  redis.call('RPUSH', inbox, pack({id, f[1], f[2], '1', f[3], f[4] or '', f[5] or '',
-    f[6] or '', token}))
+  redis.call('RPUSH', inbox, pack({id, fields[2], fields[4], '1', started, opts[4] or '',
+    opts[5] or '', opts[6] or '', token}))
   -- Entries outlive their use only if the worker died; by then the lease has expired.
   redis.call('PEXPIRE', inbox, lease_ms)
 end
