@@ -17,9 +17,9 @@ if not bounds or #bounds ~= 8 then
 end
 redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])
 local batch = new_batch(ARGV[1], KEYS)
-local added = add_job(batch, ARGV[4], bounds, 0)
-finish_batch(batch)
-if added == 1 then
+local reply = {add_job(batch, ARGV[4], bounds, 0, 1)}
+finish_batch(batch, reply)
+if reply[1] == 1 then
   return 1
 end
 return 0

@@ -33,7 +33,8 @@ end
 local batch = new_batch(ARGV[1], KEYS)
 local reply = {}
 for at = 0, #bounds - 1, 8 do
-  reply[#reply + 1] = add_job(batch, jobs, bounds, at)
+  local slot = at / 8 + 1
+  reply[slot] = add_job(batch, jobs, bounds, at, slot)
 end
-finish_batch(batch)
+finish_batch(batch, reply)
 return reply

@@ -104,9 +104,9 @@ for i, id in ipairs(ids) do
     if counted and #counted > 0 then
       redis.call('HSET', key, 'gates', pack(counted))
     end
-    active[#active + 1] = deadline
-    active[#active + 1] = id
-    local n = #reply
+    active[2 * taken - 1] = deadline
+    active[2 * taken] = id
+    local n = 3 + #handed + (taken - 1) * 9
     reply[n + 1] = id
     reply[n + 2] = task
     reply[n + 3] = payload or ''

@@ -182,3 +182,55 @@ async def test_enqueue_chunks_lands_every_chunk_and_flattens_replies(queue: qa.Q
     assert await ready_ids(queue) == ["old", "a", "b"]
     assert set(await members(queue, queue.keys.scheduled)) == {"c"}
     assert await wake_len(queue) == 1
+
+
+async def test_plain_jobs_written_together_keep_the_first_of_each_id_and_their_order(
+    queue: qa.Queue,
+) -> None:
+    """Plain jobs of priority 0 are written at the end of the call, a thousand per command:
+    an id that exists (leased, or still fresh), or came earlier in the batch in any form,
+    is not added, and the rest keep their order."""
+    await enqueue(queue, "leased", "waiting")
+    assert (await lease(queue, 1)).ids == ["leased"]
+    await queue.client.delete(queue.keys.wake)
+    record = await queue.client.hget(queue.keys.fresh, "waiting")
+
+    replies = await queue.scripts.enqueue(
+        job("x")
+        + job("leased", payload=b"new")
+        + job("waiting", payload=b"new")
+        + job("x", payload=b"second")
+        + job("later", delay_ms=60_000)
+        + job("later")
+        + job("y")
+    )
+
+    assert replies == [1, 0, 0, 0, 1, 0, 1]
+    assert await queue.client.lrange(queue.keys.fifo, 0, -1) == [b"waiting", b"x", b"y"]
+    assert await queue.client.hget(queue.keys.fresh, "waiting") == record
+    assert (await fields(queue, "x"))["payload"] == PAYLOAD.decode()
+    assert (await fields(queue, "leased"))["state"] == "active"
+    assert (await fields(queue, "later"))["state"] == "scheduled"
+    assert await wake_len(queue) == 1
+
+
+async def test_a_batch_of_existing_ids_only_changes_nothing_and_wakes_nobody(
+    queue: qa.Queue,
+) -> None:
+    await enqueue(queue, "a", "b")
+    await queue.client.delete(queue.keys.wake)
+    assert await enqueue(queue, "b", "a", "b") == [0, 0, 0]
+    assert await queue.client.lrange(queue.keys.fifo, 0, -1) == [b"a", b"b"]
+    assert await wake_len(queue) == 0
+
+
+async def test_plain_jobs_past_a_thousand_in_one_call_all_land_in_order(queue: qa.Queue) -> None:
+    ids = [f"j{i}" for i in range(2500)]
+    await enqueue(queue, "j1700")
+    replies = await enqueue(queue, *ids)
+    assert replies == [0 if i == 1700 else 1 for i in range(2500)]
+    assert await queue.client.lrange(queue.keys.fifo, 0, -1) == [
+        b"j1700",
+        *(i.encode() for i in ids if i != "j1700"),
+    ]
+    assert await queue.client.hlen(queue.keys.fresh) == 2500
