@@ -191,6 +191,10 @@ class CpuWindow:
         self.cpu = self.server.cpu_seconds()
         self.wall = time.monotonic()
 
+    def used(self) -> float:
+        """Server CPU seconds since ``start()``."""
+        return self.server.cpu_seconds() - self.cpu
+
     def stop(self) -> float:
         """Server CPU seconds per wall second since ``start()`` (1.0 = one full core)."""
         return (self.server.cpu_seconds() - self.cpu) / max(time.monotonic() - self.wall, 1e-9)

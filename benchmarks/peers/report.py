@@ -203,16 +203,28 @@ def scaleout_table(stats: dict[tuple[str, str, Any], dict[str, Any]]) -> list[st
         return []
     base = rows[0][1].get("process_jobs_per_s") if rows[0][0] == 1 else None
     lines = [
-        "| worker processes | process, jobs/s | speed-up vs 1 | server CPU (share of one core) |",
-        "|---:|---:|---:|---:|",
+        "| worker processes | process, jobs/s | speed-up vs 1 | server CPU | worker processes' CPU "
+        "| both |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for workers, summary in rows:
         rate = summary.get("process_jobs_per_s")
         speedup = f"{rate / base:.2f}x" if rate and base else "-"
+        server, clients = summary.get("server_cpu_share"), summary.get("workers_cpu_share")
+        both = server + clients if server is not None and clients is not None else None
         lines.append(
-            f"| {workers} | {fmt(rate, 'rate')} | {speedup} "
-            f"| {fmt(summary.get('server_cpu_share'), 'share')} |"
+            f"| {workers} | {fmt(rate, 'rate')} | {speedup} | {fmt(server, 'share')} "
+            f"| {fmt(clients, 'share')} | {fmt(both, 'share')} |"
         )
+    cores = os.cpu_count() or 1
+    lines += [
+        "",
+        f"CPU shares are of one core (100% = one core busy); the machine has {cores}. Where",
+        "*both* reaches the machine's cores, more worker processes only share the same CPU: the",
+        "limit is the machine, with the server at the share shown and the workers' Python",
+        "(client CPU) taking the rest. Where the server's share nears 100% instead, the server",
+        "is the limit (one core runs its commands and scripts).",
+    ]
     return lines
 
 
@@ -349,7 +361,9 @@ METHOD = """\
   (concurrency 100) runs the first `--jobs` of them with the rest still queued.
 - scale-out (queue_async only): `--jobs` no-op jobs, then 1, 2 and 4 worker processes in
   burst mode, released at the same moment; the server's CPU share is the delta of
-  `used_cpu_sys + used_cpu_user` (INFO cpu) over the wall time of the run (100% = one core).
+  `used_cpu_sys + used_cpu_user` (INFO cpu), the workers' the sum of their processes' CPU
+  time from release to their stop, each over the time from release to the last job's end
+  (100% = one core).
 - Every handler records which job index it ran, so lost or repeated jobs would show (see
   *Problems*). Per-job logging is off everywhere; prefetch and polling are at each library's
   defaults (table above).

@@ -175,7 +175,7 @@ def scaleout(lib: Library, server: Server, sizes: Sizes, workers: int) -> Metric
         for proc in procs:
             proc.go()
         reports = [proc.result(timeout=sizes.timeout) for proc in procs]
-        cpu_share = cpu.stop()
+        server_cpu_s = cpu.used()
     finally:
         for proc in procs:
             proc.kill()
@@ -190,7 +190,12 @@ def scaleout(lib: Library, server: Server, sizes: Sizes, workers: int) -> Metric
         "process_jobs_per_s": _rate(sizes.jobs, last - first),
         "process_from_start_jobs_per_s": _rate(sizes.jobs, last - released),
         "jobs_per_worker": [r["handled"] for r in reports],
-        "server_cpu_share": round(cpu_share, 3),
+        # CPU shares over the run, from the release to the last job's end (1.0 = one core):
+        # the server's, and all worker processes' together.
+        "server_cpu_share": round(server_cpu_s / (last - released), 3),
+        "workers_cpu_share": round(
+            sum(r.get("cpu_s", 0.0) for r in reports) / (last - released), 3
+        ),
     }
 
 

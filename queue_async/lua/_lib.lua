@@ -1,5 +1,6 @@
--- _lib.lua: helpers shared by every script. _scripts.py prepends this file to each script
--- before loading it, so a script is still one atomic EVALSHA.
+-- _lib.lua: helpers shared by every script. _scripts.py puts this file first in the function
+-- library (each script a function of it) and, for servers without functions, in front of
+-- each script loaded for EVALSHA: either way a script is still one atomic call.
 -- Uses no KEYS or ARGV of its own: callers pass key names in.
 -- Per-worker keys (built here, same slot): idle:<worker> hash {free, lease} with a TTL while
 --   the worker blocks idle; inbox:<worker> list of jobs handed straight to it.

@@ -69,6 +69,7 @@ class Recorder:
     gate: bool = False
     ready_after: float = 1.0
     begin_at: float = 0.0
+    cpu_at_begin: float = 0.0
     first_at: float = 0.0
     last_at: float = 0.0
     duplicates: int = 0
@@ -84,6 +85,7 @@ class Recorder:
         else:
             asyncio.get_running_loop().call_later(self.ready_after, emit, {"event": "ready"})
         self.begin_at = time.time()
+        self.cpu_at_begin = time.process_time()
 
     def _start(self) -> None:
         if not self.first_at:
@@ -126,6 +128,8 @@ class Recorder:
             "first_at": self.first_at,
             "last_at": self.last_at,
             "latencies_ms": self.latencies_ms,
+            # CPU time of this process (all its threads) since it started taking jobs.
+            "cpu_s": round(time.process_time() - self.cpu_at_begin, 4) if self.begin_at else 0.0,
         }
 
 
