@@ -95,7 +95,8 @@ class JobSlot:
     job: LeasedJob
     task: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
-    """Cancels the task when the job's timeout passes."""
+    tick: int | None = None
+    """Cancel the task when the job's timeout passes (see _deadlines.py)."""
     timed_out: bool = False
     aborted: bool = False
     abandon_at: float | None = None

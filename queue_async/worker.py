@@ -27,6 +27,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from queue_async._cron_runner import run_crons
+from queue_async._deadlines import Deadlines
 from queue_async._lanes import Lane, Strategy, lease_order
 from queue_async._reconnect import Backoff
 from queue_async._redis import translate_errors
@@ -119,6 +120,7 @@ class Worker:
         self._random = random.Random()
         self._busy = 0  # slots taken: jobs running, not counting abandoned ones
         self._jobs: dict[asyncio.Task[None], JobSlot] = {}
+        self._deadlines = Deadlines()
         self._waiting: deque[LeasedJob] = deque()  # leased ahead (prefetch), not started
         self._ended: deque[float] = deque(maxlen=self.settings.lease_batch)  # loop times
         self.abandoned = 0
@@ -359,16 +361,14 @@ class Worker:
         slot.task = task = loop.create_task(run_job(self, slot))
         timeout_ms = job_timeout_ms(job.queue, job)
         if timeout_ms is not None:
-            due = loop.time() + timeout_ms / 1000
-            slot.timer = loop.call_at(due, slot.time_out)
+            due = self._deadlines.add(loop, slot, timeout_ms / 1000)
             slot.abandon_at = due + self.settings.cancel_grace.total_seconds()
         self._jobs[task] = slot
         task.add_done_callback(self._job_done)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         slot = self._jobs.pop(task)
-        if slot.timer is not None:
-            slot.timer.cancel()
+        self._deadlines.remove(slot)
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("job %s: the worker failed running it", slot.job.id, exc_info=exc)
         if not slot.abandoned:
