@@ -37,7 +37,7 @@ class JsonCodec:
         except orjson.JSONEncodeError as exc:
             raise TypeError(str(exc)) from exc
         # orjson writes NaN and infinities as null: refuse them rather than change the value.
-        if b"null" in data and _has_non_finite(value):
+        if b"null" in data and value is not None and _has_non_finite(value):
             raise ValueError("NaN and infinite floats cannot be encoded as JSON")
         return data
 
