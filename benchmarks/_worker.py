@@ -1,4 +1,8 @@
-"""The worker process of bench.py: `_worker.py URL QUEUE burst|latency|soak CONCURRENCY`."""
+"""The worker process of bench.py: `_worker.py URL QUEUE burst|latency|soak|floor CONCURRENCY`.
+
+floor is no queue_async worker: a bare redis-py BLPOP loop on the list bench:<QUEUE>:floor,
+for the cost of waking a blocked client in another process (see bench.py's wake floor).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,32 @@ import sys
 import time
 
 import anyio
+import redis.asyncio
 
 import queue_async as qa
 
 
+async def wake_floor(url: str, name: str) -> None:
+    """BLPOP timestamps until "stop"; print how long after its stamp each one arrived."""
+    client = redis.asyncio.Redis.from_url(url)
+    key = f"bench:{name}:floor"
+    delays: list[float] = []
+    await client.rpush(f"bench:{name}:ready", 1)
+    while True:
+        popped = await client.blpop([key], timeout=30)
+        if popped is None or popped[1] == b"stop":
+            break
+        delays.append((time.time() - float(popped[1])) * 1000)
+    print(json.dumps({"latencies_ms": delays}))
+    await client.delete(f"bench:{name}:ready")
+    await client.aclose()
+
+
 def main() -> None:
     url, name, mode, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if mode == "floor":
+        anyio.run(wake_floor, url, name)
+        return
     logging.getLogger("queue_async").setLevel(logging.ERROR)  # soak retries log each try
     queue = qa.Queue(url, name=name)
     latencies: list[float] = []

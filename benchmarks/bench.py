@@ -2,6 +2,12 @@
 
     python benchmarks/bench.py [throughput|latency|all] [--jobs N] [--concurrency N]
     python benchmarks/bench.py soak [--soak-jobs N]
+    python benchmarks/bench.py floor [--latency-jobs N]
+
+floor (also part of "all") is the latency scenario without queue_async: a bare redis-py
+LPUSH of a timestamp to another process blocked in BLPOP, 5 ms apart. It is the least any
+enqueue-to-idle-worker path through redis-py costs on the machine, to read the latency
+scenario against.
 
 soak (not part of "all") runs one worker process through a long stream of jobs (no-ops,
 results, retries) and samples its resident memory, to show it does not grow per job.
@@ -96,6 +102,15 @@ async def throughput(url: str, jobs: int, concurrency: int) -> None:
     await queue.close()
 
 
+def _percentiles(delays: list[float]) -> dict[str, float]:
+    delays = sorted(delays)
+    return {
+        "p50_ms": round(statistics.median(delays), 3),
+        "p99_ms": round(delays[int(len(delays) * 0.99) - 1], 3),
+        "max_ms": round(delays[-1], 3),
+    }
+
+
 async def latency(url: str, jobs: int, gap: float) -> None:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     queue = qa.Queue(url, name=name)
@@ -107,18 +122,25 @@ async def latency(url: str, jobs: int, gap: float) -> None:
         await anyio.sleep(gap)
     await queue.enqueue("bench.stop")
     out, _ = worker.communicate(timeout=120)
-    delays = sorted(json.loads(out.strip().splitlines()[-1])["latencies_ms"])
-    emit(
-        {
-            "scenario": "latency",
-            "jobs": len(delays),
-            "p50_ms": round(statistics.median(delays), 3),
-            "p99_ms": round(delays[int(len(delays) * 0.99) - 1], 3),
-            "max_ms": round(delays[-1], 3),
-        }
-    )
+    delays = json.loads(out.strip().splitlines()[-1])["latencies_ms"]
+    emit({"scenario": "latency", "jobs": len(delays), **_percentiles(delays)})
     await client.aclose()
     await queue.close()
+
+
+async def wake_floor(url: str, jobs: int, gap: float) -> None:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    consumer = start_worker(url, name, "floor", 1)
+    client = redis.asyncio.Redis.from_url(url)
+    await client.blpop([f"bench:{name}:ready"], timeout=30)  # the consumer is up and blocked
+    for _ in range(jobs):
+        await client.rpush(f"bench:{name}:floor", repr(time.time()))
+        await anyio.sleep(gap)
+    await client.rpush(f"bench:{name}:floor", "stop")
+    out, _ = consumer.communicate(timeout=60)
+    delays = json.loads(out.strip().splitlines()[-1])["latencies_ms"]
+    emit({"scenario": "wake_floor", "jobs": len(delays), **_percentiles(delays)})
+    await client.aclose()
 
 
 def rss_kb(pid: int) -> int:
@@ -178,7 +200,10 @@ async def soak(url: str, jobs: int, concurrency: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "scenario", nargs="?", default="all", choices=["all", "throughput", "latency", "soak"]
+        "scenario",
+        nargs="?",
+        default="all",
+        choices=["all", "throughput", "latency", "floor", "soak"],
     )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--latency-jobs", type=int, default=500)
@@ -196,6 +221,8 @@ def main() -> None:
             anyio.run(throughput, url, args.jobs, args.concurrency)
         if args.scenario in ("all", "latency"):
             anyio.run(latency, url, args.latency_jobs, 0.005)
+        if args.scenario in ("all", "floor"):
+            anyio.run(wake_floor, url, args.latency_jobs, 0.005)
         if args.scenario == "soak":
             anyio.run(soak, url, args.soak_jobs, args.concurrency)
     finally:
