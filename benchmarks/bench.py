@@ -132,7 +132,7 @@ async def wake_floor(url: str, jobs: int, gap: float) -> None:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     consumer = start_worker(url, name, "floor", 1)
     client = redis.asyncio.Redis.from_url(url)
-    await client.blpop([f"bench:{name}:ready"], timeout=30)  # the consumer is up and blocked
+    await client.blpop([f"bench:{name}:ready"], timeout=30)  # up; it blocks right after
     for _ in range(jobs):
         await client.rpush(f"bench:{name}:floor", repr(time.time()))
         await anyio.sleep(gap)

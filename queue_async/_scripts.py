@@ -12,6 +12,7 @@ denies them, gets the same scripts by EVALSHA instead. Either way, a server that
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -93,6 +94,11 @@ def _functions_unavailable(exc: redis.exceptions.ResponseError) -> bool:
     return isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in str(exc)
 
 
+def _already_loaded(exc: Exception) -> bool:
+    """FUNCTION LOAD refused because the server has our library (another client loaded it)."""
+    return "already exists" in str(exc)
+
+
 class Scripts:
     """The transitions of one queue, each one atomic Lua script."""
 
@@ -130,7 +136,7 @@ class Scripts:
             if _functions_unavailable(exc):
                 self.functions = False
                 return False
-            if "already exists" not in str(exc):  # else another client just loaded it
+            if not _already_loaded(exc):
                 raise
         self.functions = True
         return True
@@ -163,24 +169,22 @@ class Scripts:
         """
         script = SCRIPTS["enqueue"]
         keys = self._enqueue_keys()
+        call: Callable[..., Any]
         with translate_errors("enqueueing a batch"):
             if self.functions is None:
                 await self._load_library()
             async with self.client.pipeline(transaction=True) as pipe:
                 if self.functions:
                     pipe.function_load(LIBRARY.source)
-                    for chunk in chunks:
-                        pipe.fcall(
-                            LIBRARY.function(script), len(keys), *keys, self.keys.prefix, chunk
-                        )
+                    call, name = pipe.fcall, LIBRARY.function(script)
                 else:
                     pipe.script_load(script.source)
-                    for chunk in chunks:
-                        pipe.evalsha(script.sha, len(keys), *keys, self.keys.prefix, chunk)
+                    call, name = pipe.evalsha, script.sha
+                for chunk in chunks:
+                    call(name, len(keys), *keys, self.keys.prefix, chunk)
                 replies = await pipe.execute(raise_on_error=False)
-            loaded = replies[0]
-            if isinstance(loaded, Exception) and "already exists" not in str(loaded):
-                raise loaded
+            if isinstance(replies[0], Exception) and not _already_loaded(replies[0]):
+                raise replies[0]
             for reply in replies[1:]:
                 if isinstance(reply, Exception):
                     raise reply

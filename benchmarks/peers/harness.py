@@ -197,4 +197,4 @@ class CpuWindow:
 
     def stop(self) -> float:
         """Server CPU seconds per wall second since ``start()`` (1.0 = one full core)."""
-        return (self.server.cpu_seconds() - self.cpu) / max(time.monotonic() - self.wall, 1e-9)
+        return self.used() / max(time.monotonic() - self.wall, 1e-9)

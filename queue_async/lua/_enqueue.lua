@@ -68,11 +68,16 @@ local function job_fields(batch, id, task, payload, opts)
   return fields, ckey, ukey
 end
 
--- A job joins the ready jobs: fifo (at the end of the batch, in order) or ready.
+-- A job of priority 0 joins fifo, at the end of the batch, in order.
+local function push_fifo(batch, id)
+  batch.fifo_n = batch.fifo_n + 1
+  batch.fifo[batch.fifo_n] = id
+end
+
+-- A job joins the ready jobs: fifo or ready.
 local function queue_ready(batch, id, priority)
   if priority == 0 then
-    batch.fifo_n = batch.fifo_n + 1
-    batch.fifo[batch.fifo_n] = id
+    push_fifo(batch, id)
   else
     redis.call('ZADD', batch.ready, ready_score(priority, redis.call('INCR', batch.seq)), id)
   end
@@ -113,21 +118,22 @@ local function add_job(batch, jobs, bounds, at, slot)
     due = now + tonumber(opts[2])
   end
   local plain = (opts[7] or '') == '' and (opts[9] or '') == ''
-  if plain and due <= now and not batch.handing and priority == 0 then
+  -- Stored as a fresh record, ready now (see _lib.lua).
+  local fresh = plain and due <= now and not batch.handing
+  if fresh and priority == 0 then
     local n = batch.plain_n + 1
     batch.plain_n = n
     batch.plain_ids[n] = id
     batch.plain_records[n] = fresh_record(batch, jobs, bounds, at)
     batch.plain_slots[n] = slot
-    batch.fifo_n = batch.fifo_n + 1
-    batch.fifo[batch.fifo_n] = id
+    push_fifo(batch, id)
     return 1
   end
   local key = job_key(prefix, id)
   if redis.call('EXISTS', key) == 1 then
     return 0
   end
-  if plain and due <= now and not batch.handing then
+  if fresh then
     if redis.call('HSETNX', batch.fresh, id, fresh_record(batch, jobs, bounds, at)) == 0 then
       return 0
     end

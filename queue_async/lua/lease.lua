@@ -46,6 +46,8 @@ local reply = {0, 0, #handed}
 for _, item in ipairs(handed) do
   reply[#reply + 1] = item
 end
+-- Reply entries before the fields of the leased jobs (the handed jobs come first).
+local first_job = #reply
 local ids, scores = {}, {}
 if count > 0 and not paused then
   ids, scores = take_ready(prefix, KEYS[1], count)
@@ -106,7 +108,7 @@ for i, id in ipairs(ids) do
     end
     active[2 * taken - 1] = deadline
     active[2 * taken] = id
-    local n = 3 + #handed + (taken - 1) * 9
+    local n = first_job + (taken - 1) * 9
     reply[n + 1] = id
     reply[n + 2] = task
     reply[n + 3] = payload or ''

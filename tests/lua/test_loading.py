@@ -3,6 +3,9 @@ functions, else each script by EVALSHA; either way reloaded when the server forg
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import pytest
 import redis.asyncio
 
@@ -26,6 +29,17 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+async def _each_call_survives(queue: qa.Queue, forget: Callable[[], Awaitable[Any]]) -> None:
+    """A single enqueue, a batch and a lease, each one after the server forgot the scripts."""
+    assert await enqueue(queue, "before") == [1]
+    await forget()
+    assert await enqueue(queue, "single") == [1]
+    await forget()
+    assert await queue.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
+    await forget()
+    assert (await lease(queue, 10)).ids == ["before", "single", "c1", "c2"]
+
+
 async def test_scripts_run_as_one_function_library_named_after_its_source(
     private_server: EmbeddedServer,
 ) -> None:
@@ -44,13 +58,7 @@ async def test_functions_reload_after_the_server_forgets_them(
     private_server: EmbeddedServer,
 ) -> None:
     async with qa.Queue(private_server.url, name="reload") as queue:
-        assert await enqueue(queue, "before") == [1]
-        await queue.client.function_flush()
-        assert await enqueue(queue, "single") == [1]
-        await queue.client.function_flush()
-        assert await queue.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
-        await queue.client.function_flush()
-        assert (await lease(queue, 10)).ids == ["before", "single", "c1", "c2"]
+        await _each_call_survives(queue, queue.client.function_flush)
         assert await _library_names(queue.client) == [LIBRARY.name]
 
 
@@ -79,14 +87,8 @@ async def test_without_functions_every_script_goes_by_evalsha_and_reloads(
         )
     url = f"redis://old:secret@127.0.0.1:{private_server.port}/0"
     async with qa.Queue(url, name="old") as queue:
-        assert await enqueue(queue, "before") == [1]
+        await _each_call_survives(queue, queue.client.script_flush)
         assert queue.scripts.functions is False
-        await queue.client.script_flush()
-        assert await enqueue(queue, "single") == [1]
-        await queue.client.script_flush()
-        assert await queue.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
-        await queue.client.script_flush()
-        assert (await lease(queue, 10)).ids == ["before", "single", "c1", "c2"]
     async with redis.asyncio.Redis.from_url(private_server.url) as admin:
         assert await admin.function_list() == []
 
