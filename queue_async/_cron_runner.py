@@ -12,33 +12,44 @@ import anyio
 from queue_async._encode import encode_job
 from queue_async._reconnect import Backoff
 from queue_async.cron import CronSchedule, tick_ms
-from queue_async.exceptions import BrokerConnectionError
+from queue_async.exceptions import BrokerError
 
 if TYPE_CHECKING:
+    from queue_async._scripts import Scripts
     from queue_async.queue import Queue
 
 logger = logging.getLogger("queue_async.worker")
 
 
-async def run_crons(queues: Sequence[Queue], reconnect_max: float) -> None:
-    """Fire ticks forever (cron.lua lets the first worker's call through, once per tick)."""
-    schedules = [(queue, s) for queue in queues for s in queue.crons.values()]
+async def run_crons(
+    queues: Sequence[Queue], scripts: Sequence[Scripts], reconnect_max: float
+) -> None:
+    """Fire ticks forever (cron.lua lets the first worker's call through, once per tick).
+
+    ``scripts``: each queue's transitions on the worker's connections.
+    """
+    schedules = [
+        (queue, calls, s)
+        for queue, calls in zip(queues, scripts, strict=True)
+        for s in queue.crons.values()
+    ]
     now = datetime.now(UTC)
-    for queue, schedule in schedules:
+    for queue, calls, schedule in schedules:
         if schedule.run_missed:
-            await fire(queue, schedule, schedule.last_tick(now), reconnect_max)
-    due = [schedule.next_tick(now) for _, schedule in schedules]
+            await fire(queue, calls, schedule, schedule.last_tick(now), reconnect_max)
+    due = [schedule.next_tick(now) for _, _, schedule in schedules]
     while True:
         index = min(range(len(due)), key=due.__getitem__)
         tick = due[index]
         await anyio.sleep(max(0.0, (tick - datetime.now(UTC)).total_seconds()))
-        queue, schedule = schedules[index]
+        queue, calls, schedule = schedules[index]
         due[index] = schedule.next_tick(tick)
-        await fire(queue, schedule, tick, reconnect_max, give_up_at=due[index])
+        await fire(queue, calls, schedule, tick, reconnect_max, give_up_at=due[index])
 
 
 async def fire(
     queue: Queue,
+    scripts: Scripts,
     schedule: CronSchedule,
     tick: datetime,
     reconnect_max: float,
@@ -52,11 +63,11 @@ async def fire(
     backoff = Backoff(reconnect_max)
     while True:
         try:
-            added = await queue.scripts.cron_tick(schedule.name, tick_ms(tick), job)
-        except BrokerConnectionError as exc:
+            added = await scripts.cron_tick(schedule.name, tick_ms(tick), job)
+        except BrokerError as exc:
             if give_up_at is not None and datetime.now(UTC) >= give_up_at:
                 logger.error(  # noqa: TRY400 - a lost connection's traceback says nothing
-                    "cron %s: tick %s lost, Redis unreachable", schedule.name, tick
+                    "cron %s: tick %s lost: %s", schedule.name, tick, exc
                 )
                 return
             await backoff.wait(exc)

@@ -104,9 +104,10 @@ class QueueKeys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
-    def done_channel(self, job_id: str) -> str:
-        """Pub/sub channel on which the finishing worker announces the job's end."""
-        return f"{self.prefix}done:{job_id}"
+    @property
+    def done_channel(self) -> str:
+        """Pub/sub channel on which a finishing script announces the id of an awaited job."""
+        return f"{self.prefix}done"
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"

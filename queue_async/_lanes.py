@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from queue_async._runner import LeasedJob, parse_lease
-from queue_async._scripts import Arg
-from queue_async.exceptions import BrokerConnectionError
+from queue_async._scripts import Arg, Scripts
+from queue_async.exceptions import BrokerError
 from queue_async.options import WorkerSettings, parse_rate, to_ms
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ class Lane:
     """One queue a worker serves."""
 
     queue: Queue
+    scripts: Scripts
+    """The queue's transitions on the worker's own connections."""
     weight: int = 1
     middleware: tuple[Middleware, ...] = ()
     running: dict[str, str] = field(default_factory=dict)
@@ -43,7 +45,7 @@ class Lane:
         self, settings: WorkerSettings, worker_id: str, lease_id: str, free: int, idle_ms: int
     ) -> tuple[int, int, list[LeasedJob]]:
         """Take up to ``free`` jobs (see lease.lua); ``idle_ms`` > 0 offers hand-offs."""
-        reply = await self.queue.scripts.lease(
+        reply = await self.scripts.lease(
             min(free, settings.lease_batch),
             to_ms(settings.lease),
             lease_id,
@@ -65,14 +67,14 @@ class Lane:
                 jobs, period_ms = parse_rate(opts.rate_limit)
                 rate = f"{jobs}:{period_ms}"
             limit = "" if opts.max_concurrency is None else str(opts.max_concurrency)
-            await self.queue.scripts.set_limits(task.name, limit, rate)
+            await self.scripts.set_limits(task.name, limit, rate)
 
     async def flush(self) -> None:
-        """Record the buffered completions in one call; raises BrokerConnectionError with
-        them kept for the next try."""
+        """Record the buffered completions in one call; raises BrokerError with them kept
+        for the next try."""
         batch, self.done = self.done, []
         try:
-            flags = await self.queue.scripts.complete(batch)
+            flags = await self.scripts.complete(batch)
         except BaseException:
             self.done[:0] = batch
             raise
@@ -99,8 +101,8 @@ class Lane:
         if not pairs:
             return
         try:
-            await self.queue.scripts.release(pairs)
-        except BrokerConnectionError as exc:
+            await self.scripts.release(pairs)
+        except BrokerError as exc:
             logger.warning(
                 "could not hand back %d jobs (%s): they are recovered when their leases expire",
                 len(pairs) // 2,
@@ -110,8 +112,8 @@ class Lane:
     async def retire(self, worker_id: str) -> None:
         """Leave the idle rotation and hand back jobs handed to this worker but not taken."""
         try:
-            await self.queue.scripts.retire(worker_id)
-        except BrokerConnectionError as exc:
+            await self.scripts.retire(worker_id)
+        except BrokerError as exc:
             logger.warning(
                 "could not retire from the idle rotation of %r (%s): jobs handed to this "
                 "worker will be recovered when their leases expire",
@@ -122,7 +124,7 @@ class Lane:
     async def deregister(self, worker_id: str) -> None:
         keys = self.queue.keys
         try:
-            async with self.queue.client.pipeline(transaction=False) as pipe:
+            async with self.scripts.client.pipeline(transaction=False) as pipe:
                 pipe.delete(keys.worker(worker_id))
                 pipe.zrem(keys.workers, worker_id)
                 await pipe.execute()

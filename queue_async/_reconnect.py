@@ -6,6 +6,8 @@ import logging
 
 import anyio
 
+from queue_async.exceptions import BrokerConnectionError
+
 logger = logging.getLogger("queue_async.worker")
 
 
@@ -25,7 +27,9 @@ class Backoff:
 
     async def wait(self, exc: BaseException) -> None:
         if not self.failing:
-            logger.warning("Redis unreachable (%s); retrying with backoff up to %ss", exc, self.cap)
+            # A refusal's message already says what Redis refused and what to do.
+            what = "unreachable" if isinstance(exc, BrokerConnectionError) else "refused a call"
+            logger.warning("Redis %s (%s); retrying with backoff up to %ss", what, exc, self.cap)
         self.failing = True
         await anyio.sleep(self.delay)
         self.delay = min(self.cap, self.delay * 2)

@@ -16,7 +16,7 @@ from queue_async._wire import unpack_fields
 from queue_async.backoff import exponential_full_jitter
 from queue_async.codec import decode_payload
 from queue_async.context import JobContext
-from queue_async.exceptions import BrokerConnectionError, Fatal, Retry
+from queue_async.exceptions import BrokerError, Fatal, Retry
 from queue_async.options import to_ms
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
         worker_id=worker.id,
         enqueued_ms=job.enqueued_ms,
         token=job.token,
+        _scripts=worker.lane(queue).scripts,
     )
     try:
         middleware = worker.lane(queue).middleware
@@ -166,8 +167,8 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
         keep_ms = job.keep_ms if job.keep_ms is not None else task.keep_ms
         try:
             encoded = queue.codec.encode(result) if keep_ms > 0 else b""
-        except (TypeError, ValueError, OverflowError) as exc:
-            text = f"the result ({type(result).__name__}) cannot be encoded: {exc}"
+        except Exception as exc:  # noqa: BLE001 - any codec error fails the try, never the worker
+            text = f"the result ({type(result).__name__}) cannot be encoded: {exc!r}"
             await record_failure(worker, job, text, None)
             return
         worker.completed(job, encoded, keep_ms)
@@ -190,8 +191,10 @@ async def _cancelled(
     if slot.aborted:
         await record_failure(worker, job, "aborted while running", None, aborted=True)
     elif slot.timed_out:
-        text = f"timed out after {job_timeout_ms(job.queue, job)} ms"
-        await record_failure(worker, job, f"{text}\n{_error_text(exc)}", task)
+        # The traceback shows where the handler was; the last line (what logs show) says why.
+        seconds = (job_timeout_ms(job.queue, job) or 0) / 1000
+        text = f"{_error_text(exc)}JobTimeout: the try timed out after {seconds:g} s"
+        await record_failure(worker, job, text, task)
     else:  # the handler raised CancelledError of its own
         await record_failure(worker, job, _error_text(exc), task)
 
@@ -258,7 +261,7 @@ async def record_failure(
     settings = worker.settings
     with anyio.CancelScope(shield=True):
         try:
-            outcome = await job.queue.scripts.fail(
+            outcome = await worker.lane(job.queue).scripts.fail(
                 job.id,
                 job.token,
                 error,
@@ -267,11 +270,12 @@ async def record_failure(
                 settings.dead_max_len,
                 _ABORTED_KEEP_MS,
             )
-        except BrokerConnectionError:
+        except BrokerError as refused:
             logger.warning(
-                "job %s failed but Redis is unreachable; it will be recovered when its lease "
-                "expires",
+                "job %s failed but the failure could not be recorded (%s); the job runs again "
+                "when its lease expires",
                 job.id,
+                refused,
             )
             outcome = "unrecorded"
         finally:
@@ -290,10 +294,10 @@ async def record_failure(
 async def hand_back(worker: Worker, job: LeasedJob) -> None:
     """Return a job interrupted by shutdown to the ready queue at once."""
     try:
-        await job.queue.scripts.release([job.id, job.token])
-    except BrokerConnectionError:
+        await worker.lane(job.queue).scripts.release([job.id, job.token])
+    except BrokerError as exc:
         logger.warning(
-            "could not hand job %s back: Redis is unreachable; its lease will expire", job.id
+            "could not hand job %s back (%s); it runs again when its lease expires", job.id, exc
         )
     finally:
         worker.released(job)

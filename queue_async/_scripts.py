@@ -89,6 +89,24 @@ class FunctionLibrary:
 LIBRARY = FunctionLibrary.build(SCRIPTS)
 
 
+# What each script does, in the words of an error message: "... while enqueueing a job".
+DOING = {
+    "enqueue": "enqueueing a job",
+    "lease": "leasing jobs",
+    "complete": "recording finished jobs",
+    "fail": "recording a failed try",
+    "release": "handing jobs back to the queue",
+    "retire": "leaving the idle rotation",
+    "extend": "extending leases (heartbeat)",
+    "cancel": "cancelling a job",
+    "cron": "enqueueing a cron tick",
+    "gate": "changing a pause or limit",
+    "checkin": "recording a check-in",
+    "recover": "recovering expired leases",
+    "watch": "starting to wait for a job's result",
+}
+
+
 def _functions_unavailable(exc: redis.exceptions.ResponseError) -> bool:
     """FCALL or FUNCTION LOAD refused: an older server, or an ACL that denies them."""
     return isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in str(exc)
@@ -109,7 +127,7 @@ class Scripts:
         """Whether the server runs our function library; None until the first call."""
 
     async def _call(self, script: LuaScript, keys: list[str], args: list[Arg]) -> Any:
-        with translate_errors(f"running {script.name}.lua"):
+        with translate_errors(DOING.get(script.name, script.name)):
             if self.functions is not False:
                 name = LIBRARY.function(script)
                 try:
@@ -170,7 +188,7 @@ class Scripts:
         script = SCRIPTS["enqueue"]
         keys = self._enqueue_keys()
         call: Callable[..., Any]
-        with translate_errors("enqueueing a batch"):
+        with translate_errors("enqueueing a batch of jobs"):
             if self.functions is None:
                 await self._load_library()
             async with self.client.pipeline(transaction=True) as pipe:

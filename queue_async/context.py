@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from queue_async.models import ms_to_datetime
 
 if TYPE_CHECKING:
+    from queue_async._scripts import Scripts
     from queue_async.queue import Queue
 
 __all__ = ["JobContext"]
@@ -35,6 +36,8 @@ class JobContext:
     enqueued_ms: int
     token: str = field(default="", repr=False)
     """This try's lease token: check-ins from a try whose lease was lost are refused."""
+    _scripts: Scripts | None = field(default=None, repr=False, compare=False)
+    """The worker's own connections for check-ins (else the queue's)."""
 
     @property
     def enqueued_at(self) -> datetime:
@@ -59,7 +62,8 @@ class JobContext:
             or not 0 <= progress <= 1
         ):
             raise ValueError(f"progress is a fraction from 0 to 1, not {progress!r}")
-        return await self.queue.scripts.checkin(
+        scripts = self._scripts or self.queue.scripts
+        return await scripts.checkin(
             self.job_id,
             self.token,
             message or "",

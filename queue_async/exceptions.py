@@ -104,6 +104,9 @@ class JobTimeout(JobError, TimeoutError):
     """Waiting for the job's result took longer than the given timeout."""
 
 
+_DEFER_MAX = 366 * 86_400.0
+
+
 class Retry(Exception):
     """Raise from a handler to run the job again later.
 
@@ -116,8 +119,15 @@ class Retry(Exception):
 
     def __init__(self, defer: float | timedelta | None = None) -> None:
         seconds = defer.total_seconds() if isinstance(defer, timedelta) else defer
-        if seconds is not None and seconds < 0:
-            raise ConfigurationError(f"Retry(defer=...) must not be negative, got {defer!r}")
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= _DEFER_MAX
+        ):
+            raise ConfigurationError(
+                f"Retry(defer=...) takes None, a timedelta, or 0 to {_DEFER_MAX:.0f} seconds "
+                f"(a year), not {defer!r}"
+            )
         super().__init__(f"retry requested (defer={seconds!r}s)")
         self.defer_seconds = seconds
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
@@ -80,57 +80,51 @@ class JobHandle(Generic[R]):
     async def result(self, timeout: float | timedelta | None = None) -> R:
         """Wait for the job to finish and return its result.
 
-        The finishing worker wakes this call (pub/sub); nothing polls.
+        The finishing worker wakes this call through the queue's one shared subscription
+        (pub/sub); nothing polls, and any number of concurrent waiters in a process share
+        one connection.
 
         Raises:
             JobFailed: the job went to dead; ``.error`` has the remote error and traceback.
-            JobCancelled: the job was cancelled.
+            JobCancelled: the job was cancelled (``JobAborted``: stopped while running).
             JobTimeout: ``timeout`` passed first (the job keeps going).
-            JobNotFound: there is no such job, or its result has expired.
+            JobNotFound: there is no such job, or it finished and its result is not kept
+                (any more): with ``keep_result=0``, always once the job has finished.
         """
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if seconds is not None and not seconds >= 0:
+            raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         queue = self.queue
-        channel = queue.keys.done_channel(self.id)
-        with translate_errors("waiting for a job's result"):
-            async with queue.client.pubsub() as pubsub:
-                await pubsub.subscribe(channel)
-                # Flag the job as awaited only once the server confirmed the subscription
-                # (subscribe() only sends it), so that the job's end cannot slip by.
-                await self._subscribed(pubsub)
-                state = await queue.scripts.watch(self.id)
-                if state is None:
-                    raise JobNotFound(f"job {self.id} does not exist", job_id=self.id)
-                if not JobStatus(state).finished:
-                    await self._wait_message(pubsub, seconds)
-        return await self._final_result()
-
-    @staticmethod
-    async def _subscribed(pubsub: Any) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=None)
-            if message is not None and message["type"] == "subscribe":
-                return
-
-    async def _wait_message(self, pubsub: Any, seconds: float | None) -> None:
         deadline = math.inf if seconds is None else anyio.current_time() + seconds
-        while True:
-            remaining = deadline - anyio.current_time()
-            if remaining <= 0:
-                raise JobTimeout(
-                    f"job {self.id} did not finish within {seconds} seconds", job_id=self.id
-                )
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True,
-                timeout=None if remaining == math.inf else remaining,
+        async with queue.waiters.waiter(self.id) as waiter:
+            # Flagged as awaited only once the subscription is confirmed (waiter() waits for
+            # it), so the job's end cannot slip by between the two.
+            state = await queue.scripts.watch(self.id)
+            while state is not None and not JobStatus(state).finished:
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    raise JobTimeout(
+                        f"job {self.id} did not finish within {seconds} seconds", job_id=self.id
+                    )
+                with anyio.move_on_after(remaining):
+                    if await waiter.wait():
+                        break
+                # The subscription was renewed (an end may have been missed), or time is up.
+                state = await queue.scripts.watch(self.id)
+        if state is None:
+            raise JobNotFound(
+                f"job {self.id} does not exist (or it finished and its result is not kept)",
+                job_id=self.id,
             )
-            if message is not None and message["type"] == "message":
-                return
+        return await self._final_result()
 
     async def _final_result(self) -> R:
         job = await self.queue.read_job(self.id)
         if job is None:
-            # keep_result=0: the job finished and kept nothing.
-            return None  # type: ignore[return-value]
+            raise JobNotFound(
+                f"job {self.id} finished and its result is not kept (keep_result=0, or it expired)",
+                job_id=self.id,
+            )
         if job.status is JobStatus.DEAD:
             raise JobFailed(
                 f"job {self.id} ({job.task}) failed: {job.error}", job_id=self.id, error=job.error

@@ -10,16 +10,19 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import redis.asyncio
 
+from queue_async._connections import Connections, Limits
 from queue_async._encode import encode_job
 from queue_async._keys import QueueKeys, check_job_id, check_task_name
-from queue_async._redis import connect, translate_errors
+from queue_async._redis import translate_errors
 from queue_async._scripts import Scripts
+from queue_async._waiters import ResultWaiters
 from queue_async._wire import fresh_job_fields
 from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
 from queue_async.cron import CronSchedule
 from queue_async.exceptions import (
     ConfigurationError,
+    JobNotFound,
     TaskNotRegistered,
 )
 from queue_async.handle import JobHandle
@@ -71,6 +74,14 @@ class Queue:
         codec: how arguments and results become bytes (JSON by default).
         strict: if True, ``queue.enqueue("name", ...)`` refuses task names not registered here.
         max_payload_bytes: encoded arguments larger than this are refused at enqueue.
+        max_connections: connections this queue's producers (enqueue, reads) open at most;
+            a call beyond waits for a free one. Result waiters share one more connection,
+            and each worker has its own few (see "Connections" in the README).
+        pool_timeout: seconds a call waits for a free connection before it fails with
+            ``BrokerConnectionError``.
+        connect_timeout: seconds to open a connection before the attempt fails.
+        command_timeout: seconds to wait for the answer to a call (blocking waits get their
+            own bound); a URL's ``?socket_timeout=`` overrides it for the producers.
     """
 
     def __init__(
@@ -82,26 +93,20 @@ class Queue:
         codec: Codec | None = None,
         strict: bool = False,
         max_payload_bytes: int = 512 * 1024,
+        max_connections: int = 20,
+        pool_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
     ) -> None:
         self.keys = QueueKeys.for_queue(prefix, name)
         self.name = name
         if redis_ is None:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
-        if isinstance(redis_, str):
-            self.client: redis.asyncio.Redis = connect(redis_)
-            self._owns_client = True
-        elif isinstance(redis_, redis.asyncio.Redis):
-            if redis_.connection_pool.connection_kwargs.get("decode_responses"):
-                raise ConfigurationError(
-                    "the Redis client must be created with decode_responses=False: job "
-                    "payloads are bytes"
-                )
-            self.client = redis_
-            self._owns_client = False
-        else:
-            raise ConfigurationError(
-                f"Queue() takes a Redis URL or a redis.asyncio.Redis client, not {type(redis_)!r}"
-            )
+        limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
+        self.connections = Connections(redis_, limits)
+        self.client: redis.asyncio.Redis = self.connections.client
+        """The producers' client: for your own pipelines (see ``enqueue_many``)."""
+        self.waiters = ResultWaiters(self.connections, self.keys.done_channel)
         if codec is not None and not isinstance(codec, Codec):
             raise ConfigurationError(f"codec {codec!r} has no encode/decode methods")
         if max_payload_bytes < 1:
@@ -127,8 +132,8 @@ class Queue:
 
     async def close(self) -> None:
         """Close the connections this queue opened (a client passed in is left open)."""
-        if self._owns_client:
-            await self.client.aclose()
+        await self.waiters.aclose()
+        await self.connections.aclose()
 
     # -- registration ---------------------------------------------------------------------
 
@@ -346,19 +351,30 @@ class Queue:
     # -- reading and admin ----------------------------------------------------------------
 
     def job(self, job_id: str) -> JobHandle[Any]:
-        """A handle to an existing job by id."""
-        return JobHandle(self, check_job_id(job_id))
+        """A handle to an existing job by id.
+
+        Raises ``JobNotFound`` for a string that cannot be a job id (e.g. one taken from a
+        request's URL): no job has it.
+        """
+        try:
+            return JobHandle(self, check_job_id(job_id))
+        except ConfigurationError as exc:
+            raise JobNotFound(f"there is no job {job_id!r}: {exc}", job_id=str(job_id)) from None
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not started. True if this call cancelled it."""
-        state = await self.scripts.cancel(check_job_id(job_id), _CANCELLED_KEEP_MS)
+        if not _is_job_id(job_id):
+            return False
+        state = await self.scripts.cancel(job_id, _CANCELLED_KEEP_MS)
         return state in ("ready", "scheduled")
 
     async def abort(self, job_id: str) -> bool:
         """Cancel a job that has not started, or stop a running one (see ``JobHandle.abort``).
 
         True if this call cancelled the job or flagged it for abort."""
-        state = await self.scripts.cancel(check_job_id(job_id), _CANCELLED_KEEP_MS, abort=True)
+        if not _is_job_id(job_id):
+            return False
+        state = await self.scripts.cancel(job_id, _CANCELLED_KEEP_MS, abort=True)
         return state in ("ready", "scheduled", "active")
 
     async def read_job(self, job_id: str) -> Job | None:
@@ -475,6 +491,14 @@ class Queue:
         """Raise ``BrokerConnectionError`` if the server cannot be reached."""
         with translate_errors("pinging the server"):
             await self.client.ping()
+
+
+def _is_job_id(job_id: str) -> bool:
+    try:
+        check_job_id(job_id)
+    except ConfigurationError:
+        return False
+    return True
 
 
 def _raw(value: bytes | str) -> bytes:

@@ -9,6 +9,7 @@ can be abandoned when its handler ignores cancellation, instead of holding the w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -17,20 +18,19 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import anyio
-import anyio.abc
 import anyio.lowlevel
 
+from queue_async._connections import Client
 from queue_async._cron_runner import run_crons
 from queue_async._deadlines import Deadlines
 from queue_async._lanes import Lane, Strategy, lease_order
 from queue_async._reconnect import Backoff
-from queue_async._redis import translate_errors
 from queue_async._runner import (
     JobSlot,
     LeasedJob,
@@ -39,8 +39,8 @@ from queue_async._runner import (
     record_failure,
     run_job,
 )
-from queue_async._scripts import Arg
-from queue_async.exceptions import BrokerConnectionError, ConfigurationError
+from queue_async._scripts import Arg, Scripts
+from queue_async.exceptions import BrokerError, ConfigurationError
 from queue_async.models import WorkerHeartbeat
 from queue_async.options import WorkerSettings, to_ms
 from queue_async.queue import Hook, Middleware, Queue
@@ -107,11 +107,9 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.state: dict[str, Any] = {}
         self.limiter = anyio.CapacityLimiter(self.settings.concurrency)
-        extra = tuple(middleware)
-        self._lanes = [
-            Lane(q, weight, (*q.middlewares, *extra))
-            for q, weight in zip(queues, weights, strict=True)
-        ]
+        self._clients: list[Client] = []
+        self._lanes = self._make_lanes(queues, weights, tuple(middleware))
+        self._waits = self._make_waits()
         self._lane_of = {id(lane.queue): lane for lane in self._lanes}
         self._startup_hooks = _unique([*(h for q in queues for h in q.startup_hooks), *on_startup])
         self._shutdown_hooks = _unique(
@@ -132,12 +130,43 @@ class Worker:
         # running async library each time it is made (2 % of a busy worker's CPU).
         self._changed = asyncio.Event()
         self._stopping = False
+        self._running = False
+        self.error: BaseException | None = None
+        """What stopped a worker that ended with an error (it is also raised)."""
+        self._started = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._cron_scope: anyio.CancelScope | None = None
         self._lease_scope: anyio.CancelScope | None = None
         self._grace_scope: anyio.CancelScope | None = None
         self._started_at = datetime.now(UTC)
         self._lease_seq = 0
         self._ran = False
-        self._background: anyio.abc.TaskGroup | None = None
+
+    def _make_lanes(
+        self, queues: list[Queue], weights: list[int], middleware: tuple[Middleware, ...]
+    ) -> list[Lane]:
+        """A lane per queue. The worker's calls go on connections of its own, apart from the
+        producers' pools, so that no number of enqueues or result waiters can starve them."""
+        lanes = []
+        for q, weight in zip(queues, weights, strict=True):
+            client = q.connections.worker_client()
+            self._clients.append(client)
+            lanes.append(
+                Lane(q, Scripts(client.redis, q.keys), weight, (*q.middlewares, *middleware))
+            )
+        return lanes
+
+    def _make_waits(self) -> list[tuple[Client, list[Lane]]]:
+        """One blocking wait per server, on a connection without a socket read timeout."""
+        by_server: dict[tuple[Any, ...], list[Lane]] = {}
+        for lane in self._lanes:
+            by_server.setdefault(lane.queue.connections.server, []).append(lane)
+        waits = []
+        for lanes in by_server.values():
+            client = lanes[0].queue.connections.make_client(1, blocking_reads=True)
+            self._clients.append(client)
+            waits.append((client, lanes))
+        return waits
 
     def __repr__(self) -> str:
         names = ", ".join(repr(q.name) for q in self.queues)
@@ -149,12 +178,20 @@ class Worker:
 
     # -- public control ---------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """True from the end of the startup hooks until the worker stops (for health checks:
+        under ``async with``, False means the worker died; ``error`` says why)."""
+        return self._running
+
     def stop(self) -> None:
         """Stop gracefully: lease nothing more, let running jobs finish within the grace period,
-        then cancel the rest and hand them back to the queue."""
+        then cancel the rest and hand them back to the queue. Cron ticks stop at once."""
         self._stopping = True
         if self._lease_scope is not None:
             self._lease_scope.cancel()
+        if self._cron_scope is not None:
+            self._cron_scope.cancel()
 
     def kill(self) -> None:
         """Stop now: cancel running jobs and hand them back to the queue at once."""
@@ -165,9 +202,26 @@ class Worker:
             task.cancel()
 
     async def __aenter__(self) -> Worker:
-        self._background = anyio.create_task_group()
-        await self._background.__aenter__()
-        self._background.start_soon(self.run)
+        """Start the worker in the background; return once its startup hooks have run.
+
+        A startup hook that raises makes this raise the hook's own exception.
+        """
+        if self._ran:
+            raise RuntimeError("a Worker runs once; create a new one")
+        loop = asyncio.get_running_loop()
+        self._task = task = loop.create_task(self.run(handle_signals=False))
+        task.add_done_callback(self._background_done)
+        started = loop.create_task(self._started.wait())
+        try:
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            started.cancel()
+            self.kill()
+            await asyncio.wait({task})
+            raise
+        started.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
         return self
 
     async def __aexit__(
@@ -175,10 +229,26 @@ class Worker:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._background is not None
+    ) -> None:
+        """Stop gracefully and wait for the worker; raise the error it died of, if any (an
+        exception raised in the ``async with`` body goes on as itself)."""
+        task = self._task
+        assert task is not None, "__aexit__ without __aenter__"
         self.stop()
-        return await self._background.__aexit__(exc_type, exc, tb)
+        try:
+            await asyncio.wait({task})
+        except BaseException:
+            # Cancelled while stopping: stop at once, still handing the jobs back.
+            self.kill()
+            await asyncio.shield(asyncio.wait({task}))
+            raise
+        if exc is None and self.error is not None:
+            raise self.error
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None and self._started.is_set():
+            logger.error("worker %s died: %s", self.id, error, exc_info=error)
 
     async def run(self, *, burst: bool = False, handle_signals: bool | None = None) -> None:
         """Run until stopped; with ``burst=True``, until nothing is ready or scheduled.
@@ -187,25 +257,46 @@ class Worker:
             burst: return once the queues have nothing ready or scheduled and no job runs.
             handle_signals: stop gracefully on SIGTERM/SIGINT (a second signal: at once).
                 Default: only when running in the main thread and not under ``async with``.
+
+        Raises the exception of a startup hook that failed (the shutdown hooks still run),
+        and any error that stopped the worker, as itself.
         """
         if self._ran:
             raise RuntimeError("a Worker runs once; create a new one")
         self._ran = True
         if handle_signals is None:
             handle_signals = (
-                self._background is None and threading.current_thread() is threading.main_thread()
+                self._task is None and threading.current_thread() is threading.main_thread()
             )
-        for hook in self._startup_hooks:
-            await hook(self.state)
         try:
+            await self._run(burst, handle_signals)
+        except BaseExceptionGroup as group:
+            self.error = _first_error(group)
+            raise self.error from None
+        except Exception as exc:
+            self.error = exc
+            raise
+        finally:
+            self._running = False
+            with anyio.CancelScope(shield=True):
+                for client in self._clients:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+
+    async def _run(self, burst: bool, handle_signals: bool) -> None:
+        started = False
+        try:
+            for hook in self._startup_hooks:
+                await hook(self.state)
+            started = True
+            self._running = True
+            self._started.set()
             async with anyio.create_task_group() as loops:
                 loops.start_soon(self._flush_loop)
                 loops.start_soon(self._heartbeat_loop)
                 loops.start_soon(self._watchdog_loop)
                 if not burst and any(q.crons for q in self.queues):
-                    loops.start_soon(
-                        run_crons, self.queues, self.settings.reconnect_max.total_seconds()
-                    )
+                    loops.start_soon(self._cron_loop)
                 if handle_signals:
                     loops.start_soon(self._signal_loop)
                 await self._work(burst)
@@ -220,8 +311,20 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True):
                 for hook in self._shutdown_hooks:
-                    await hook(self.state)
+                    try:
+                        await hook(self.state)
+                    except Exception:
+                        if started:
+                            raise
+                        # A startup hook failed: its error is the one to raise.
+                        logger.exception("shutdown hook %r failed after a failed startup", hook)
         logger.info("worker %s stopped after %d jobs", self.id, self._processed)
+
+    async def _cron_loop(self) -> None:
+        with anyio.CancelScope() as self._cron_scope:
+            if not self._stopping:
+                scripts = [lane.scripts for lane in self._lanes]
+                await run_crons(self.queues, scripts, self.settings.reconnect_max.total_seconds())
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -275,7 +378,7 @@ class Worker:
                 try:
                     await lane.set_task_limits()
                     break
-                except BrokerConnectionError as exc:
+                except BrokerError as exc:
                     await backoff.wait(exc)
         while True:
             if self._room() <= 0:
@@ -283,7 +386,7 @@ class Worker:
                 continue
             try:
                 wait_ms, scheduled, leased = await self._lease_round(burst)
-            except BrokerConnectionError as exc:
+            except BrokerError as exc:
                 await backoff.wait(exc)
                 continue
             backoff.reset()
@@ -296,7 +399,7 @@ class Worker:
                 timeout = min(timeout, wait_ms / 1000)
             try:
                 handed = await self._idle_wait(timeout, burst=burst)
-            except BrokerConnectionError as exc:
+            except BrokerError as exc:
                 await backoff.wait(exc)
                 continue
             if handed is not None:
@@ -414,35 +517,35 @@ class Worker:
 
         A worker blocks on its inbox, where enqueue.lua hands it new jobs already leased to
         it (returned here, to start at once), and on each queue's wake list (a marker: more
-        jobs are ready, or the next due time moved). A burst worker (or one serving several
-        queues) has no inbox; a burst worker also wakes when one of its jobs ends, to see
-        whether it is done.
+        jobs are ready, or the next due time moved), once per server. A burst worker (or one
+        serving several queues) has no inbox; a burst worker also wakes when one of its jobs
+        ends, to see whether it is done.
         """
-        wakes = [lane.queue.keys.wake for lane in self._lanes]
-        client = self.queue.client
-        if not burst:
+        seconds = max(seconds, 0.001)
+        inbox = None
+        if not burst and len(self._lanes) == 1:
             inbox = self.queue.keys.inbox(self.id)
-            keys = [inbox, *wakes] if len(self._lanes) == 1 else wakes
-            with translate_errors("waiting for jobs"):
-                popped = await client.blpop(keys, timeout=max(seconds, 0.001))
-            if popped is not None and popped[0] == inbox.encode():
-                packed = popped[1]
-                raw = packed if isinstance(packed, bytes) else packed.encode()
-                return handed_job(raw, self.queue)
-            return None
-        changed = self._changed
-        async with anyio.create_task_group() as race:
-
-            async def job_ended() -> None:
-                await changed.wait()
-                race.cancel_scope.cancel()
-
-            if self._busy:
-                race.start_soon(job_ended)
-            with translate_errors("waiting for jobs"):
-                await client.blpop(wakes, timeout=max(seconds, 0.001))
-            race.cancel_scope.cancel()
+        waits = []
+        for client, lanes in self._waits:
+            keys = [lane.queue.keys.wake for lane in lanes]
+            waits.append(self._blpop(client, [inbox, *keys] if inbox else keys, seconds))
+        if burst and self._busy:
+            waits.append(self._changed.wait())
+        if len(waits) == 1:
+            popped = await waits[0]
+        else:
+            popped = await _first_of(waits)
+        if inbox is not None and isinstance(popped, list | tuple) and popped[0] == inbox.encode():
+            packed = popped[1]
+            raw = packed if isinstance(packed, bytes) else packed.encode()
+            return handed_job(raw, self.queue)
         return None
+
+    @staticmethod
+    async def _blpop(client: Client, keys: list[str], seconds: float) -> Any:
+        return await client.blocking(
+            seconds, lambda: client.redis.blpop(keys, timeout=seconds), "waiting for jobs"
+        )
 
     # -- outcomes, called by the runner ------------------------------------------------------
 
@@ -484,7 +587,7 @@ class Worker:
                 while lane.done:
                     try:
                         await lane.flush()
-                    except BrokerConnectionError as exc:
+                    except BrokerError as exc:
                         await backoff.wait(exc)
 
     # -- heartbeats, signals ------------------------------------------------------------------
@@ -495,7 +598,7 @@ class Worker:
             for lane in self._lanes:
                 try:
                     await self._heartbeat(lane)
-                except BrokerConnectionError as exc:
+                except BrokerError as exc:
                     logger.warning("heartbeat failed, leases not extended: %s", exc)
             await anyio.sleep(interval)
 
@@ -511,7 +614,7 @@ class Worker:
             processed=self._processed,
         )
         pairs: list[Arg] = [x for item in lane.running.items() for x in item]
-        lost, aborting = await lane.queue.scripts.extend(
+        lost, aborting = await lane.scripts.extend(
             to_ms(self.settings.lease),
             self.id,
             beat.model_dump_json().encode(),
@@ -569,3 +672,35 @@ def _unique(hooks: list[Hook]) -> list[Hook]:
             seen.add(id(hook))
             kept.append(hook)
     return kept
+
+
+async def _first_of(waits: Sequence[Awaitable[Any]]) -> Any:
+    """Await several waits at once: the result of the first to end (its error, if it
+    failed); the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = next(task for task in tasks if task in done)
+    return first.result()
+
+
+def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error to raise for a task group's: the first that is not a cancellation."""
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        else:
+            leaves.append(error)
+
+    collect(group)
+    for leaf in leaves:
+        if not isinstance(leaf, asyncio.CancelledError):
+            return leaf
+    return leaves[0] if leaves else group

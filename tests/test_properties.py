@@ -701,7 +701,7 @@ async def test_hostile_job_ids_are_refused_or_used_verbatim_inside_the_namespace
         refused: str | None = None
         try:
             queue.job(job_id)
-        except qa.ConfigurationError as exc:
+        except qa.JobNotFound as exc:  # an id that cannot exist names no job
             refused = str(exc)
         if refused is not None:
             assert "job id" in refused

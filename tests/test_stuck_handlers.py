@@ -110,7 +110,7 @@ async def test_sync_handler_blocking_past_its_timeout_frees_its_slot(queue: qa.Q
         unblock.set()
     info = await stuck.info()
     assert info.status is qa.JobStatus.DEAD
-    assert info.error is not None and "timed out after 100 ms" in info.error
+    assert info.error is not None and "timed out after 0.1 s" in info.error
 
 
 async def test_timeout_error_raised_by_a_handler_is_its_own_error(queue: qa.Queue) -> None:

@@ -164,10 +164,7 @@ local function add_job(batch, jobs, bounds, at, slot)
     fields[#fields + 1] = 'due'
     fields[#fields + 1] = fmt(due)
     redis.call('HSET', key, unpack(fields))
-    local first = redis.call('ZRANGE', batch.scheduled, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', batch.scheduled, fmt(due), id)
-    -- An idle worker blocks until the earliest due time it knew: wake it to look again.
-    if #first == 0 or due < tonumber(first[2]) then
+    if add_scheduled(batch.scheduled, id, due) then
       batch.woke = true
     end
     return 1

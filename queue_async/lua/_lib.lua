@@ -64,6 +64,14 @@ local function wake(wake_key)
   end
 end
 
+-- Add a job to the scheduled set at ``due`` (ms). True if it is now the first due: idle workers
+-- block until the earliest due time they knew, so the caller must wake one to look again.
+local function add_scheduled(scheduled, id, due)
+  local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', scheduled, fmt(due), id)
+  return #first == 0 or due < tonumber(first[2])
+end
+
 local function job_key(prefix, id)
   return prefix .. 'job:' .. id
 end
@@ -112,10 +120,11 @@ local function take_ready(prefix, ready, count)
   return ids, scores
 end
 
--- Tell result() waiters (if any subscribed) that the job reached a final state.
-local function announce(prefix, key, id, state)
+-- Tell result() waiters that the job reached a final state: its id on the queue's one
+-- "done" channel, which every waiting process subscribes to once (see _waiters.py).
+local function announce(prefix, key, id)
   if redis.call('HEXISTS', key, 'waiters') == 1 then
-    redis.call('PUBLISH', prefix .. 'done:' .. id, state)
+    redis.call('PUBLISH', prefix .. 'done', id)
   end
 end
 
@@ -165,7 +174,7 @@ local function to_dead(prefix, dead, id, key, now, reason)
   redis.call('HSET', key, 'state', 'dead', 'error', reason, 'finished', fmt(now))
   redis.call('HDEL', key, 'token', 'due')
   drop_unique(prefix, key, id)
-  announce(prefix, key, id, 'dead')
+  announce(prefix, key, id)
 end
 
 -- Drop dead jobs older than max_age_ms and beyond max_len, oldest first, with their hashes.

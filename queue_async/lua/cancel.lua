@@ -25,7 +25,7 @@ if state == 'ready' or state == 'scheduled' then
   redis.call('HSET', key, 'state', 'cancelled', 'finished', fmt(now_ms()))
   redis.call('HDEL', key, 'due')
   drop_unique(prefix, key, id)
-  announce(prefix, key, id, 'cancelled')
+  announce(prefix, key, id)
   redis.call('PEXPIRE', key, tonumber(ARGV[3]))
 elseif state == 'active' and ARGV[4] == '1' then
   redis.call('HSET', key, 'abort', '1')

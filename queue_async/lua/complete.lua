@@ -29,7 +29,7 @@ for at = 0, #bounds - 1, 8 do
       drop_unique(prefix, key, id, f[3])
     end
     if f[4] then
-      redis.call('PUBLISH', prefix .. 'done:' .. id, 'done')
+      redis.call('PUBLISH', prefix .. 'done', id)
     end
     local keep = tonumber(sub(done_jobs, bounds[at + 7], bounds[at + 8]))
     if keep > 0 then

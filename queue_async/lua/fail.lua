@@ -24,7 +24,7 @@ if delay == -2 then
   redis.call('HSET', key, 'state', 'aborted', 'error', ARGV[4], 'finished', fmt(now))
   redis.call('HDEL', key, 'token', 'abort')
   drop_unique(prefix, key, id)
-  announce(prefix, key, id, 'aborted')
+  announce(prefix, key, id)
   redis.call('PEXPIRE', key, tonumber(ARGV[8]))
   return 'aborted'
 end
@@ -41,8 +41,10 @@ if delay == 0 then
   push_ready(prefix, KEYS[3], KEYS[6], id, key)
   wake(KEYS[5])
 else
-  local due = fmt(now + delay)
-  redis.call('HSET', key, 'state', 'scheduled', 'due', due)
-  redis.call('ZADD', KEYS[2], due, id)
+  local due = now + delay
+  redis.call('HSET', key, 'state', 'scheduled', 'due', fmt(due))
+  if add_scheduled(KEYS[2], id, due) then
+    wake(KEYS[5])
+  end
 end
 return 'retry'

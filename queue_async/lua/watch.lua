@@ -1,5 +1,5 @@
--- watch.lua: flag a job as awaited, so the script that finishes it publishes on its
--- "done:<id>" channel. Not a state change; atomic so a missing job is never re-created.
+-- watch.lua: flag a job as awaited, so the script that finishes it publishes its id on the
+-- queue's "done" channel. Not a state change; atomic so a missing job is never re-created.
 -- KEYS[1] the job's hash (named in KEYS so a cluster client routes the call to its slot)
 -- ARGV[1] key prefix of the queue   ARGV[2] job id
 -- Reply: the job's state, or nil if there is no such job.

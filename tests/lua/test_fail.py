@@ -43,7 +43,8 @@ async def test_fail_with_delay_schedules_the_next_try(queue: qa.Queue) -> None:
     assert await members(queue, queue.keys.ready) == {}
     assert await members(queue, queue.keys.dead) == {}
     assert await meta(queue) == {"retried": 1}
-    assert await wake_len(queue) == 0
+    # The retry is now the first job due: an idle worker is woken to wait for it.
+    assert await wake_len(queue) == 1
 
 
 async def test_fail_with_zero_delay_returns_job_to_ready_and_wakes(queue: qa.Queue) -> None:
@@ -130,3 +131,13 @@ async def test_fail_with_stale_token_returns_lost_and_changes_nothing(queue: qa.
         assert await members(queue, key) == {}
     assert await meta(queue) == {}
     assert await queue.client.exists(queue.keys.job("ghost")) == 0
+
+
+async def test_a_retry_due_after_the_first_scheduled_job_wakes_nobody(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    await queue.client.zadd(queue.keys.scheduled, {"earlier": await server_ms(queue) + 1000})
+    await queue.client.delete(queue.keys.wake)
+
+    assert await queue.scripts.fail("a", token, "boom", 5000, DEAD_AGE_MS, DEAD_LEN) == "retry"
+
+    assert await wake_len(queue) == 0

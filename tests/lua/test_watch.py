@@ -49,7 +49,7 @@ async def test_watch_keeps_the_record_ttl(queue: qa.Queue) -> None:
 
 async def _finish_done(queue: qa.Queue) -> None:
     reply = await lease(queue, 1)
-    await queue.scripts.complete(["a", reply.token("a"), b"r", 0])
+    await queue.scripts.complete(["a", reply.token("a"), b"r", 60_000])
 
 
 async def _finish_dead(queue: qa.Queue) -> None:
@@ -76,9 +76,9 @@ FINISHES: dict[str, tuple[Callable[[qa.Queue], Awaitable[None]], bytes]] = {
 
 
 async def _first_message(queue: qa.Queue, watched: bool, finish: str) -> bytes:
-    """Subscribe to the job's done channel, finish the job, then publish a sentinel: the
-    first message is the announcement if there was one, else the sentinel."""
-    channel = queue.keys.done_channel("a")
+    """Subscribe to the queue's done channel, finish the job, then publish a sentinel: the
+    first message is the announcement (the job's id) if there was one, else the sentinel."""
+    channel = queue.keys.done_channel
     await enqueue(queue, "a")
     async with queue.client.pubsub() as pubsub:
         await pubsub.subscribe(channel)
@@ -99,7 +99,9 @@ async def _first_message(queue: qa.Queue, watched: bool, finish: str) -> bytes:
 
 @pytest.mark.parametrize("finish", list(FINISHES))
 async def test_watched_job_announces_its_final_state(queue: qa.Queue, finish: str) -> None:
-    assert await _first_message(queue, watched=True, finish=finish) == FINISHES[finish][1]
+    assert await _first_message(queue, watched=True, finish=finish) == b"a"
+    # The announcement comes after the final state is written, in the same script.
+    assert await queue.client.hget(queue.keys.job("a"), "state") == FINISHES[finish][1]
 
 
 @pytest.mark.parametrize("finish", list(FINISHES))

@@ -1,0 +1,201 @@
+"""One pub/sub subscription per ``Queue`` that wakes every ``result()`` waiter of the process.
+
+A job that someone awaits is flagged by watch.lua; the script that finishes it publishes its
+id on the queue's ``done`` channel. This module keeps one connection subscribed to that
+channel, in a background task started by the first waiter, and wakes the waiters of each id
+it hears. A thousand waiters cost one server connection, not a thousand.
+
+A message published while the subscription was down is lost, so after every (re)subscription
+each waiter reads its job's state again (``Waiter.wait`` returns ``False``): no end slips by.
+A connection that stops answering is found by a PING every few seconds of silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from queue_async._redis import CONNECTION_ERRORS
+from queue_async.exceptions import BrokerConnectionError, QueueAsyncError
+
+if TYPE_CHECKING:
+    from queue_async._connections import Client, Connections
+
+logger = logging.getLogger("queue_async.results")
+
+# Seconds of silence on the subscription before a PING checks that it is alive; a PING not
+# answered within as long again counts as a dead connection.
+_PING_AFTER = 5.0
+_RECONNECT_MAX = 2.0
+
+
+class Waiter:
+    """One ``result()`` call waiting for its job's end."""
+
+    __slots__ = ("_event", "done", "job_id")
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.done = False
+        self._event = asyncio.Event()
+
+    def wake(self, *, done: bool) -> None:
+        self.done = self.done or done
+        self._event.set()
+
+    async def wait(self) -> bool:
+        """Until woken: True if the job's end was announced, False if its state must be read
+        again (the subscription was renewed)."""
+        await self._event.wait()
+        self._event.clear()
+        return self.done
+
+
+class ResultWaiters:
+    """The shared subscription of one queue and the waiters it serves."""
+
+    def __init__(self, connections: Connections, channel: str) -> None:
+        self._connections = connections
+        self._channel = channel.encode()
+        self._waiting: dict[str, set[Waiter]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._failures = 0
+        self._news = asyncio.Event()
+        """Set (and replaced) whenever the subscription is made or an attempt fails."""
+
+    @property
+    def waiting(self) -> int:
+        """How many ``result()`` calls wait now."""
+        return sum(len(waiters) for waiters in self._waiting.values())
+
+    @contextlib.asynccontextmanager
+    async def waiter(self, job_id: str) -> AsyncIterator[Waiter]:
+        """Register a waiter for ``job_id`` once the subscription is confirmed by the server,
+        so that an end announced after this returns cannot be missed."""
+        waiter = Waiter(job_id)
+        self._waiting.setdefault(job_id, set()).add(waiter)
+        try:
+            await self._subscribed()
+            yield waiter
+        finally:
+            waiters = self._waiting.get(job_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiting[job_id]
+
+    async def _subscribed(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            # First use, or a Queue reused on a new event loop (e.g. one per test).
+            self._loop = loop
+            self._ready = asyncio.Event()
+            self._news = asyncio.Event()
+            self._failure = None
+            self._task = loop.create_task(
+                self._run(), name=f"queue_async results {self._channel!r}"
+            )
+        # Wait for the subscription, unless the next attempt to make it fails.
+        failures = self._failures
+        bound = self._connections.limits.connect_timeout + self._connections.limits.command_timeout
+        with anyio.move_on_after(bound):
+            while not self._ready.is_set() and self._failures == failures:
+                await self._news.wait()
+        if self._ready.is_set():
+            return
+        raise BrokerConnectionError(
+            "cannot reach Redis while starting to wait for a job's result: "
+            f"{self._failure or f'no subscription within {bound:g} s'}. Check that the server "
+            "is up and the URL is right"
+        )
+
+    def _tell(self) -> None:
+        self._news.set()
+        self._news = asyncio.Event()
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            if task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            else:  # the loop it ran on is gone or elsewhere: nothing to wait for here
+                task.cancel()
+
+    def _dispatch(self, job_id: bytes) -> None:
+        for waiter in self._waiting.get(job_id.decode(errors="replace"), ()):
+            waiter.wake(done=True)
+
+    def _renewed(self) -> None:
+        for waiters in self._waiting.values():
+            for waiter in waiters:
+                waiter.wake(done=False)
+
+    async def _run(self) -> None:
+        delay = 0.05
+        first = True
+        while True:
+            client = self._connections.make_client(1, blocking_reads=True)
+            try:
+                await self._listen(client, renewed=not first)
+            except (*CONNECTION_ERRORS, QueueAsyncError) as exc:
+                self._failed(exc)
+                logger.warning("the subscription for job results was lost (%s); reconnecting", exc)
+            except Exception as exc:
+                self._failed(exc)
+                logger.exception("the subscription for job results failed; reconnecting")
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await client.aclose()
+            first = False
+            await anyio.sleep(delay)
+            delay = min(_RECONNECT_MAX, delay * 2)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._ready.clear()
+        self._failure = exc
+        self._failures += 1
+        self._tell()
+
+    async def _listen(self, client: Client, *, renewed: bool) -> None:
+        limits = self._connections.limits
+        pubsub: Any = client.redis.pubsub()
+        try:
+            with anyio.fail_after(limits.connect_timeout + limits.command_timeout):
+                await pubsub.subscribe(self._channel)
+                while True:
+                    message = await pubsub.get_message(timeout=limits.command_timeout)
+                    if message is not None and message["type"] == "subscribe":
+                        break
+            self._ready.set()
+            self._tell()
+            if renewed:
+                logger.info("the subscription for job results is back")
+                self._renewed()
+            pinged = False
+            while True:
+                message = await pubsub.get_message(timeout=_PING_AFTER)
+                if message is None:
+                    if pinged:
+                        raise BrokerConnectionError(
+                            f"no answer to a PING on the results subscription in {_PING_AFTER} s"
+                        )
+                    await pubsub.ping()
+                    pinged = True
+                    continue
+                pinged = False
+                if message["type"] == "message":
+                    self._dispatch(message["data"])
+        finally:
+            self._ready.clear()
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await pubsub.aclose()
