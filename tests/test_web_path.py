@@ -1,0 +1,317 @@
+"""The web path as users run it: hundreds of concurrent callers, default settings, idle workers
+left alone past every timeout, and the client's own socket timeouts."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+import redis.asyncio
+
+import queue_async as qa
+from tests.conftest import unique_name
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.anyio
+
+
+async def connected_clients(client: redis.asyncio.Redis) -> int:
+    info = await client.info("clients")
+    return int(info["connected_clients"])
+
+
+class ConnectionSampler:
+    """The most connections the server had while the block ran, sampled every 20 ms."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self.peak = 0
+
+    async def run(self) -> None:
+        while True:
+            self.peak = max(self.peak, await connected_clients(self.client))
+            await anyio.sleep(0.02)
+
+
+@pytest.fixture
+async def sampled(client: redis.asyncio.Redis) -> AsyncIterator[ConnectionSampler]:
+    sampler = ConnectionSampler(client)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sampler.run)
+        yield sampler
+        tg.cancel_scope.cancel()
+
+
+async def test_a_thousand_concurrent_enqueues_wait_for_connections_instead_of_failing(
+    queue: qa.Queue, client: redis.asyncio.Redis
+) -> None:
+    @queue.task
+    async def noop(i: int) -> int:
+        return i
+
+    baseline = await connected_clients(client)
+    sampler = ConnectionSampler(client)
+    handles: list[qa.JobHandle[int]] = []
+
+    async def one(i: int) -> None:
+        handles.append(await noop.enqueue(i))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sampler.run)
+        async with anyio.create_task_group() as callers:
+            for i in range(1000):
+                callers.start_soon(one, i)
+        tg.cancel_scope.cancel()
+
+    assert len({h.id for h in handles}) == 1000
+    assert (await queue.stats()).ready == 1000
+    # The producers' pool is bounded (20 by default) whatever the number of callers.
+    assert sampler.peak - baseline <= 20 + 1
+
+
+async def test_a_thousand_concurrent_result_waits_share_one_connection(
+    queue: qa.Queue, client: redis.asyncio.Redis
+) -> None:
+    @queue.task
+    async def double(i: int) -> int:
+        return 2 * i
+
+    handles = [await double.enqueue(i) for i in range(1000)]
+    results: dict[int, int] = {}
+    sampler = ConnectionSampler(client)
+
+    async def wait(i: int) -> None:
+        results[i] = await handles[i].result(timeout=60)
+
+    baseline = await connected_clients(client)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sampler.run)
+        async with anyio.create_task_group() as waiters:
+            for i in range(1000):
+                waiters.start_soon(wait, i)
+            with anyio.fail_after(10):
+                while queue.waiters.waiting < 1000:
+                    await anyio.sleep(0.01)
+            waiting_peak = sampler.peak
+            async with qa.Worker(queue, concurrency=100):
+                with anyio.fail_after(60):
+                    while len(results) < 1000:
+                        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+
+    assert results == {i: 2 * i for i in range(1000)}
+    # 1,000 waiters: the one subscription, plus producer connections for watch.lua.
+    assert waiting_peak - baseline <= 20 + 1
+    assert queue.waiters.waiting == 0
+
+
+async def test_result_hears_of_an_end_announced_while_its_subscription_was_down(
+    queue: qa.Queue, client: redis.asyncio.Redis
+) -> None:
+    @queue.task
+    async def echo(x: str) -> str:
+        return x
+
+    handle = await echo.enqueue("hi")
+    async with anyio.create_task_group() as tg:
+        got: list[str] = []
+
+        async def wait() -> None:
+            got.append(await handle.result(timeout=20))
+
+        tg.start_soon(wait)
+        with anyio.fail_after(5):
+            while queue.waiters.waiting < 1:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.05)  # let result() reach its wait after watch.lua
+        # Cut the subscription, then finish the job at once: the announcement is published
+        # while nobody listens (the subscriber waits before it reconnects).
+        assert await client.client_kill_filter(_type="pubsub") >= 1
+        worker = qa.Worker(queue, **FAST)
+        with anyio.fail_after(10):
+            await worker.run(burst=True, handle_signals=False)
+        with anyio.fail_after(10):
+            while not got:
+                await anyio.sleep(0.01)
+    assert got == ["hi"]
+
+
+async def test_keep_result_zero_gives_not_found_whether_awaited_before_or_after_the_end(
+    queue: qa.Queue,
+) -> None:
+    @queue.task(keep_result=0)
+    async def quiet() -> int:
+        return 1
+
+    early = await quiet.enqueue()
+    late = await quiet.enqueue()
+    async with anyio.create_task_group() as tg:
+        errors: list[BaseException] = []
+
+        async def wait() -> None:
+            try:
+                await early.result(timeout=20)
+            except qa.JobNotFound as exc:
+                errors.append(exc)
+
+        tg.start_soon(wait)
+        with anyio.fail_after(5):
+            while queue.waiters.waiting < 1:
+                await anyio.sleep(0.01)
+        worker = qa.Worker(queue, **FAST)
+        await worker.run(burst=True, handle_signals=False)
+    assert len(errors) == 1 and "not kept" in str(errors[0])
+    with pytest.raises(qa.JobNotFound, match="not kept"):
+        await late.result(timeout=5)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A server that accepts connections and never answers (the kernel completes the
+    handshake from the listen backlog; nothing reads)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(100)
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+
+async def test_enqueue_to_a_silent_server_fails_within_the_default_command_timeout(
+    silent_server: str,
+) -> None:
+    async with qa.Queue(silent_server, name=unique_name()) as queue:
+
+        @queue.task
+        async def noop() -> None: ...
+
+        started = time.monotonic()
+        with anyio.fail_after(30), pytest.raises(qa.ConnectionError, match="did not answer"):
+            await noop.enqueue()
+        took = time.monotonic() - started
+    # The README's figure: one command_timeout (5 s), not retried.
+    assert 4.5 <= took < 7
+
+
+async def test_a_shorter_command_timeout_fails_sooner_and_names_the_operation(
+    silent_server: str,
+) -> None:
+    async with qa.Queue(silent_server, name=unique_name(), command_timeout=0.3) as queue:
+        started = time.monotonic()
+        with pytest.raises(qa.ConnectionError, match="while enqueueing a job") as caught:
+            await queue.enqueue("some.task")
+        assert time.monotonic() - started < 2
+        assert ".lua" not in str(caught.value)
+
+
+async def test_an_exhausted_pool_says_so_and_how_to_fix_it(redis_url: str) -> None:
+    async with qa.Queue(redis_url, name=unique_name(), max_connections=1, pool_timeout=0.2) as q:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(q.client.blpop, [f"{q.keys.prefix}nothing"], 1)
+            await anyio.sleep(0.1)
+            with pytest.raises(qa.ConnectionError, match="max_connections") as caught:
+                await q.enqueue("some.task")
+        assert "cannot reach" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_connections": 0},
+        {"pool_timeout": 0},
+        {"connect_timeout": -1},
+        {"command_timeout": "5"},
+    ],
+)
+def test_invalid_connection_settings_raise_configuration_error(
+    redis_url: str, settings: dict[str, object]
+) -> None:
+    with pytest.raises(qa.ConfigurationError, match=next(iter(settings))):
+        qa.Queue(redis_url, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://localhost", "redis://host:port/0"])
+def test_a_malformed_url_raises_configuration_error(url: str) -> None:
+    with pytest.raises(qa.ConfigurationError, match="Redis URL"):
+        qa.Queue(url)
+
+
+async def test_an_idle_worker_outlasts_a_short_client_socket_timeout_without_false_alarms(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user's ``?socket_timeout=1`` must not cut the worker's 5 s blocking wait."""
+    caplog.set_level(logging.INFO, logger="queue_async")
+    async with qa.Queue(f"{redis_url}?socket_timeout=1", name=unique_name()) as queue:
+
+        @queue.task
+        async def ping() -> str:
+            return "pong"
+
+        async with qa.Worker(queue):
+            await anyio.sleep(6.5)  # idle past the socket timeout and max_idle_wait (5 s)
+            started = time.monotonic()
+            handle = await ping.enqueue()
+            assert await handle.result(timeout=5) == "pong"
+            assert time.monotonic() - started < 0.5
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_a_worker_on_a_passed_in_client_with_a_short_socket_timeout_stays_quiet(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="queue_async")
+    user_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1)
+    try:
+        queue = qa.Queue(user_client, name=unique_name())
+
+        @queue.task
+        async def ping() -> str:
+            return "pong"
+
+        async with qa.Worker(queue):
+            await anyio.sleep(2.5)
+            handle = await ping.enqueue()
+            assert await handle.result() == "pong"  # no timeout: the waiter outlives it too
+        await queue.close()
+    finally:
+        await user_client.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@pytest.mark.parametrize("how", ["backoff", "defer"])
+async def test_a_retry_starts_on_time_on_a_quiet_queue(queue: qa.Queue, how: str) -> None:
+    """Default worker settings (a 5 s idle wait): the retry wakes the idle worker."""
+    tries: list[float] = []
+
+    @queue.task(retries=5, backoff_base=0.05, backoff_cap=0.05)
+    async def flaky() -> str:
+        tries.append(time.monotonic())
+        if len(tries) < 3:
+            raise qa.Retry(defer=0.1) if how == "defer" else RuntimeError("not yet")
+        return "ok"
+
+    async with qa.Worker(queue):
+        await anyio.sleep(0.3)  # the worker is idle, blocked on Redis
+        handle = await flaky.enqueue()
+        assert await handle.result(timeout=10) == "ok"
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert len(gaps) == 2 and max(gaps) < 0.5, gaps
+
+
+async def test_a_delayed_job_past_every_timeout_runs_in_burst_mode(queue: qa.Queue) -> None:
+    """A job due in 6 s: longer than redis-py 8's socket timeout and max_idle_wait."""
+
+    @queue.task
+    async def later() -> str:
+        return "done"
+
+    handle = await later.options(delay=6).enqueue()
+    started = time.monotonic()
+    worker = qa.Worker(queue)
+    with anyio.fail_after(20):
+        await worker.run(burst=True, handle_signals=False)
+    assert 5.9 <= time.monotonic() - started < 8
+    assert await handle.result(timeout=1) == "done"
