@@ -12,24 +12,42 @@ from queue_async.exceptions import BrokerConnectionError, BrokerError, QueueAsyn
 # Errors after which the same call may succeed once the server is back.
 CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
-_REFUSALS = (
-    ("OOM", "the server is out of memory (maxmemory): free memory or raise maxmemory"),
-    ("READONLY", "the server is a read-only replica (after a failover?): point at the primary"),
+# redis-py turns these error codes into classes (and drops the code from the message).
+_REFUSAL_CLASSES: tuple[tuple[type[Exception], str], ...] = (
+    (
+        redis.exceptions.OutOfMemoryError,
+        "the server is out of memory (maxmemory): free memory, raise maxmemory or add a server",
+    ),
+    (
+        redis.exceptions.ReadOnlyError,
+        "the server is a read-only replica (after a failover?): point the URL at the primary",
+    ),
+    (
+        redis.exceptions.NoPermissionError,
+        "the Redis user lacks a permission (ACL): grant it the command and the key pattern",
+    ),
+    (
+        redis.exceptions.AuthenticationError,
+        "the server refused the credentials: check the user and password in the URL",
+    ),
+    (redis.exceptions.BusyLoadingError, "the server is loading its data after a restart"),
+)
+# Codes redis-py leaves at the start of a plain ResponseError's message.
+_REFUSAL_CODES = (
     ("NOREPLICAS", "not enough replicas acknowledged the write (min-replicas-to-write)"),
-    ("NOPERM", "the Redis user lacks a permission: grant it the command or key pattern"),
-    ("NOAUTH", "the server needs a password: put it in the URL (redis://:password@host)"),
-    ("WRONGPASS", "the user name or password was refused"),
+    ("MISCONF", "the server cannot persist to disk: see its log"),
     ("BUSY", "the server is busy running a long script"),
-    ("LOADING", "the server is loading its data set after a restart"),
-    ("MISCONF", "the server cannot persist to disk (see its log)"),
 )
 
 
 def describe_refusal(exc: BaseException) -> str:
-    """What a refusal means and what to do about it, or the server's own words."""
+    """What a refusal means and what to do about it, with the server's own words."""
     text = str(exc)
-    for code, meaning in _REFUSALS:
-        if text.startswith(code) or f" {code} " in f" {text} ":
+    for cls, meaning in _REFUSAL_CLASSES:
+        if isinstance(exc, cls):
+            return f"{meaning} ({text})"
+    for code, meaning in _REFUSAL_CODES:
+        if text.startswith(code):
             return f"{meaning} ({text})"
     return text
 
@@ -50,6 +68,8 @@ def translate_errors(doing: str) -> Iterator[None]:
             "overloaded or unreachable. The call may or may not have taken effect; repeating "
             "it is safe"
         ) from exc
+    except (redis.exceptions.AuthenticationError, redis.exceptions.BusyLoadingError) as exc:
+        raise BrokerConnectionError(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
     except CONNECTION_ERRORS as exc:
         if "No connection available" in str(exc):
             raise BrokerConnectionError(

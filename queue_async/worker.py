@@ -594,12 +594,18 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat.total_seconds()
+        failing = False
         while True:
             for lane in self._lanes:
                 try:
                     await self._heartbeat(lane)
                 except BrokerError as exc:
-                    logger.warning("heartbeat failed, leases not extended: %s", exc)
+                    # Once per outage: the lease loop's backoff logs the outage itself.
+                    log = logger.debug if failing else logger.warning
+                    log("heartbeat failed, leases not extended: %s", exc)
+                    failing = True
+                else:
+                    failing = False
             await anyio.sleep(interval)
 
     async def _heartbeat(self, lane: Lane) -> None:

@@ -1,0 +1,97 @@
+"""A worker survives every refusal of the server (out of memory, read-only after a failover):
+it logs what was refused and what to do, backs off, and records every job once."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis.asyncio
+
+import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+from tests.conftest import unique_name
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def admin(private_server: EmbeddedServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(private_server.url)
+    yield client
+    await client.aclose()
+
+
+async def out_of_memory(admin: redis.asyncio.Redis) -> None:
+    await admin.config_set("maxmemory", "1")  # every write is now refused with OOM
+
+
+async def memory_back(admin: redis.asyncio.Redis) -> None:
+    await admin.config_set("maxmemory", "0")
+
+
+async def read_only(admin: redis.asyncio.Redis) -> None:
+    # A replica of a primary that does not exist: it keeps its data and refuses writes.
+    await admin.execute_command("REPLICAOF", "127.0.0.1", "1")
+
+
+async def writable(admin: redis.asyncio.Redis) -> None:
+    await admin.execute_command("REPLICAOF", "NO", "ONE")
+
+
+@pytest.mark.parametrize(
+    ("refuse", "accept", "said"),
+    [
+        pytest.param(out_of_memory, memory_back, "out of memory", id="oom"),
+        pytest.param(read_only, writable, "read-only replica", id="readonly"),
+    ],
+)
+async def test_worker_survives_a_refusal_and_records_every_job_once(
+    private_server: EmbeddedServer,
+    admin: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture,
+    refuse: object,
+    accept: object,
+    said: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="queue_async")
+    runs: Counter[int] = Counter()
+    async with qa.Queue(private_server.url, name=unique_name()) as queue:
+
+        @queue.task
+        async def work(i: int) -> int:
+            runs[i] += 1
+            await anyio.sleep(0.2)
+            return i
+
+        handles = [await work.enqueue(i) for i in range(20)]
+        async with qa.Worker(queue, concurrency=5, **{**FAST, "reconnect_max": 0.2}) as worker:
+            await anyio.sleep(0.1)  # the first five run
+            await refuse(admin)  # type: ignore[operator]
+            await anyio.sleep(1.0)  # their completions and the next leases are refused
+            assert worker.running
+            await accept(admin)  # type: ignore[operator]
+            with anyio.fail_after(20):
+                results = [await h.result(timeout=20) for h in handles]
+            assert worker.running
+    assert results == list(range(20))
+    assert set(runs.values()) == {1}, runs
+    assert said in caplog.text
+    assert "Redis is reachable again" in caplog.text
+
+
+async def test_enqueue_while_out_of_memory_says_so_and_writes_nothing(
+    private_server: EmbeddedServer, admin: redis.asyncio.Redis
+) -> None:
+    async with qa.Queue(private_server.url, name=unique_name()) as queue:
+        await out_of_memory(admin)
+        try:
+            with pytest.raises(qa.BrokerError, match="out of memory"):
+                await queue.enqueue("some.task", 1)
+        finally:
+            await memory_back(admin)
+        assert (await queue.stats()).ready == 0
