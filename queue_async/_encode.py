@@ -95,7 +95,7 @@ def encode_job(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> tupl
 def _payload(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> bytes:
     try:
         payload = codec.encode([spec.args, spec.kwargs])
-    except (TypeError, ValueError, OverflowError) as exc:
+    except Exception as exc:  # a codec may raise anything (pickle.PicklingError...)
         raise EncodeError(
             f"cannot enqueue {spec.task}: {_culprit(codec, spec)} cannot be encoded by "
             f"{type(codec).__name__} ({exc})"
@@ -166,11 +166,11 @@ def _culprit(codec: Codec, spec: JobSpec[Any]) -> str:
     for index, value in enumerate(spec.args):
         try:
             codec.encode(value)
-        except (TypeError, ValueError, OverflowError):
+        except Exception:  # noqa: BLE001 - any refusal names the culprit
             return f"argument {index} ({type(value).__name__})"
     for key, value in spec.kwargs.items():
         try:
             codec.encode(value)
-        except (TypeError, ValueError, OverflowError):
+        except Exception:  # noqa: BLE001 - any refusal names the culprit
             return f"keyword argument {key!r} ({type(value).__name__})"
     return "its arguments"

@@ -61,7 +61,8 @@ def decode_payload(codec: Codec, payload: bytes) -> tuple[list[Any], dict[str, A
         args, kwargs = codec.decode(payload)
     except Exception as exc:  # a codec may raise anything on garbage
         raise ValueError(f"payload cannot be decoded: {exc!r}") from exc
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
+    # A codec that round-trips tuples (pickle, msgpack with use_list=False) gives them back.
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         # One error type for every kind of bad payload, so callers catch one thing.
         raise ValueError("payload cannot be decoded: it is not [args, kwargs]")  # noqa: TRY004
-    return args, kwargs
+    return list(args), kwargs
