@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import redis.asyncio
+import redis.exceptions
 
 from queue_async._connections import Connections, Limits
 from queue_async._encode import encode_job
@@ -31,6 +33,8 @@ from queue_async.options import TaskOptions
 from queue_async.task import JobSpec, Task
 
 __all__ = ["Queue"]
+
+logger = logging.getLogger("queue_async")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,6 +86,9 @@ class Queue:
         connect_timeout: seconds to open a connection before the attempt fails.
         command_timeout: seconds to wait for the answer to a call (blocking waits get their
             own bound); a URL's ``?socket_timeout=`` overrides it for the producers.
+        allow_eviction: run on a server whose ``maxmemory-policy`` may evict keys (anything
+            but ``noeviction``), knowing that an evicted key is lost jobs. Without it, the
+            first enqueue and every worker start refuse such a server.
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class Queue:
         pool_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
+        allow_eviction: bool = False,
     ) -> None:
         self.keys = QueueKeys.for_queue(prefix, name)
         self.name = name
@@ -107,6 +115,8 @@ class Queue:
         self.client: redis.asyncio.Redis = self.connections.client
         """The producers' client: for your own pipelines (see ``enqueue_many``)."""
         self.waiters = ResultWaiters(self.connections, self.keys.done_channel)
+        self.allow_eviction = allow_eviction
+        self._server_checked = False
         if codec is not None and not isinstance(codec, Codec):
             raise ConfigurationError(f"codec {codec!r} has no encode/decode methods")
         if max_payload_bytes < 1:
@@ -333,6 +343,8 @@ class Queue:
             b"".join(job for _, job in encoded[i : i + _CHUNK])
             for i in range(0, len(encoded), _CHUNK)
         ]
+        if not self._server_checked:
+            await self.check_server()
         if pipeline is not None:
             for chunk in chunks:
                 self.scripts.enqueue_into(pipeline, chunk)
@@ -486,6 +498,35 @@ class Queue:
         if task is None:
             return ""
         return check_task_name(task.name if isinstance(task, Task) else task)
+
+    async def check_server(self) -> None:
+        """Refuse a server that may evict this queue's keys (see ``allow_eviction``).
+
+        Called by the first enqueue and at every worker start. A server that does not let
+        us read its settings (CONFIG denied, as on some managed services) is let through with
+        a warning.
+        """
+        with translate_errors("reading the server's eviction policy"):
+            try:
+                reply = await self.client.config_get("maxmemory-policy")
+            except redis.exceptions.ResponseError as exc:
+                logger.warning(
+                    "cannot read the server's maxmemory-policy (%s): make sure it is "
+                    "noeviction, or an evicted key loses jobs",
+                    exc,
+                )
+                self._server_checked = True
+                return
+        values = {_text(k): _text(v) for k, v in reply.items()}
+        policy = values.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction" and not self.allow_eviction:
+            raise ConfigurationError(
+                f"the Redis server's maxmemory-policy is {policy!r}: under memory pressure it "
+                "may evict this queue's keys, and with them queued jobs. Set it to "
+                "noeviction (CONFIG SET maxmemory-policy noeviction, and in its config file), "
+                "or pass Queue(allow_eviction=True) to accept that risk"
+            )
+        self._server_checked = True
 
     async def ping(self) -> None:
         """Raise ``BrokerConnectionError`` if the server cannot be reached."""

@@ -376,6 +376,7 @@ class Worker:
         for lane in self._lanes:
             while True:
                 try:
+                    await lane.queue.check_server()
                     await lane.set_task_limits()
                     break
                 except BrokerError as exc:

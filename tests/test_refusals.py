@@ -95,3 +95,38 @@ async def test_enqueue_while_out_of_memory_says_so_and_writes_nothing(
         finally:
             await memory_back(admin)
         assert (await queue.stats()).ready == 0
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl", "allkeys-random"])
+async def test_a_server_that_may_evict_keys_is_refused_unless_allowed(
+    private_server: EmbeddedServer, admin: redis.asyncio.Redis, policy: str
+) -> None:
+    await admin.config_set("maxmemory-policy", policy)
+    async with qa.Queue(private_server.url, name=unique_name()) as queue:
+        with pytest.raises(qa.ConfigurationError, match=f"maxmemory-policy is '{policy}'"):
+            await queue.enqueue("some.task")
+        assert (await queue.stats()).ready == 0
+        with pytest.raises(qa.ConfigurationError, match="noeviction"):
+            await qa.Worker(queue, **FAST).run(burst=True, handle_signals=False)
+    async with qa.Queue(private_server.url, name=unique_name(), allow_eviction=True) as queue:
+
+        @queue.task
+        async def fine() -> int:
+            return 1
+
+        handle = await fine.enqueue()
+        await qa.Worker(queue, **FAST).run(burst=True, handle_signals=False)
+        assert await handle.result(timeout=5) == 1
+
+
+async def test_a_server_that_hides_its_policy_is_used_with_a_warning(
+    private_server: EmbeddedServer, admin: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    await admin.execute_command(
+        "ACL", "SETUSER", "app", "on", ">secret", "~*", "&*", "+@all", "-config"
+    )
+    url = private_server.url.replace("redis://", "redis://app:secret@")
+    async with qa.Queue(url, name=unique_name()) as queue:
+        handle = await queue.enqueue("some.task")
+        assert (await handle.info()).status is qa.JobStatus.READY
+    assert "cannot read the server's maxmemory-policy" in caplog.text
