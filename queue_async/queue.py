@@ -517,8 +517,8 @@ class Queue:
                 )
                 self._server_checked = True
                 return
-        values = {_text(k): _text(v) for k, v in reply.items()}
-        policy = values.get("maxmemory-policy", "noeviction")
+        values = {_text(k or b""): _text(v or b"") for k, v in reply.items()}
+        policy = values.get("maxmemory-policy") or "noeviction"
         if policy != "noeviction" and not self.allow_eviction:
             raise ConfigurationError(
                 f"the Redis server's maxmemory-policy is {policy!r}: under memory pressure it "
