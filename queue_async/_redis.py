@@ -65,8 +65,7 @@ def translate_errors(doing: str) -> Iterator[None]:
     except redis.exceptions.TimeoutError as exc:
         raise BrokerConnectionError(
             f"Redis did not answer in time while {doing} ({exc}): the server is hung, "
-            "overloaded or unreachable. The call may or may not have taken effect; repeating "
-            "it is safe"
+            "overloaded or unreachable. The call may or may not have taken effect"
         ) from exc
     except (redis.exceptions.AuthenticationError, redis.exceptions.BusyLoadingError) as exc:
         raise BrokerConnectionError(f"Redis refused {doing}: {describe_refusal(exc)}") from exc

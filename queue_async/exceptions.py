@@ -4,7 +4,8 @@
 QueueAsyncError
 ├── ConfigurationError (ValueError)      bad options, bad names, bad settings
 ├── BrokerError                          Redis/Valkey could not do what was asked
-│   └── BrokerConnectionError (ConnectionError)   the server cannot be reached
+│   ├── BrokerConnectionError (ConnectionError)   the server cannot be reached
+│   └── EnqueueIncomplete                a large enqueue_many failed part way
 ├── EncodeError (TypeError)              job arguments or a result cannot be encoded
 ├── PayloadTooLarge (EncodeError)        encoded arguments exceed the queue's limit
 ├── TaskNotRegistered (LookupError)      no handler is known under that task name
@@ -25,12 +26,14 @@ This module imports nothing from the package.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 __all__ = [
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
     "EncodeError",
+    "EnqueueIncomplete",
     "Fatal",
     "JobCancelled",
     "JobError",
@@ -58,6 +61,35 @@ class BrokerError(QueueAsyncError):
 
 class BrokerConnectionError(BrokerError, ConnectionError):
     """The Redis/Valkey server cannot be reached (down, restarting, or the network is cut)."""
+
+
+class EnqueueIncomplete(BrokerError):
+    """An ``enqueue_many`` too large for one transaction failed after its first one.
+
+    Attributes:
+        landed: handles of the jobs that were enqueued (their transactions committed).
+        unsure: handles of the transaction that failed: enqueued or not, depending on
+            whether the server ran it before the error (a timeout cannot tell).
+        not_sent: handles of the jobs that were never sent.
+        remaining: the jobs of ``unsure`` and ``not_sent`` as specs with their ids fixed:
+            ``await queue.enqueue_many(exc.remaining)`` finishes the batch without
+            duplicating a job that did land.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        landed: list[Any],
+        unsure: list[Any],
+        not_sent: list[Any],
+        remaining: list[Any],
+    ) -> None:
+        super().__init__(message)
+        self.landed = landed
+        self.unsure = unsure
+        self.not_sent = not_sent
+        self.remaining = remaining
 
 
 class EncodeError(QueueAsyncError, TypeError):

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
@@ -23,13 +24,15 @@ from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
 from queue_async.cron import CronSchedule
 from queue_async.exceptions import (
+    BrokerError,
     ConfigurationError,
+    EnqueueIncomplete,
     JobNotFound,
     TaskNotRegistered,
 )
 from queue_async.handle import JobHandle
 from queue_async.models import Job, JobStatus, QueueStats, ms_to_datetime
-from queue_async.options import TaskOptions
+from queue_async.options import EnqueueOptions, TaskOptions
 from queue_async.task import JobSpec, Task
 
 __all__ = ["Queue"]
@@ -44,9 +47,14 @@ Middleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]
 """``async def mw(ctx, call_next)``: runs around every job; ``await call_next()`` runs it."""
 
 DEFAULT_URL = "redis://localhost:6379/0"
-# Jobs per EVALSHA in enqueue_many: big enough to amortise the call, small enough that one
-# script never holds the server for long.
+# Jobs per script call in enqueue_many: big enough to amortise the call, small enough that
+# one script never holds the server for long; a chunk also ends past _CHUNK_BYTES.
 _CHUNK = 1000
+_CHUNK_BYTES = 1 << 20
+# Chunks per transaction (MULTI): a batch larger than this is sent as several transactions,
+# one after the other, so that no client waits behind one huge EXEC.
+_TXN_CHUNKS = 5
+_TXN_BYTES = 8 << 20
 
 
 # How long the record of a cancelled job stays readable.
@@ -325,11 +333,17 @@ class Queue:
         *,
         pipeline: redis.asyncio.client.Pipeline | None = None,
     ) -> list[JobHandle[Any]]:
-        """Enqueue many jobs in one round trip, all or none.
+        """Enqueue many jobs in one round trip; up to 5,000 jobs (and 8 MiB) all or none.
 
         Every job is encoded before anything is sent: one that cannot be encoded raises
         ``EncodeError`` and nothing is written. A job whose id exists, or whose unique key is
         held, is not added: its handle is the existing job's.
+
+        A larger batch goes as several transactions, one after the other, so that the server
+        never stops for long for other clients; each is all or none, and ids are fixed
+        before the first is sent. If one fails after another committed, the call raises
+        ``EnqueueIncomplete``, which says which jobs landed and holds the rest as specs that
+        can be enqueued again without duplicates.
 
         With ``pipeline`` (a redis.asyncio pipeline of the same server, usually a
         transaction), the jobs are only added to it, and land or not with the rest of it
@@ -337,28 +351,60 @@ class Queue:
         deduplicated shows in the pipeline's result, not in its handle.
         """
         codec, limit = self.codec, self.max_payload_bytes
+        specs = list(specs)
         encoded = [encode_job(codec, limit, spec) for spec in specs]
         ids = [job_id for job_id, _ in encoded]
-        chunks = [
-            b"".join(job for _, job in encoded[i : i + _CHUNK])
-            for i in range(0, len(encoded), _CHUNK)
-        ]
+        chunks = _chunks([job for _, job in encoded])
         if not self._server_checked:
             await self.check_server()
         if pipeline is not None:
-            for chunk in chunks:
+            for _, chunk in chunks:
                 self.scripts.enqueue_into(pipeline, chunk)
             return [JobHandle(self, job_id) for job_id in ids]
         if not chunks:
             return []
         if len(chunks) == 1:
-            replies = await self.scripts.enqueue(chunks[0])
+            replies = await self.scripts.enqueue(chunks[0][1])
         else:
-            replies = await self.scripts.enqueue_chunks(chunks)
+            replies = []
+            for transaction in _transactions(chunks):
+                try:
+                    replies += await self.scripts.enqueue_chunks([c for _, c in transaction])
+                except BrokerError as exc:
+                    if not replies and len(transaction) == len(chunks):
+                        raise  # one transaction: all or none still holds
+                    raise self._incomplete(specs, ids, replies, transaction, exc) from exc
         return [
             JobHandle(self, _text(reply) if isinstance(reply, bytes | str) else job_id)
             for job_id, reply in zip(ids, replies, strict=True)
         ]
+
+    def _incomplete(
+        self,
+        specs: list[JobSpec[Any]],
+        ids: list[str],
+        replies: list[int | bytes],
+        failed: list[tuple[int, bytes]],
+        exc: BrokerError,
+    ) -> EnqueueIncomplete:
+        done = len(replies)
+        sent = failed[-1][0]
+        landed: list[JobHandle[Any]] = [
+            JobHandle(self, _text(reply) if isinstance(reply, bytes | str) else job_id)
+            for job_id, reply in zip(ids, replies, strict=False)
+        ]
+        unsure: list[JobHandle[Any]] = [JobHandle(self, job_id) for job_id in ids[done:sent]]
+        not_sent: list[JobHandle[Any]] = [JobHandle(self, job_id) for job_id in ids[sent:]]
+        remaining = [_pinned(spec, i) for spec, i in zip(specs[done:], ids[done:], strict=True)]
+        return EnqueueIncomplete(
+            f"enqueue_many stopped part way: {len(landed)} of {len(ids)} jobs were enqueued, "
+            f"{len(unsure)} may have been, {len(not_sent)} were not sent ({exc}). "
+            "`await queue.enqueue_many(error.remaining)` finishes the batch without duplicates",
+            landed=landed,
+            unsure=unsure,
+            not_sent=not_sent,
+            remaining=remaining,
+        )
 
     # -- reading and admin ----------------------------------------------------------------
 
@@ -506,6 +552,9 @@ class Queue:
         us read its settings (CONFIG denied, as on some managed services) is let through with
         a warning.
         """
+        if self.allow_eviction:
+            self._server_checked = True
+            return
         with translate_errors("reading the server's eviction policy"):
             try:
                 reply = await self.client.config_get("maxmemory-policy")
@@ -548,3 +597,39 @@ def _raw(value: bytes | str) -> bytes:
 
 def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _pinned(spec: JobSpec[Any], job_id: str) -> JobSpec[Any]:
+    """The spec with its id fixed, so that enqueueing it again cannot duplicate the job."""
+    if spec.options is not None:
+        return replace(spec, options=spec.options.model_copy(update={"job_id": job_id}))
+    return replace(spec, options=EnqueueOptions.model_validate({"job_id": job_id}))
+
+
+def _chunks(jobs: list[bytes]) -> list[tuple[int, bytes]]:
+    """Packed jobs cut into script calls of at most _CHUNK jobs and about _CHUNK_BYTES;
+    each with the index just past its last job."""
+    chunks: list[tuple[int, bytes]] = []
+    start = size = 0
+    for index, job in enumerate(jobs):
+        if index > start and (index - start >= _CHUNK or size + len(job) > _CHUNK_BYTES):
+            chunks.append((index, b"".join(jobs[start:index])))
+            start, size = index, 0
+        size += len(job)
+    if jobs:
+        chunks.append((len(jobs), b"".join(jobs[start:])))
+    return chunks
+
+
+def _transactions(chunks: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
+    """Chunks grouped into transactions of at most _TXN_CHUNKS and about _TXN_BYTES."""
+    groups: list[list[tuple[int, bytes]]] = [[]]
+    size = 0
+    for chunk in chunks:
+        group = groups[-1]
+        if group and (len(group) >= _TXN_CHUNKS or size + len(chunk[1]) > _TXN_BYTES):
+            groups.append([])
+            group, size = groups[-1], 0
+        group.append(chunk)
+        size += len(chunk[1])
+    return groups

@@ -199,7 +199,9 @@ async def test_enqueue_to_a_silent_server_fails_within_the_default_command_timeo
 async def test_a_shorter_command_timeout_fails_sooner_and_names_the_operation(
     silent_server: str,
 ) -> None:
-    async with qa.Queue(silent_server, name=unique_name(), command_timeout=0.3) as queue:
+    async with qa.Queue(
+        silent_server, name=unique_name(), command_timeout=0.3, allow_eviction=True
+    ) as queue:
         started = time.monotonic()
         with pytest.raises(qa.ConnectionError, match="while enqueueing a job") as caught:
             await queue.enqueue("some.task")
