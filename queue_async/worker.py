@@ -299,14 +299,17 @@ class Worker:
                     loops.start_soon(self._cron_loop)
                 if handle_signals:
                     loops.start_soon(self._signal_loop)
-                await self._work(burst)
-                # Completions still buffered or in flight are recorded before we go; past the
-                # lease length there is no point: the jobs are being recovered anyway.
-                with anyio.CancelScope(shield=True) as final:
-                    final.deadline = anyio.current_time() + self.settings.lease.total_seconds()
-                    await self._flush_now()
-                    for lane in self._lanes:
-                        await lane.deregister(self.id)
+                try:
+                    await self._work(burst)
+                finally:
+                    # However the worker stops (even cancelled), completions still buffered
+                    # or in flight are recorded before it goes; past the lease length there
+                    # is no point: the jobs are being recovered anyway.
+                    with anyio.CancelScope(shield=True) as final:
+                        final.deadline = anyio.current_time() + self.settings.lease.total_seconds()
+                        await self._flush_now()
+                        for lane in self._lanes:
+                            await lane.deregister(self.id)
                 loops.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -420,9 +423,13 @@ class Worker:
         for lane in lease_order(self._lanes, self.strategy, self._random):
             free = self._room()
             self._lease_seq += 1
-            lane_wait, lane_scheduled, leased = await lane.lease(
-                self.settings, self.id, f"{self.id}:{self._lease_seq}", free, idle_ms
-            )
+            # Shielded: a stop that cut the reply off would leave the jobs it leased active,
+            # unseen, until their leases expire. Jobs that come in while stopping are handed
+            # back with the rest.
+            with anyio.CancelScope(shield=True):
+                lane_wait, lane_scheduled, leased = await lane.lease(
+                    self.settings, self.id, f"{self.id}:{self._lease_seq}", free, idle_ms
+                )
             scheduled += lane_scheduled
             for job in leased:
                 self._start(job)

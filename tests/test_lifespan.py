@@ -136,3 +136,42 @@ async def test_burst_worker_rides_out_a_server_restart(private_server: EmbeddedS
             await anyio.sleep(0.3)  # the burst worker waits for the delayed job
             await anyio.to_thread.run_sync(private_server.restart)
         assert await handle.result(timeout=5) == "ok"
+
+
+async def test_cancelling_run_hands_back_every_job_and_deregisters(queue: qa.Queue) -> None:
+    @queue.task
+    async def long() -> None:
+        await anyio.sleep(30)
+
+    await queue.enqueue_many([long.call() for _ in range(100)])
+    worker = qa.Worker(queue, **FAST)
+    with anyio.move_on_after(1.0):
+        await worker.run(handle_signals=False)
+    stats = await queue.stats()
+    assert (stats.active, stats.ready, stats.workers) == (0, 100, 0)
+
+
+async def test_a_stop_while_a_lease_call_is_in_flight_leaves_no_job_active(
+    queue: qa.Queue,
+) -> None:
+    @queue.task
+    async def quick() -> None:
+        await anyio.sleep(0.5)
+
+    await queue.enqueue_many([quick.call() for _ in range(10)])
+    worker = qa.Worker(queue, **{**FAST, "shutdown_grace": 0})
+    lane = worker._lanes[0]
+    real_lease = lane.lease
+
+    async def slow_lease(*args: Any) -> Any:
+        # The server has leased the jobs; the stop arrives while the reply is on its way.
+        reply = await real_lease(*args)
+        worker.stop()
+        await anyio.sleep(0.2)
+        return reply
+
+    lane.lease = slow_lease  # type: ignore[method-assign]
+    with anyio.fail_after(10):
+        await worker.run(handle_signals=False)
+    stats = await queue.stats()
+    assert (stats.active, stats.ready) == (0, 10)
