@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from queue_async._reconnect import Backoff
 from queue_async._wire import unpack_fields
 from queue_async.backoff import exponential_full_jitter
 from queue_async.codec import decode_payload
@@ -259,27 +260,40 @@ async def record_failure(
     """
     delay = _ABORTED if aborted else retry_delay_ms(job, task, exc)
     settings = worker.settings
-    with anyio.CancelScope(shield=True):
+    lane = worker.lane(job.queue)
+    # While the call is in flight the heartbeat still extends the lease, and a "lost" answer
+    # for this job is not news (see Worker._heartbeat).
+    lane.finishing.add(job.id)
+    backoff = Backoff(settings.reconnect_max.total_seconds())
+    with anyio.CancelScope(shield=True) as scope:
+        # Retried while Redis is away or refuses, up to the lease: past it the job is being
+        # recovered anyway.
+        scope.deadline = anyio.current_time() + settings.lease.total_seconds()
+        outcome = "unrecorded"
         try:
-            outcome = await worker.lane(job.queue).scripts.fail(
-                job.id,
-                job.token,
-                error,
-                delay,
-                to_ms(settings.dead_max_age),
-                settings.dead_max_len,
-                _ABORTED_KEEP_MS,
-            )
-        except BrokerError as refused:
-            logger.warning(
-                "job %s failed but the failure could not be recorded (%s); the job runs again "
-                "when its lease expires",
-                job.id,
-                refused,
-            )
-            outcome = "unrecorded"
+            while True:
+                try:
+                    outcome = await lane.scripts.fail(
+                        job.id,
+                        job.token,
+                        error,
+                        delay,
+                        to_ms(settings.dead_max_age),
+                        settings.dead_max_len,
+                        _ABORTED_KEEP_MS,
+                    )
+                    break
+                except BrokerError as refused:
+                    await backoff.wait(refused)
         finally:
+            lane.finishing.discard(job.id)
             worker.released(job)
+    if outcome == "unrecorded":
+        logger.warning(
+            "job %s failed but the failure could not be recorded: Redis stayed away longer "
+            "than the lease; the job runs again once its lease expires",
+            job.id,
+        )
     log = logger.warning if outcome in ("retry", "aborted") else logger.error
     log(
         "job %s (%s) try %d failed -> %s: %s",

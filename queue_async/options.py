@@ -158,6 +158,9 @@ class WorkerSettings(_Frozen):
     """The dead set keeps at most this many jobs; the oldest are dropped first."""
     reconnect_max: PositiveDuration = timedelta(seconds=5)
     """Longest wait between tries to reach Redis again after the connection was lost."""
+    blocked_loop_warning: PositiveDuration | None = timedelta(seconds=1)
+    """Log an error naming the running job when the event loop is blocked this long (an
+    ``async def`` handler calling ``time.sleep`` or CPU-heavy code); ``None``: never."""
 
     def model_post_init(self, context: object, /) -> None:
         if self.heartbeat >= self.lease:

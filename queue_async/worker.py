@@ -30,6 +30,7 @@ from queue_async._connections import Client
 from queue_async._cron_runner import run_crons
 from queue_async._deadlines import Deadlines
 from queue_async._lanes import Lane, Strategy, lease_order
+from queue_async._loop_monitor import LoopMonitor
 from queue_async._reconnect import Backoff
 from queue_async._runner import (
     JobSlot,
@@ -291,26 +292,14 @@ class Worker:
             started = True
             self._running = True
             self._started.set()
-            async with anyio.create_task_group() as loops:
-                loops.start_soon(self._flush_loop)
-                loops.start_soon(self._heartbeat_loop)
-                loops.start_soon(self._watchdog_loop)
-                if not burst and any(q.crons for q in self.queues):
-                    loops.start_soon(self._cron_loop)
-                if handle_signals:
-                    loops.start_soon(self._signal_loop)
-                try:
-                    await self._work(burst)
-                finally:
-                    # However the worker stops (even cancelled), completions still buffered
-                    # or in flight are recorded before it goes; past the lease length there
-                    # is no point: the jobs are being recovered anyway.
-                    with anyio.CancelScope(shield=True) as final:
-                        final.deadline = anyio.current_time() + self.settings.lease.total_seconds()
-                        await self._flush_now()
-                        for lane in self._lanes:
-                            await lane.deregister(self.id)
-                loops.cancel_scope.cancel()
+            monitor = self._loop_monitor()
+            if monitor is not None:
+                monitor.start()
+            try:
+                await self._loops(burst, handle_signals)
+            finally:
+                if monitor is not None:
+                    monitor.stop()
         finally:
             with anyio.CancelScope(shield=True):
                 for hook in self._shutdown_hooks:
@@ -322,6 +311,44 @@ class Worker:
                         # A startup hook failed: its error is the one to raise.
                         logger.exception("shutdown hook %r failed after a failed startup", hook)
         logger.info("worker %s stopped after %d jobs", self.id, self._processed)
+
+    async def _loops(self, burst: bool, handle_signals: bool) -> None:
+        async with anyio.create_task_group() as loops:
+            loops.start_soon(self._flush_loop)
+            loops.start_soon(self._heartbeat_loop)
+            loops.start_soon(self._watchdog_loop)
+            if not burst and any(q.crons for q in self.queues):
+                loops.start_soon(self._cron_loop)
+            if handle_signals:
+                loops.start_soon(self._signal_loop)
+            try:
+                await self._work(burst)
+            finally:
+                # However the worker stops (even cancelled), completions still buffered
+                # or in flight are recorded before it goes; past the lease length there
+                # is no point: the jobs are being recovered anyway.
+                with anyio.CancelScope(shield=True) as final:
+                    final.deadline = anyio.current_time() + self.settings.lease.total_seconds()
+                    await self._flush_now()
+                    for lane in self._lanes:
+                        await lane.deregister(self.id)
+            loops.cancel_scope.cancel()
+
+    def _loop_monitor(self) -> LoopMonitor | None:
+        threshold = self.settings.blocked_loop_warning
+        if threshold is None:
+            return None
+
+        def describe(task: asyncio.Task[object] | None) -> str:
+            slot = self._jobs.get(task) if task is not None else None  # type: ignore[arg-type]
+            if slot is None:
+                running = ", ".join(
+                    f"{s.job.id} ({s.job.task})" for s in list(self._jobs.values())[:5]
+                )
+                return f"no job's own task (running: {running or 'none'})"
+            return f"job {slot.job.id} (task {slot.job.task})"
+
+        return LoopMonitor(threshold.total_seconds(), describe)
 
     async def _cron_loop(self) -> None:
         with anyio.CancelScope() as self._cron_scope:
@@ -627,7 +654,8 @@ class Worker:
             running=list(lane.running),
             processed=self._processed,
         )
-        pairs: list[Arg] = [x for item in lane.running.items() for x in item]
+        sent = dict(lane.running)
+        pairs: list[Arg] = [x for item in sent.items() for x in item]
         lost, aborting = await lane.scripts.extend(
             to_ms(self.settings.lease),
             self.id,
@@ -636,7 +664,14 @@ class Worker:
             pairs,
         )
         for job_id in lost:
-            logger.warning("lease of job %s was lost (recovered after a stall)", job_id)
+            # A job recorded done or failed while this call was in flight is not lost.
+            token = sent.get(job_id)
+            if lane.running.get(job_id) == token and job_id not in lane.finishing:
+                logger.warning(
+                    "lease of job %s was lost: this worker did not extend it in time (blocked "
+                    "or cut off from Redis), so it was recovered and may run again elsewhere",
+                    job_id,
+                )
         if aborting:
             wanted = set(aborting)
             for slot in self._jobs.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 import time
 
@@ -11,7 +12,7 @@ import anyio
 import pytest
 
 import queue_async as qa
-from tests.helpers import FAST
+from tests.helpers import FAST, drain
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +149,22 @@ async def test_kill_hands_back_jobs_whose_handlers_never_started(queue: qa.Queue
     assert (stats.ready, stats.active) == (50, 0)
     for handle in handles:
         assert (await handle.info()).attempts == 0
+
+
+async def test_a_handler_blocking_the_event_loop_is_named_before_its_lease_expires(
+    queue: qa.Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="queue_async")
+
+    @queue.task
+    async def blocks() -> None:
+        time.sleep(1.6)  # noqa: ASYNC251 - the mistake under test
+
+    handle = await blocks.enqueue()
+    await drain(queue, lease=3.0, heartbeat=1.0)
+    assert (await handle.info()).status is qa.JobStatus.DONE
+    text = caplog.text
+    assert "event loop was blocked for" in text
+    assert f"job {handle.id} (task {blocks.name})" in text
+    assert "anyio.to_thread.run_sync" in text
+    assert "ran again after" in text
