@@ -149,8 +149,7 @@ def job_router(
 def _handle(queue: qa.Queue, job_id: str) -> qa.JobHandle[Any]:
     try:
         return queue.job(job_id)
-    except (qa.ConfigurationError, qa.JobNotFound):
-        # An id that cannot exist: to a client, that is a job that does not.
+    except qa.JobNotFound:  # an id that cannot exist
         raise _not_found(job_id) from None
 
 
