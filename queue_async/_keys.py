@@ -116,6 +116,10 @@ class QueueKeys:
         """Jobs a gate holds back, e.g. ``t:<task>`` (see lua/_gates.lua)."""
         return f"{self.prefix}held:{gate}"
 
+    def alarm(self, worker_id: str) -> str:
+        """A worker rings this list to end its own blocking wait at a job's due time."""
+        return f"{self.prefix}alarm:{worker_id}"
+
     def inbox(self, worker_id: str) -> str:
         """Jobs handed straight to an idle worker by enqueue.lua (see lease.lua)."""
         return f"{self.prefix}inbox:{worker_id}"

@@ -41,6 +41,7 @@ from queue_async._runner import (
     run_job,
 )
 from queue_async._scripts import Arg, Scripts
+from queue_async._threads import HandlerThreads
 from queue_async.exceptions import BrokerError, ConfigurationError
 from queue_async.models import WorkerHeartbeat
 from queue_async.options import WorkerSettings, to_ms
@@ -107,7 +108,8 @@ class Worker:
         self.strategy: Strategy = strategy
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.state: dict[str, Any] = {}
-        self.limiter = anyio.CapacityLimiter(self.settings.concurrency)
+        self.threads = HandlerThreads(self.settings.concurrency)
+        """The threads of sync handlers (see ``_threads.py``)."""
         self._clients: list[Client] = []
         self._lanes = self._make_lanes(queues, weights, tuple(middleware))
         self._waits = self._make_waits()
@@ -122,8 +124,7 @@ class Worker:
         self._deadlines = Deadlines()
         self._waiting: deque[LeasedJob] = deque()  # leased ahead (prefetch), not started
         self._ended: deque[float] = deque(maxlen=self.settings.lease_batch)  # loop times
-        self.abandoned = 0
-        """Handlers abandoned because they ignored cancellation (they may still be running)."""
+        self._abandoned = 0  # async handlers given up on, see _give_up
         self._processed = 0
         self._done_ready = anyio.Event()
         self._flush_lock = anyio.Lock()
@@ -178,6 +179,13 @@ class Worker:
         return self._lane_of[id(queue)]
 
     # -- public control ---------------------------------------------------------------------
+
+    @property
+    def abandoned(self) -> int:
+        """Handlers left running after their try ended: async ones that ignored cancellation
+        for ``cancel_grace``, and sync ones whose thread outlived their try (Python cannot
+        stop a thread)."""
+        return self._abandoned + self.threads.abandoned
 
     @property
     def running(self) -> bool:
@@ -426,10 +434,11 @@ class Worker:
             if burst and not leased and not self._busy and scheduled == 0:
                 return
             timeout = self.settings.max_idle_wait.total_seconds()
-            if wait_ms > 0:
-                timeout = min(timeout, wait_ms / 1000)
+            due = 0 < wait_ms / 1000 < timeout
+            if due:
+                timeout = wait_ms / 1000
             try:
-                handed = await self._idle_wait(timeout, burst=burst)
+                handed = await self._idle_wait(timeout, burst=burst, due=due)
             except BrokerError as exc:
                 await backoff.wait(exc)
                 continue
@@ -524,7 +533,7 @@ class Worker:
     def _give_up(self, slot: JobSlot) -> None:
         """Stop waiting for a handler that ignored cancellation: free its slot."""
         slot.abandoned = True
-        self.abandoned += 1
+        self._abandoned += 1
         self._free_slot()
         logger.error(
             "job %s (%s) ignored cancellation for %ss: abandoned; its handler may still be "
@@ -547,7 +556,7 @@ class Worker:
                     with anyio.CancelScope(shield=True):
                         await record_failure(self, slot.job, error, task)
 
-    async def _idle_wait(self, seconds: float, *, burst: bool) -> LeasedJob | None:
+    async def _idle_wait(self, seconds: float, *, burst: bool, due: bool) -> LeasedJob | None:
         """Block on Redis (never a sleep loop) for at most ``seconds``.
 
         A worker blocks on its inbox, where enqueue.lua hands it new jobs already leased to
@@ -555,21 +564,37 @@ class Worker:
         jobs are ready, or the next due time moved), once per server. A burst worker (or one
         serving several queues) has no inbox; a burst worker also wakes when one of its jobs
         ends, to see whether it is done.
+
+        ``due``: a job falls due in ``seconds``. A server ends a blocking call's timeout only
+        at its next cron tick (up to 100 ms late at the default hz 10), so the worker rings
+        its own alarm key at the due time instead, and the call's timeout is a fallback.
         """
         seconds = max(seconds, 0.001)
         inbox = None
         if not burst and len(self._lanes) == 1:
             inbox = self.queue.keys.inbox(self.id)
         waits = []
+        alarms: list[tuple[Scripts, str]] = []
         for client, lanes in self._waits:
             keys = [lane.queue.keys.wake for lane in lanes]
-            waits.append(self._blpop(client, [inbox, *keys] if inbox else keys, seconds))
+            if inbox:
+                keys.insert(0, inbox)
+            if due:
+                alarm = lanes[0].queue.keys.alarm(self.id)
+                alarms.append((lanes[0].scripts, alarm))
+                keys.append(alarm)
+            waits.append(self._blpop(client, keys, seconds + _ALARM_SLACK if due else seconds))
         if burst and self._busy:
             waits.append(self._changed.wait())
-        if len(waits) == 1:
-            popped = await waits[0]
-        else:
-            popped = await _first_of(waits)
+        ring = asyncio.ensure_future(_ring(alarms, seconds)) if alarms else None
+        try:
+            if len(waits) == 1:
+                popped = await waits[0]
+            else:
+                popped = await _first_of(waits)
+        finally:
+            if ring is not None:
+                ring.cancel()
         if inbox is not None and isinstance(popped, list | tuple) and popped[0] == inbox.encode():
             packed = popped[1]
             raw = packed if isinstance(packed, bytes) else packed.encode()
@@ -693,6 +718,23 @@ class Worker:
                         self.settings.shutdown_grace.total_seconds(),
                     )
                     self.stop()
+
+
+_ALARM_SLACK = 0.25
+"""Seconds past a due time that a blocking wait ends by itself if its alarm did not ring."""
+
+
+async def _ring(alarms: list[tuple[Scripts, str]], seconds: float) -> None:
+    """Wake this worker's own blocking wait in ``seconds`` (see ``Worker._idle_wait``)."""
+    await asyncio.sleep(seconds)
+    for scripts, key in alarms:
+        try:
+            async with scripts.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, "1")
+                pipe.pexpire(key, 1000)  # a ring the wait did not take must not linger
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the wait's own timeout still ends it
+            logger.debug("could not ring the alarm %s: %s", key, exc)
 
 
 _PREFETCH_WINDOW = 0.1
