@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -17,6 +19,33 @@ def tests(session: nox.Session) -> None:
     """The test suite, against private servers it starts itself (or $REDIS_URL)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+# The oldest redis-py we declare, then the newest of each major after it; `tests` runs on the
+# one pip resolves today.
+REDIS_PY = ["5.0.8", "6.4.0", "7.4.1", "8.1.0"]
+
+
+@nox.session
+@nox.parametrize("redis_py", REDIS_PY)
+def tests_compat(session: nox.Session, redis_py: str) -> None:
+    """The test suite on one redis-py version: `nox -s "tests_compat(redis_py='5.0.8')"`."""
+    session.install("-e", ".[test]", f"redis[hiredis]=={redis_py}")
+    session.run("python", "-c", "import redis; print('redis-py', redis.__version__)")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def tests_redis7(session: nox.Session) -> None:
+    """The test suite against Redis 7 (Debian's redis-server) instead of the embedded Valkey."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        session.run("apt-get", "update", "-q", external=True)
+        session.run("apt-get", "install", "-y", "-q", "redis-server", external=True)
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    session.install("-e", ".[test]")
+    session.run(binary, "--version", external=True)
+    session.run("pytest", *session.posargs, env={"QA_SERVER_BINARY": binary})
 
 
 @nox.session

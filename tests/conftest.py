@@ -25,20 +25,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# The server binary the fixtures start: the embedded Valkey unless QA_SERVER_BINARY names
+# another (`nox -s tests_redis7` runs the suite on Debian's redis-server).
+SERVER_BINARY = os.environ.get("QA_SERVER_BINARY") or None
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     external = os.environ.get("REDIS_URL")
     if external:
         yield external
         return
-    with EmbeddedServer() as server:
+    with EmbeddedServer(binary=SERVER_BINARY) as server:
         yield server.url
 
 
 @pytest.fixture
 def private_server() -> Iterator[EmbeddedServer]:
     """A server of this test's own, which it may kill and restart (AOF on, fsync always)."""
-    with EmbeddedServer(appendonly=True) as server:
+    with EmbeddedServer(appendonly=True, binary=SERVER_BINARY) as server:
         yield server
 
 
