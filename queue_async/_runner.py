@@ -225,7 +225,7 @@ async def _invoke(
         if task.takes_context
         else (functools.partial(task.fn, *args, **kwargs))
     )
-    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=worker.limiter)
+    return await worker.threads.run(ctx.job_id, call)
 
 
 def retry_delay_ms(job: LeasedJob, task: Task[Any, Any] | None, exc: BaseException | None) -> int:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -273,3 +274,24 @@ async def test_max_concurrency_holds_across_worker_processes(
     ]
     assert len(seen) == 8
     assert max(seen) == 2  # two at once, never three, though three processes had room
+
+
+async def test_sigterm_ends_the_process_in_its_grace_even_with_a_stuck_sync_handler(
+    app_queue: qa.Queue, app_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = start_worker(app_env, spawn, "30.0", "1")
+    handle = await app_queue.enqueue("apps.stuck_sync", 60)
+    with anyio.fail_after(10):
+        while (await handle.info()).status is not qa.JobStatus.ACTIVE:
+            await anyio.sleep(0.02)
+    await anyio.sleep(0.2)  # its thread is in time.sleep
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    with anyio.fail_after(20):
+        while proc.poll() is None:
+            await anyio.sleep(0.02)
+    # shutdown_grace (1 s) + cancel_grace (5 s) at most, not the handler's 60 s.
+    assert time.monotonic() - signalled < 6.5
+    assert proc.returncode == 0
+    info = await handle.info()
+    assert info.status is qa.JobStatus.READY and info.attempts == 0

@@ -168,3 +168,45 @@ async def test_a_handler_blocking_the_event_loop_is_named_before_its_lease_expir
     assert f"job {handle.id} (task {blocks.name})" in text
     assert "anyio.to_thread.run_sync" in text
     assert "ran again after" in text
+
+
+async def test_a_timed_out_sync_handler_is_abandoned_and_never_overlaps_its_next_try(
+    queue: qa.Queue,
+) -> None:
+    lock = threading.Lock()
+    per_job: dict[str, int] = {}
+    most_at_once: list[int] = [0, 0]  # of one job, of all jobs
+    threads_seen: list[int] = []
+    started: list[str] = []
+
+    @queue.task(timeout=0.1, retries=2, backoff_base=0.01)
+    def slow(ctx: qa.JobContext) -> None:
+        with lock:
+            started.append(ctx.job_id)
+            per_job[ctx.job_id] = per_job.get(ctx.job_id, 0) + 1
+            most_at_once[0] = max(most_at_once[0], per_job[ctx.job_id])
+            most_at_once[1] = max(most_at_once[1], sum(per_job.values()))
+        try:
+            time.sleep(0.6)
+        finally:
+            with lock:
+                per_job[ctx.job_id] -= 1
+
+    handles = [await slow.enqueue() for _ in range(3)]
+    worker = qa.Worker(queue, **{**FAST, "concurrency": 2})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(worker.run, burst=True, handle_signals=False))
+        with anyio.fail_after(30):
+            while worker.running or not threads_seen:
+                threads_seen.append(worker.threads.live)
+                await anyio.sleep(0.02)
+    for handle in handles:
+        info = await handle.info()
+        assert info.status is qa.JobStatus.DEAD and info.attempts == 3
+        assert info.error is not None and "timed out after 0.1 s" in info.error
+    # Every thread that started outlived its try and was abandoned (tries that timed out
+    # waiting for a thread never ran), yet no two tries of one job overlapped, and the
+    # threads never outnumbered the concurrency (running tries) plus as many abandoned.
+    assert len(started) >= 2 and worker.abandoned == len(started)
+    assert most_at_once[0] == 1
+    assert max(threads_seen) <= 4 and most_at_once[1] <= 4

@@ -6,6 +6,7 @@ The queue comes from the environment: REDIS_URL and QA_QUEUE.
 from __future__ import annotations
 
 import os
+import time
 
 import anyio
 
@@ -51,3 +52,9 @@ async def gauged(ctx: qa.JobContext, hold: float) -> None:
     await client.rpush(f"{prefix}test:gauge-seen", now)
     await anyio.sleep(hold)
     await client.decr(f"{prefix}test:gauge")
+
+
+@queue.task(name="apps.stuck_sync", retries=0, timeout=60)
+def stuck_sync(seconds: float) -> None:
+    """A sync handler that ignores everything for ``seconds`` (Python cannot stop it)."""
+    time.sleep(seconds)
