@@ -26,14 +26,17 @@ async def run_crons(
 ) -> None:
     """Fire ticks forever (cron.lua lets the first worker's call through, once per tick).
 
-    ``scripts``: each queue's transitions on the worker's connections.
+    ``scripts``: each queue's transitions on the worker's connections. Ticks follow the
+    clock of the first queue's server, like every other due time, so a worker on a host
+    whose clock is off fires them on time all the same.
     """
     schedules = [
         (queue, calls, s)
         for queue, calls in zip(queues, scripts, strict=True)
         for s in queue.crons.values()
     ]
-    now = datetime.now(UTC)
+    clock = scripts[0]
+    now = await server_now(clock)
     for queue, calls, schedule in schedules:
         if schedule.run_missed:
             await fire(queue, calls, schedule, schedule.last_tick(now), reconnect_max)
@@ -41,10 +44,21 @@ async def run_crons(
     while True:
         index = min(range(len(due)), key=due.__getitem__)
         tick = due[index]
-        await anyio.sleep(max(0.0, (tick - datetime.now(UTC)).total_seconds()))
+        # Sleep by the local clock, then look at the server's: again if it is not there yet.
+        while (left := (tick - await server_now(clock)).total_seconds()) > 0:  # noqa: ASYNC110
+            await anyio.sleep(left)
         queue, calls, schedule = schedules[index]
         due[index] = schedule.next_tick(tick)
         await fire(queue, calls, schedule, tick, reconnect_max, give_up_at=due[index])
+
+
+async def server_now(scripts: Scripts) -> datetime:
+    """The server's time; the local clock while the server cannot be asked."""
+    try:
+        seconds, micros = await scripts.client.time()
+    except Exception:  # noqa: BLE001 - a tick late by the skew beats a tick lost
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(seconds + micros / 1_000_000, UTC)
 
 
 async def fire(
