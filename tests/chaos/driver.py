@@ -4,10 +4,12 @@
 
 During the run a driver kills a random worker with SIGKILL about every second (and starts a
 new one), sends SIGTERM to one worker with jobs running (the graceful path), drops every
-client connection (``CLIENT KILL TYPE normal``) twice, and restarts the server once (SIGKILL,
-AOF with ``appendfsync always``) while jobs are in flight. At the end it checks, from what
-Redis holds and from the record each execution leaves, that no job was lost, none was
-recorded complete twice, and extra executions happened only to jobs a stopped worker held.
+client connection (``CLIENT KILL TYPE normal``) twice, restarts the server once (SIGKILL,
+AOF with ``appendfsync always``) while jobs are in flight, and runs the server out of memory
+once (``maxmemory`` lowered below what it uses, so every write is refused, then raised).
+At the end it checks, from what Redis holds and from the record each execution leaves,
+that no job was lost, none was recorded complete twice, no worker exited by itself, and
+extra executions happened only to jobs a stopped worker held.
 Prints the figures as one JSON line.
 """
 
@@ -47,6 +49,7 @@ class ChaosConfig:
     max_job_ms: int = 40
     delayed_share: float = 0.1
     drain_timeout: float = 60.0
+    oom_seconds: float = 1.0
     seed: int | None = None
 
 
@@ -60,6 +63,9 @@ class ChaosReport:
     sigterms: int = 0
     server_restarts: int = 0
     connection_drops: int = 0
+    oom_phases: int = 0
+    worker_exits: int = 0
+    """Workers that exited by themselves (a refusal or an outage must never do that)."""
     clients_dropped: int = 0
     done: int = 0
     lost: list[str] = field(default_factory=list)
@@ -89,6 +95,8 @@ class ChaosReport:
             )
         if any(self.stuck.values()):
             found.append(f"jobs stuck: {self.stuck}")
+        if self.worker_exits:
+            found.append(f"{self.worker_exits} workers exited by themselves")
         if self.unexpected_dead:
             found.append(f"jobs in dead that were meant to run: {self.unexpected_dead[:5]}")
         return found
@@ -146,6 +154,22 @@ class Chaos:
         self.report.connection_drops += 1
         self.report.clients_dropped += int(dropped)
 
+    async def out_of_memory(self) -> None:
+        """Every write refused (OOM under noeviction) for a while, then memory is back."""
+        async with redis.asyncio.Redis.from_url(self.server.url) as admin:
+            await admin.config_set("maxmemory", "1")
+            await anyio.sleep(self.config.oom_seconds)
+            await admin.config_set("maxmemory", "0")
+        self.report.oom_phases += 1
+
+    def count_exits(self) -> None:
+        """Workers that ended without being told to: counted, and replaced."""
+        for process in list(self.workers):
+            if process.poll() is not None:
+                self.workers.remove(process)
+                self.report.worker_exits += 1
+                self.start_worker()
+
     async def restart_server(self) -> None:
         # Workers in the middle of jobs see every call fail until the server is back.
         await anyio.to_thread.run_sync(self.server.kill)
@@ -161,12 +185,14 @@ class Chaos:
             0.4: self.terminate_one,
             0.5: self.restart_server,
             0.7: self.drop_connections,
+            0.8: self.out_of_memory,
         }
         began = anyio.current_time()
         while (elapsed := anyio.current_time() - began) < duration:
             for share in sorted(once):
                 if elapsed >= share * duration:
                     await once.pop(share)()
+            self.count_exits()
             self.kill_one()
             await anyio.sleep(self.config.kill_every * self.random.uniform(0.7, 1.3))
 
@@ -202,7 +228,7 @@ async def produce(config: ChaosConfig, queue: qa.Queue, chaos: Chaos) -> None:
                     # Ids are fixed: a repeat of a batch that did land enqueues nothing twice.
                     await queue.enqueue_many(batch)
                     break
-                except qa.BrokerConnectionError:
+                except qa.BrokerError:  # unreachable, or refused while out of memory
                     await anyio.sleep(0.1)
         await anyio.sleep(config.duration * 0.6 / batches)
 
@@ -214,7 +240,7 @@ async def wait_drained(queue: qa.Queue, total: int, timeout: float) -> None:
                 s = await queue.stats()
                 if s.processed + s.dead >= total and not (s.ready or s.scheduled or s.active):
                     return
-            except qa.BrokerConnectionError:
+            except qa.BrokerError:
                 pass
             await anyio.sleep(0.2)
 
@@ -287,6 +313,7 @@ async def run_chaos(config: ChaosConfig) -> ChaosReport:
                 tg.start_soon(produce, config, queue, chaos)
                 tg.start_soon(chaos.faults)
             await wait_drained(queue, config.jobs + config.doomed, config.drain_timeout)
+            chaos.count_exits()
             await examine(config, queue, chaos)
         finally:
             chaos.stop_all()
