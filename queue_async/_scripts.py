@@ -27,6 +27,7 @@ from queue_async._wire import pack_fields
 Arg = str | bytes | int
 
 _PRELUDE = ("_lib.lua", "_gates.lua", "_enqueue.lua")
+_RESUME_STEP = 1000  # held jobs gate.lua lets go per resume call
 
 
 def _lua(part: str) -> str:
@@ -342,8 +343,17 @@ class Scripts:
         await self._gate("pause", task, "", "")
 
     async def resume(self, task: str) -> int:
-        """Resume the queue (task "") or one task; returns how many held jobs were let go."""
-        return await self._gate("resume", task, "", "")
+        """Resume the queue (task "") or one task; returns how many held jobs were let go.
+
+        A task's held jobs go back 1,000 per call (see gate.lua), so one call never holds
+        the server for long however many there are.
+        """
+        moved = 0
+        while True:
+            step = await self._gate("resume", task, "", "")
+            moved += step
+            if not task or step < _RESUME_STEP:
+                return moved
 
     async def set_limits(self, task: str, max_concurrency: str, rate: str) -> int:
         """Set a task's max concurrency and rate ("<jobs>:<period ms>"); "" for none."""

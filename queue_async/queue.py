@@ -501,7 +501,7 @@ class Queue:
                 pipe.llen(k.fifo)
                 pipe.zcard(k.active)
                 pipe.zcard(k.dead)
-                pipe.hmget(k.meta, ["processed", "failed", "retried"])
+                pipe.hmget(k.meta, ["processed", "failed", "retried", "tombstones"])
                 pipe.zcard(k.workers)
                 pipe.hexists(k.gates, "paused")
                 pipe.smembers(k.gated)
@@ -513,11 +513,12 @@ class Queue:
                     for gate in gated:
                         pipe.zcard(k.held(_text(gate)))
                     held = sum(await pipe.execute())
-        processed, failed, retried = (int(v or 0) for v in counters)
+        # Cancelled jobs wait in fifo as tombstones until a lease drops them (see _lib.lua).
+        processed, failed, retried, tombstones = (int(v or 0) for v in counters)
         return QueueStats(
             queue=self.name,
             scheduled=scheduled,
-            ready=prioritized + fifo,
+            ready=max(0, prioritized + fifo - tombstones),
             active=active,
             dead=dead,
             processed=processed,

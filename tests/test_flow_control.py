@@ -255,3 +255,23 @@ async def test_failing_concurrency_key_raises_configuration_error_and_writes_not
 async def test_pause_of_an_invalid_task_name_raises_configuration_error(queue: qa.Queue) -> None:
     with pytest.raises(qa.ConfigurationError, match="task name"):
         await queue.pause("bad\nname")
+
+
+async def test_resume_of_many_held_jobs_goes_in_bounded_steps_and_keeps_their_order(
+    queue: qa.Queue,
+) -> None:
+    @queue.task
+    async def report(i: int) -> None: ...
+
+    await queue.pause(report)
+    handles = await queue.enqueue_many([report.call(i) for i in range(2500)])
+    await drain(queue)  # every job is looked at and held
+    assert (await queue.stats()).held == 2500
+
+    # One script call lets at most 1,000 go, so none holds the server for long.
+    assert await queue.scripts._gate("resume", report.name, "", "") == 1000
+    assert await queue.scripts.resume(report.name) == 1500
+    stats = await queue.stats()
+    assert (stats.held, stats.ready) == (0, 2500)
+    fifo = [i.decode() for i in await queue.client.lrange(queue.keys.fifo, 0, -1)]
+    assert fifo == [h.id for h in handles]

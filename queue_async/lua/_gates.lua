@@ -43,9 +43,19 @@ local function forget_if_empty(prefix, gate)
 end
 
 -- Move up to n held jobs of a gate back in front of the ready jobs, in their order.
--- Returns how many.
-local function unhold(prefix, ready, gate, n)
-  local popped = redis.call('ZPOPMIN', prefix .. 'held:' .. gate, n)
+-- Returns how many. With newest, the n jobs held last: called again and again, each batch
+-- goes in front of the one before, so that the whole keeps its order (see resume).
+local function unhold(prefix, ready, gate, n, newest)
+  local popped = redis.call(newest and 'ZPOPMAX' or 'ZPOPMIN', prefix .. 'held:' .. gate, n)
+  if newest then
+    -- ZPOPMAX gives the newest first: reverse, so the loop below pushes the newest first.
+    local ordered = {}
+    for i = #popped - 1, 1, -2 do
+      ordered[#ordered + 1] = popped[i]
+      ordered[#ordered + 1] = popped[i + 1]
+    end
+    popped = ordered
+  end
   for i = #popped - 1, 1, -2 do
     return_ready(prefix, ready, popped[i], popped[i + 1])
     redis.call('HDEL', job_key(prefix, popped[i]), 'held')

@@ -84,9 +84,15 @@ local function fresh_key(prefix)
   return prefix .. 'fresh'
 end
 
--- How many jobs are ready (fifo and ready together).
+-- Cancelled jobs of priority 0 stay in fifo as tombstones (taking one out of a long list is
+-- O(n)); meta's "tombstones" counts them, and take_ready drops them as it meets them.
+local function tombstones(prefix)
+  return tonumber(redis.call('HGET', prefix .. 'meta', 'tombstones')) or 0
+end
+
+-- How many jobs are ready (fifo and ready together, less the tombstones in fifo).
 local function ready_count(prefix, ready)
-  return redis.call('LLEN', fifo_key(prefix)) + redis.call('ZCARD', ready)
+  return redis.call('LLEN', fifo_key(prefix)) + redis.call('ZCARD', ready) - tombstones(prefix)
 end
 
 -- Take up to count ready jobs in order: priorities below 0, fifo, the rest. Returns their
@@ -149,10 +155,11 @@ local function return_ready(prefix, ready, id, score)
   end
 end
 
--- Take a ready job out of fifo or ready (it was cancelled).
+-- Take a ready job out of ready, or leave it in fifo as a tombstone (it was cancelled; the
+-- caller sets its state, which is what tells a tombstone).
 local function remove_ready(prefix, ready, id)
   if redis.call('ZREM', ready, id) == 0 then
-    redis.call('LREM', fifo_key(prefix), 1, id)
+    redis.call('HINCRBY', prefix .. 'meta', 'tombstones', 1)
   end
 end
 

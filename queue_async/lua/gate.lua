@@ -5,7 +5,9 @@
 -- ARGV[3] task name; "" for the whole queue (pause and resume only)
 -- ARGV[4] max concurrency of the task ("" for none; limits only)
 -- ARGV[5] rate limit of the task, "<jobs>:<period ms>" ("" for none; limits only)
--- Reply: how many held jobs went back to ready.
+-- Reply: how many held jobs went back to ready. A task's resume moves at most 1,000 per call,
+--   newest first, so that no call holds the server for long: the caller repeats it until
+--   fewer come back (each batch goes in front of the one before: the order is kept).
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local action = ARGV[2]
@@ -25,7 +27,7 @@ elseif action == 'resume' then
     end
   else
     redis.call('HDEL', gates, 'pause:' .. task)
-    moved = unhold_all(prefix, KEYS[1], 'p:' .. task)
+    moved = unhold(prefix, KEYS[1], 'p:' .. task, 1000, true)
   end
 elseif action == 'limits' then
   local limit = tonumber(ARGV[4])

@@ -72,9 +72,16 @@ for i, id in ipairs(ids) do
     end
   else
     local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout',
-      'keep', 'ckey', 'climit')
+      'keep', 'ckey', 'climit', 'state')
     task, payload, enqueued, retries, timeout, keep, ckey, climit = f[1], f[2], f[3], f[4],
       f[5], f[6], f[7], f[8]
+    if f[9] ~= 'ready' then
+      -- A tombstone (see remove_ready): cancelled while in fifo, or gone since.
+      task = nil
+      if not scores[i] and tombstones(prefix) > 0 then
+        redis.call('HINCRBY', prefix .. 'meta', 'tombstones', -1)
+      end
+    end
   end
   local gate, counted = nil, nil
   if task and (configured or ckey) then

@@ -139,9 +139,14 @@ def _text(value: str | bytes) -> str:
 
 
 async def ready_ids(queue: qa.Queue) -> list[str]:
-    """The ready jobs in the order lease.lua takes them: priorities below 0, fifo, the rest."""
+    """The ready jobs in the order lease.lua takes them: priorities below 0, fifo, the rest
+    (without the tombstones cancelled jobs leave in fifo: see remove_ready in _lib.lua)."""
     ranked = await members(queue, queue.keys.ready)
-    fifo = [m.decode() for m in await queue.client.lrange(queue.keys.fifo, 0, -1)]
+    fifo = []
+    for m in await queue.client.lrange(queue.keys.fifo, 0, -1):
+        fresh = await queue.client.hexists(queue.keys.fresh, m)
+        if fresh or await queue.client.hget(queue.keys.job(m.decode()), "state") == b"ready":
+            fifo.append(m.decode())
     first = [m for m, score in ranked.items() if score < 0]
     return first + fifo + [m for m, score in ranked.items() if score >= 0]
 

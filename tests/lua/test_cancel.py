@@ -88,3 +88,21 @@ async def test_cancel_of_finished_jobs_changes_nothing(queue: qa.Queue) -> None:
         assert await fields(queue, state) == before
         assert await queue.client.ttl(queue.keys.job(state)) == ttl
     assert set(await members(queue, queue.keys.dead)) == {"dead"}
+
+
+async def test_cancelled_fifo_job_is_a_tombstone_that_the_next_lease_drops(
+    queue: qa.Queue,
+) -> None:
+    """Cancel is O(1) however long fifo is: the id stays as a tombstone, counted in meta."""
+    for job_id in ("a", "b", "c"):
+        await enqueue(queue, job_id)
+    assert await queue.scripts.cancel("b", 60_000) == "ready"
+    assert await queue.client.llen(queue.keys.fifo) == 3
+    assert await queue.client.hget(queue.keys.meta, "tombstones") == b"1"
+    assert (await queue.stats()).ready == 2
+
+    reply = await lease(queue, 10)
+    assert sorted(reply.ids) == ["a", "c"]
+    assert await queue.client.llen(queue.keys.fifo) == 0
+    assert await queue.client.hget(queue.keys.meta, "tombstones") == b"0"
+    assert (await queue.stats()).ready == 0
