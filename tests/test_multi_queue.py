@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import anyio
 import pytest
 
 import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+from tests.conftest import unique_name
 from tests.helpers import FAST
 
 pytestmark = pytest.mark.anyio
@@ -157,3 +160,27 @@ async def test_a_worker_needs_distinct_queues(queue: qa.Queue, redis_url: str) -
     with pytest.raises(qa.ConfigurationError, match="same queue twice"):
         qa.Worker([queue, twin])
     await twin.close()
+
+
+async def test_a_worker_serving_queues_on_two_servers_wakes_for_either_at_once(
+    queue: qa.Queue, private_server: EmbeddedServer
+) -> None:
+    """One blocking wait per server: a job on the second server does not wait for the
+    first server's idle timeout (nor is it looked for on the wrong server)."""
+    async with qa.Queue(private_server.url, name=unique_name()) as elsewhere:
+
+        @elsewhere.task
+        async def there() -> str:
+            return "there"
+
+        @queue.task
+        async def here() -> str:
+            return "here"
+
+        async with qa.Worker([queue, elsewhere]):  # default 5 s idle wait
+            await anyio.sleep(0.3)
+            for task in (there, here, there):
+                started = time.monotonic()
+                handle = await task.enqueue()
+                assert await handle.result(timeout=5) == task.name.rsplit(".", 1)[-1]
+                assert time.monotonic() - started < 0.5

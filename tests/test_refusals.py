@@ -43,11 +43,20 @@ async def writable(admin: redis.asyncio.Redis) -> None:
     await admin.execute_command("REPLICAOF", "NO", "ONE")
 
 
+async def no_replicas(admin: redis.asyncio.Redis) -> None:
+    await admin.config_set("min-replicas-to-write", "1")  # there is none: writes refused
+
+
+async def replicas_enough(admin: redis.asyncio.Redis) -> None:
+    await admin.config_set("min-replicas-to-write", "0")
+
+
 @pytest.mark.parametrize(
     ("refuse", "accept", "said"),
     [
         pytest.param(out_of_memory, memory_back, "out of memory", id="oom"),
         pytest.param(read_only, writable, "read-only replica", id="readonly"),
+        pytest.param(no_replicas, replicas_enough, "not enough replicas", id="noreplicas"),
     ],
 )
 async def test_worker_survives_a_refusal_and_records_every_job_once(
