@@ -143,6 +143,7 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
         await record_failure(worker, job, str(exc), None)
         return
 
+    lane = worker.lane(queue)
     ctx = JobContext(
         job_id=job.id,
         task=job.task,
@@ -152,10 +153,10 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
         worker_id=worker.id,
         enqueued_ms=job.enqueued_ms,
         token=job.token,
-        _scripts=worker.lane(queue).scripts,
+        _scripts=lane.scripts,
     )
     try:
-        middleware = worker.lane(queue).middleware
+        middleware = lane.middleware
         if middleware:
             result = await _through(middleware, worker, task, ctx, args, kwargs)
         else:

@@ -55,6 +55,9 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
+_ARGS_TYPES = (list, tuple)
+
+
 def decode_payload(codec: Codec, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     """A job's stored ``[args, kwargs]``; raises ``ValueError`` for anything else."""
     try:
@@ -62,7 +65,8 @@ def decode_payload(codec: Codec, payload: bytes) -> tuple[list[Any], dict[str, A
     except Exception as exc:  # a codec may raise anything on garbage
         raise ValueError(f"payload cannot be decoded: {exc!r}") from exc
     # A codec that round-trips tuples (pickle, msgpack with use_list=False) gives them back.
-    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+    # A tuple of types, not list | tuple: that builds a union object on every call.
+    if not isinstance(args, _ARGS_TYPES) or not isinstance(kwargs, dict):
         # One error type for every kind of bad payload, so callers catch one thing.
         raise ValueError("payload cannot be decoded: it is not [args, kwargs]")  # noqa: TRY004
     return list(args), kwargs
