@@ -7,7 +7,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -36,15 +36,6 @@ class ConnectionSampler:
         while True:
             self.peak = max(self.peak, await connected_clients(self.client))
             await anyio.sleep(0.02)
-
-
-@pytest.fixture
-async def sampled(client: redis.asyncio.Redis) -> AsyncIterator[ConnectionSampler]:
-    sampler = ConnectionSampler(client)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sampler.run)
-        yield sampler
-        tg.cancel_scope.cancel()
 
 
 async def test_a_thousand_concurrent_enqueues_wait_for_connections_instead_of_failing(
