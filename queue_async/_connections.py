@@ -116,6 +116,11 @@ class Connections:
         base = self.client.connection_pool
         self._connection_class = base.connection_class
         self._kwargs: dict[str, Any] = dict(base.connection_kwargs)
+        if not self.owns_client:
+            # The producers get a bounded, waiting pool of ours on the client's settings:
+            # the user's own pool may fail past its size (redis-py 8: 100) instead of waiting.
+            self.client = self.make_client(limits.max_connections).redis
+            self.owns_client = True
 
     @property
     def server(self) -> tuple[Any, ...]:

@@ -121,7 +121,8 @@ class Queue:
         limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
         self.connections = Connections(redis_, limits)
         self.client: redis.asyncio.Redis = self.connections.client
-        """The producers' client: for your own pipelines (see ``enqueue_many``)."""
+        """The producers' client (on a pool of the queue's own, also when a client was passed
+        in): for your own pipelines (see ``enqueue_many``)."""
         self.waiters = ResultWaiters(self.connections, self.keys.done_channel)
         self.allow_eviction = allow_eviction
         self._server_checked = False

@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -331,3 +332,31 @@ async def test_a_delayed_job_past_every_timeout_runs_in_burst_mode(queue: qa.Que
         await worker.run(burst=True, handle_signals=False)
     assert 5.9 <= time.monotonic() - started < 8
     assert await handle.result(timeout=1) == "done"
+
+
+async def test_a_passed_in_client_with_a_small_failing_pool_still_lets_callers_wait(
+    redis_url: str,
+) -> None:
+    """A pool that raises past its size is the user's; the queue's producers wait instead."""
+    pool = redis.asyncio.ConnectionPool.from_url(redis_url, max_connections=2)
+    user_client = redis.asyncio.Redis(connection_pool=pool)
+    try:
+        async with qa.Queue(user_client, name=unique_name()) as queue:
+            handles = await _gather(queue.enqueue("t.noop", i) for i in range(300))
+            assert len({h.id for h in handles}) == 300
+        assert await user_client.ping()  # the user's client is left open
+    finally:
+        await user_client.aclose()
+        await pool.disconnect()
+
+
+async def _gather(calls: Iterator[Any]) -> list[Any]:
+    results: list[Any] = []
+
+    async def one(call: Any) -> None:
+        results.append(await call)
+
+    async with anyio.create_task_group() as tg:
+        for call in calls:
+            tg.start_soon(one, call)
+    return results
