@@ -168,20 +168,22 @@ async def test_cli_worker_burst_and_info(app_queue: qa.Queue, app_env: dict[str,
 async def test_cli_worker_serves_several_queues(
     app_queue: qa.Queue, app_env: dict[str, str]
 ) -> None:
-    other = qa.Queue(app_queue.client, name=f"{app_queue.name}-other")
-    sums = [await app_queue.enqueue("apps.add", i, 1) for i in range(3)]
-    shouts = [await other.enqueue("apps.shout", word) for word in ("a", "b")]
-    command = [
-        *[sys.executable, "-m", "queue_async", "worker"],
-        *["tests.apps.tasks:queue", "tests.apps.tasks:other", "--burst"],
-        *["--strategy", "weighted", "--weights", "3,1", "--lease", "5", "--heartbeat", "1"],
-    ]
-    with anyio.fail_after(60):
-        done = await anyio.run_process(command, env=app_env, cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    assert [await h.result(timeout=5) for h in sums] == [1, 2, 3]
-    assert [await h.result(timeout=5) for h in shouts] == ["A", "B"]
-    await other.client.delete(*[k async for k in other.client.scan_iter(f"{other.keys.prefix}*")])
+    async with qa.Queue(app_queue.client, name=f"{app_queue.name}-other") as other:
+        sums = [await app_queue.enqueue("apps.add", i, 1) for i in range(3)]
+        shouts = [await other.enqueue("apps.shout", word) for word in ("a", "b")]
+        command = [
+            *[sys.executable, "-m", "queue_async", "worker"],
+            *["tests.apps.tasks:queue", "tests.apps.tasks:other", "--burst"],
+            *["--strategy", "weighted", "--weights", "3,1", "--lease", "5", "--heartbeat", "1"],
+        ]
+        with anyio.fail_after(60):
+            done = await anyio.run_process(command, env=app_env, cwd=ROOT, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+        assert [await h.result(timeout=5) for h in sums] == [1, 2, 3]
+        assert [await h.result(timeout=5) for h in shouts] == ["A", "B"]
+        await other.client.delete(
+            *[k async for k in other.client.scan_iter(f"{other.keys.prefix}*")]
+        )
 
 
 @pytest.mark.parametrize(

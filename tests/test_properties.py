@@ -635,7 +635,7 @@ async def test_hostile_queue_names_and_prefixes_are_refused_or_keep_every_key_in
         now = await sink.task.enqueue("now")
         orphan = await queue.enqueue("no.such.task")
         await drain(queue)
-        await now.result(timeout=5)  # watch.lua, and the done:<id> channel
+        await now.result(timeout=5)  # watch.lua, and the queue's done channel
         assert sink.received[now.id] == (["now"], {})
         assert (await orphan.info()).status is qa.JobStatus.DEAD
         after = await snapshot(observer)
@@ -725,7 +725,7 @@ async def test_hostile_job_ids_are_refused_or_used_verbatim_inside_the_namespace
         assert await queue.scripts.retire("idle") == 1
 
         await drain(queue)
-        await handle.result(timeout=5)  # watch.lua, and the done:<id> channel
+        await handle.result(timeout=5)  # watch.lua, and the queue's done channel
         assert sink.received[job_id] == (["x"], {})
         again = await call.enqueue("y")  # the id exists: nothing new is enqueued
         assert again == handle
