@@ -375,9 +375,14 @@ class Queue:
                     if not replies and len(transaction) == len(chunks):
                         raise  # one transaction: all or none still holds
                     raise self._incomplete(specs, ids, replies, transaction, exc) from exc
+        return self._handles(ids, replies)
+
+    def _handles(self, ids: list[str], replies: list[int | bytes]) -> list[JobHandle[Any]]:
+        """Handles for enqueue.lua's replies: the job's own id, or the id of the job that
+        holds its unique key (a tuple of types: ``bytes | str`` would build a union per job)."""
         return [
-            JobHandle(self, _text(reply) if isinstance(reply, bytes | str) else job_id)
-            for job_id, reply in zip(ids, replies, strict=True)
+            JobHandle(self, _text(reply) if isinstance(reply, _TEXT) else job_id)
+            for job_id, reply in zip(ids, replies, strict=False)
         ]
 
     def _incomplete(
@@ -390,10 +395,7 @@ class Queue:
     ) -> EnqueueIncomplete:
         done = len(replies)
         sent = failed[-1][0]
-        landed: list[JobHandle[Any]] = [
-            JobHandle(self, _text(reply) if isinstance(reply, bytes | str) else job_id)
-            for job_id, reply in zip(ids, replies, strict=False)
-        ]
+        landed = self._handles(ids, replies)
         unsure: list[JobHandle[Any]] = [JobHandle(self, job_id) for job_id in ids[done:sent]]
         not_sent: list[JobHandle[Any]] = [JobHandle(self, job_id) for job_id in ids[sent:]]
         remaining = [_pinned(spec, i) for spec, i in zip(specs[done:], ids[done:], strict=True)]
@@ -583,6 +585,9 @@ class Queue:
         """Raise ``BrokerConnectionError`` if the server cannot be reached."""
         with translate_errors("pinging the server"):
             await self.client.ping()
+
+
+_TEXT = (bytes, str)
 
 
 def _is_job_id(job_id: str) -> bool:

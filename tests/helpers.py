@@ -56,13 +56,18 @@ async def set_payload(queue: qa.Queue, job_id: str, payload: bytes) -> None:
     )
 
 
-async def ready_ids(queue: qa.Queue) -> list[str]:
-    """Ids of the ready jobs, both of priority 0 (fifo) and the others; not the tombstones
-    that cancelled jobs leave in fifo (see lua/_lib.lua)."""
-    fifo = []
+async def fifo_ids(queue: qa.Queue) -> list[str]:
+    """Ids of the ready jobs of priority 0, oldest first; not the tombstones that cancelled
+    jobs leave in fifo (see remove_ready in lua/_lib.lua)."""
+    ids = []
     for raw in await queue.client.lrange(queue.keys.fifo, 0, -1):
         fresh = await queue.client.hexists(queue.keys.fresh, raw)
         if fresh or await queue.client.hget(queue.keys.job(raw.decode()), "state") == b"ready":
-            fifo.append(raw)
+            ids.append(raw.decode())
+    return ids
+
+
+async def ready_ids(queue: qa.Queue) -> list[str]:
+    """Ids of the ready jobs, both of priority 0 (fifo) and the others."""
     others = await queue.client.zrange(queue.keys.ready, 0, -1)
-    return [job_id.decode() for job_id in [*fifo, *others]]
+    return [*await fifo_ids(queue), *(job_id.decode() for job_id in others)]

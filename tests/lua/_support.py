@@ -10,6 +10,7 @@ import anyio
 import queue_async as qa
 from queue_async._scripts import Arg
 from queue_async._wire import fresh_job_fields, pack_fields, pack_job, unpack_fields
+from tests.helpers import fifo_ids
 
 PRIORITY_SHIFT = 2**32
 """Ready score = priority * 2^32 + sequence number (see _lib.lua)."""
@@ -142,11 +143,7 @@ async def ready_ids(queue: qa.Queue) -> list[str]:
     """The ready jobs in the order lease.lua takes them: priorities below 0, fifo, the rest
     (without the tombstones cancelled jobs leave in fifo: see remove_ready in _lib.lua)."""
     ranked = await members(queue, queue.keys.ready)
-    fifo = []
-    for m in await queue.client.lrange(queue.keys.fifo, 0, -1):
-        fresh = await queue.client.hexists(queue.keys.fresh, m)
-        if fresh or await queue.client.hget(queue.keys.job(m.decode()), "state") == b"ready":
-            fifo.append(m.decode())
+    fifo = await fifo_ids(queue)
     first = [m for m, score in ranked.items() if score < 0]
     return first + fifo + [m for m, score in ranked.items() if score >= 0]
 
