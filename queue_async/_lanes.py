@@ -54,6 +54,7 @@ class Lane:
             to_ms(settings.dead_max_age),
             settings.dead_max_len,
             idle_ms,
+            2 * to_ms(settings.heartbeat),
         )
         return parse_lease(reply, self.queue)
 

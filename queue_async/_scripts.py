@@ -219,10 +219,12 @@ class Scripts:
         dead_max_age_ms: int,
         dead_max_len: int,
         max_idle_ms: int,
+        grace_ms: int,
     ) -> list[Any]:
         """Take up to ``count`` jobs; the reply is described in lease.lua.
 
-        ``max_idle_ms`` > 0 registers the worker as idle if nothing is left to take.
+        ``max_idle_ms`` > 0 registers the worker as idle if nothing is left to take;
+        ``grace_ms``: how long an expired lease of these jobs is suspected before recovery.
         """
         k = self.keys
         result: list[Any] = await self._call(
@@ -238,6 +240,7 @@ class Scripts:
                 dead_max_age_ms,
                 dead_max_len,
                 max_idle_ms,
+                grace_ms,
             ],
         )
         return result

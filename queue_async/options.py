@@ -132,7 +132,9 @@ class WorkerSettings(_Frozen):
     concurrency: int = Field(100, ge=1, le=100_000)
     """Jobs running at once in this worker."""
     lease: PositiveDuration = timedelta(seconds=30)
-    """A job's lease: if the worker stops heartbeating for this long, the job is recovered."""
+    """A job's lease: if the worker stops heartbeating for this long, the job is suspected, and
+    recovered once two heartbeat intervals more pass without a heartbeat (the wait that keeps
+    a step of the server's clock from running a running job twice)."""
     heartbeat: PositiveDuration = timedelta(seconds=10)
     """How often the worker extends all its leases (one call) and publishes its heartbeat."""
     shutdown_grace: Duration = timedelta(seconds=10)

@@ -16,9 +16,13 @@ from tests.helpers import FAST, ready_ids
 pytestmark = pytest.mark.anyio
 
 
-async def register_idle(queue: qa.Queue, worker: str, free: int, lease_ms: int = 30_000) -> None:
+async def register_idle(
+    queue: qa.Queue, worker: str, free: int, lease_ms: int = 30_000, grace_ms: int = 20_000
+) -> None:
     """Lease with nothing ready: lease.lua registers ``worker`` as idle with ``free`` slots."""
-    reply = await queue.scripts.lease(free, lease_ms, f"{worker}:1", worker, 3, 60_000, 100, 5000)
+    reply = await queue.scripts.lease(
+        free, lease_ms, f"{worker}:1", worker, 3, 60_000, 100, 5000, grace_ms
+    )
     assert parse_lease(reply, queue)[2] == []
 
 
@@ -58,6 +62,8 @@ async def test_a_handed_job_carries_its_options_as_a_leased_one_would(queue: qa.
     assert job.payload == stored[b"payload"]
     assert job.enqueued_ms == int(stored[b"enqueued"]) == int(stored[b"started"])
     assert (stored[b"attempts"], stored[b"state"], stored[b"worker"]) == (b"1", b"active", b"w1")
+    # The idle worker's lease grace travels with the job (see recover_expired in _lib.lua).
+    assert stored[b"grace"] == b"20000"
     assert (stored[b"retries"], stored[b"timeout"], stored[b"keep"]) == (b"4", b"2500", b"60000")
 
 
@@ -88,7 +94,7 @@ async def test_lease_takes_back_the_inbox_and_leaves_the_rotation(queue: qa.Queu
     noop = await noop_task(queue)
     await register_idle(queue, "w1", free=5)
     first, second = await noop.enqueue(), await noop.enqueue()
-    reply = await queue.scripts.lease(5, 30_000, "w1:2", "w1", 3, 60_000, 100, 0)
+    reply = await queue.scripts.lease(5, 30_000, "w1:2", "w1", 3, 60_000, 100, 0, 20_000)
     _, _, jobs = parse_lease(reply, queue)
     assert [j.id for j in jobs] == [first.id, second.id]
     assert await queue.client.exists(queue.keys.inbox("w1")) == 0
@@ -113,7 +119,7 @@ async def test_job_handed_to_a_dead_idle_worker_is_recovered_after_its_lease(
     queue: qa.Queue,
 ) -> None:
     noop = await noop_task(queue)
-    await register_idle(queue, "ghost", free=5, lease_ms=300)
+    await register_idle(queue, "ghost", free=5, lease_ms=300, grace_ms=600)
     handle = await noop.enqueue()
     assert (await handle.info()).worker == "ghost"
     async with qa.Worker(queue, **FAST):
@@ -124,7 +130,7 @@ async def test_job_handed_to_a_dead_idle_worker_is_recovered_after_its_lease(
 
 async def test_idle_registration_expires_with_the_workers_wait(queue: qa.Queue) -> None:
     noop = await noop_task(queue)
-    reply = await queue.scripts.lease(5, 30_000, "w1:1", "w1", 3, 60_000, 100, 1)
+    reply = await queue.scripts.lease(5, 30_000, "w1:1", "w1", 3, 60_000, 100, 1, 20_000)
     assert parse_lease(reply, queue)[2] == []
     ttl = await queue.client.pttl(f"{queue.keys.prefix}idle:w1")
     assert 0 < ttl <= 501

@@ -714,7 +714,7 @@ async def test_hostile_job_ids_are_refused_or_used_verbatim_inside_the_namespace
 
         # An idle worker (registered through lease.lua; no process behind it) is handed the job:
         # the id goes through the packed inbox format too, then back to ready on retire.
-        await queue.scripts.lease(1, 30_000, "idle:1", "idle", 3, 60_000, 100, 5000)
+        await queue.scripts.lease(1, 30_000, "idle:1", "idle", 3, 60_000, 100, 5000, 20_000)
         handle = await call.enqueue("x")
         assert handle.id == job_id
         packed = await queue.client.lindex(queue.keys.inbox("idle"), 0)

@@ -169,12 +169,12 @@ local function add_job(batch, jobs, bounds, at, slot)
     end
     return 1
   end
-  local worker, lease_ms = nil, nil
+  local worker, lease_ms, grace = nil, nil, nil
   if batch.handing and not ckey then
-    worker, lease_ms = next_idle_worker(prefix, batch.idle)
+    worker, lease_ms, grace = next_idle_worker(prefix, batch.idle)
   end
   if worker then
-    hand_off(prefix, batch.active, worker, lease_ms, id, key, fields, opts, now,
+    hand_off(prefix, batch.active, worker, lease_ms, grace, id, key, fields, opts, now,
       redis.call('INCR', batch.seq))
     return 1
   end

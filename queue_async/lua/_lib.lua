@@ -217,25 +217,39 @@ end
 
 -- Expired leases (their worker died or stalled) go back to ready, or to dead after
 -- more than max_stalls expiries; at most `limit` per call. Returns how many moved.
+-- A lease past its deadline is first only suspected: the job gets one grace period (its
+-- 'grace' field, written at lease time from the holder's heartbeat) for its holder to show it
+-- is alive, and is recovered only if the deadline passes again without a heartbeat. A step
+-- of the server clock makes every lease look expired at once; without this, jobs whose
+-- workers are alive and running them would run a second time at once elsewhere. Jobs leased
+-- with no grace (0, or before the field existed) are recovered at the first sight.
 local function recover_expired(prefix, active, ready, seq_key, dead, now, max_stalls, limit)
   local ids = redis.call('ZRANGEBYSCORE', active, '-inf', fmt(now), 'LIMIT', 0, limit)
+  local recovered = 0
   for _, id in ipairs(ids) do
     local key = job_key(prefix, id)
-    redis.call('ZREM', active, id)
-    if redis.call('EXISTS', key) == 1 then
-      leave_gates(prefix, ready, key)
-      local stalls = redis.call('HINCRBY', key, 'stalls', 1)
-      redis.call('HDEL', key, 'token', 'worker')
-      if stalls > max_stalls then
-        to_dead(prefix, dead, id, key, now,
-          'lease expired ' .. stalls .. ' times: the worker running it died or stalled')
-        redis.call('HINCRBY', prefix .. 'meta', 'failed', 1)
-      else
-        push_ready(prefix, ready, seq_key, id, key)
+    local f = redis.call('HMGET', key, 'state', 'suspect', 'grace')
+    if f[1] and not f[2] and f[3] and f[3] ~= '0' then
+      redis.call('HSET', key, 'suspect', fmt(now))
+      redis.call('ZADD', active, 'XX', fmt(now + tonumber(f[3])), id)
+    else
+      redis.call('ZREM', active, id)
+      if f[1] then
+        recovered = recovered + 1
+        leave_gates(prefix, ready, key)
+        local stalls = redis.call('HINCRBY', key, 'stalls', 1)
+        redis.call('HDEL', key, 'token', 'worker', 'suspect')
+        if stalls > max_stalls then
+          to_dead(prefix, dead, id, key, now,
+            'lease expired ' .. stalls .. ' times: the worker running it died or stalled')
+          redis.call('HINCRBY', prefix .. 'meta', 'failed', 1)
+        else
+          push_ready(prefix, ready, seq_key, id, key)
+        end
       end
     end
   end
-  return #ids
+  return recovered
 end
 
 -- Milliseconds until the next scheduled job is due or the next lease expires; -1 if none.
@@ -257,7 +271,7 @@ end
 local function release_job(prefix, active, ready, seq_key, id, key)
   redis.call('ZREM', active, id)
   leave_gates(prefix, ready, key)
-  redis.call('HDEL', key, 'token', 'worker')
+  redis.call('HDEL', key, 'token', 'worker', 'suspect')
   redis.call('HINCRBY', key, 'attempts', -1)
   push_ready(prefix, ready, seq_key, id, key)
 end
@@ -375,7 +389,7 @@ local function materialize(prefix, id, key)
 end
 
 -- Take the next idle worker in rotation that still has a free slot; nil if none.
--- Returns its id and lease length (ms).
+-- Returns its id, lease length (ms) and lease grace (ms, see recover_expired).
 local function next_idle_worker(prefix, idle)
   while true do
     local worker = redis.call('LPOP', idle)
@@ -383,7 +397,7 @@ local function next_idle_worker(prefix, idle)
       return nil
     end
     local key = prefix .. 'idle:' .. worker
-    local f = redis.call('HMGET', key, 'free', 'lease')
+    local f = redis.call('HMGET', key, 'free', 'lease', 'grace')
     local free = tonumber(f[1])
     if free and free > 0 then
       if free > 1 then
@@ -392,7 +406,7 @@ local function next_idle_worker(prefix, idle)
       else
         redis.call('DEL', key)
       end
-      return worker, tonumber(f[2])
+      return worker, tonumber(f[2]), f[3]
     end
   end
 end
@@ -401,14 +415,16 @@ end
 -- _enqueue.lua builds them) is written active at once, and its packed fields (as lease.lua
 -- returns them) go to the worker's inbox, which the worker blocks on. opts: the job's
 -- options, unpacked (see enqueue.lua).
-local function hand_off(prefix, active, worker, lease_ms, id, key, fields, opts, now, seq)
+local function hand_off(prefix, active, worker, lease_ms, grace, id, key, fields, opts, now,
+    seq)
   local token = worker .. ':h' .. seq
   local started = fmt(now)
   -- After job_fields' 'attempts' '0': HSET applies pairs in order, so these win.
   local n = #fields
   fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'active', 'attempts', '1'
   fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'token', token, 'worker', worker
-  fields[n + 9], fields[n + 10] = 'started', started
+  fields[n + 9], fields[n + 10], fields[n + 11], fields[n + 12] = 'started', started, 'grace',
+    grace or '0'
   redis.call('HSET', key, unpack(fields))
   redis.call('ZADD', active, fmt(now + lease_ms), id)
   local inbox = prefix .. 'inbox:' .. worker

@@ -14,9 +14,14 @@ local lost = {}
 local aborting = {}
 for b = 6, #ARGV, 2 do
   local id = ARGV[b]
-  local f = redis.call('HMGET', job_key(prefix, id), 'token', 'abort')
+  local key = job_key(prefix, id)
+  local f = redis.call('HMGET', key, 'token', 'abort', 'suspect')
   if f[1] == ARGV[b + 1] then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+    if f[3] then
+      -- Suspected after a clock step or a late heartbeat (see recover_expired): alive.
+      redis.call('HDEL', key, 'suspect')
+    end
     if f[2] then
       aborting[#aborting + 1] = id
     end

@@ -13,6 +13,8 @@
 -- ARGV[6] max stalls: a job whose lease expired more often than this goes to dead
 -- ARGV[7] dead max age (ms)   ARGV[8] dead max length
 -- ARGV[9] the worker's longest idle wait (ms); 0: do not register as idle
+-- ARGV[10] lease grace (ms): how long an expired lease of this worker is only suspected
+--   before it is recovered (see recover_expired in _lib.lua)
 -- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see hand_off),
 --   then nine fields per leased job: id, task, payload, attempts, enqueued (ms), retries,
 --   timeout, keep (each "" when unset), token}
@@ -25,6 +27,7 @@ local count = tonumber(ARGV[2])
 local worker = ARGV[5]
 local now = now_ms()
 local deadline = fmt(now + tonumber(ARGV[3]))
+local grace = ARGV[10]
 local configured = redis.call('EXISTS', prefix .. 'gates') == 1
 local paused = configured and redis.call('HEXISTS', prefix .. 'gates', 'paused') == 1
 
@@ -99,16 +102,17 @@ for i, id in ipairs(ids) do
     if not record then
       attempts = redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('HSET', key, 'state', 'active', 'token', token, 'worker', worker,
-        'started', now_text)
+        'started', now_text, 'grace', grace)
     elseif opts then
       started[#started + 1] = id
       redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token,
-        'worker', worker, 'started', now_text, unpack(record_hash(enqueued, opts, task, payload)))
+        'worker', worker, 'started', now_text, 'grace', grace,
+        unpack(record_hash(enqueued, opts, task, payload)))
     else
       started[#started + 1] = id
       redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token,
-        'worker', worker, 'started', now_text, 'task', task, 'payload', payload,
-        'enqueued', enqueued)
+        'worker', worker, 'started', now_text, 'grace', grace, 'task', task,
+        'payload', payload, 'enqueued', enqueued)
     end
     if counted and #counted > 0 then
       redis.call('HSET', key, 'gates', pack(counted))
@@ -153,7 +157,7 @@ else
     if reply[1] >= 0 and reply[1] < wait then
       wait = reply[1]
     end
-    redis.call('HSET', idle_key, 'free', free, 'lease', ARGV[3])
+    redis.call('HSET', idle_key, 'free', free, 'lease', ARGV[3], 'grace', grace)
     redis.call('PEXPIRE', idle_key, wait + 500)
     redis.call('RPUSH', KEYS[7], worker)
   end

@@ -18,6 +18,8 @@ LONG_MS = 3_600_000
 """A lease, delay or keep long enough never to run out during a test."""
 DEAD_AGE_MS = 7 * 86_400_000
 DEAD_LEN = 10_000
+GRACE_MS = 20_000
+"""How long an expired lease is suspected before recovery: a worker's 2 x heartbeat."""
 TASK = "tests.lua.task"
 PAYLOAD = b'[[1, 2], {"k": "v"}]'
 
@@ -117,9 +119,18 @@ async def lease(
     dead_max_age_ms: int = DEAD_AGE_MS,
     dead_max_len: int = DEAD_LEN,
     max_idle_ms: int = 0,
+    grace_ms: int = GRACE_MS,
 ) -> LeaseReply:
     reply = await queue.scripts.lease(
-        count, lease_ms, lease_id, worker_id, max_stalls, dead_max_age_ms, dead_max_len, max_idle_ms
+        count,
+        lease_ms,
+        lease_id,
+        worker_id,
+        max_stalls,
+        dead_max_age_ms,
+        dead_max_len,
+        max_idle_ms,
+        grace_ms,
     )
     return parse_lease(reply)
 
@@ -170,9 +181,21 @@ async def server_ms(queue: qa.Queue) -> int:
 
 
 async def expire_leases(queue: qa.Queue, *job_ids: str) -> None:
-    """Move the lease deadlines of these active jobs into the past, as a stalled worker's."""
+    """Move the lease deadlines of these active jobs into the past, as a stalled worker's,
+    with the grace that follows a first expiry (see recover_expired in _lib.lua) spent too."""
     past = await server_ms(queue) - 1000
     await queue.client.zadd(queue.keys.active, dict.fromkeys(job_ids, past), xx=True)
+    for job_id in job_ids:
+        await queue.client.hset(queue.keys.job(job_id), "suspect", past)
+
+
+async def step_clock(queue: qa.Queue, *job_ids: str, seconds: float = 60) -> None:
+    """What a forward step of the server clock does to these active jobs' leases: their
+    deadlines fall that far behind the clock (nothing else about them changes)."""
+    for job_id in job_ids:
+        score = await queue.client.zscore(queue.keys.active, job_id)
+        assert score is not None, f"{job_id} is not active"
+        await queue.client.zadd(queue.keys.active, {job_id: int(score - seconds * 1000)}, xx=True)
 
 
 async def make_due(queue: qa.Queue, *job_ids: str) -> None:

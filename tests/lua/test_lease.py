@@ -63,7 +63,7 @@ async def test_lease_reply_carries_nine_fields_per_job(queue: qa.Queue) -> None:
         job("set", retries=4, timeout=1500, keep=0) + job("unset", payload=b"\x00\xff")
     )
     enqueued = int((await fields(queue, "set"))["enqueued"])
-    raw = await queue.scripts.lease(10, LONG_MS, "L", "w", 3, 1000, 10, 0)
+    raw = await queue.scripts.lease(10, LONG_MS, "L", "w", 3, 1000, 10, 0, 20_000)
 
     # wait_ms: the first of the two new leases runs out in LONG_MS; nothing is scheduled.
     assert 0 < raw[0] <= LONG_MS
@@ -174,7 +174,7 @@ async def test_promoted_job_joins_the_back_of_its_priority(queue: qa.Queue) -> N
 
 async def test_expired_lease_returns_job_to_ready(queue: qa.Queue) -> None:
     await enqueue(queue, "stalled", priority=3)
-    await lease(queue, 1, lease_ms=1, lease_id="first", worker_id="dead-worker")
+    await lease(queue, 1, lease_ms=1, lease_id="first", worker_id="dead-worker", grace_ms=0)
     deadline = (await members(queue, queue.keys.active))["stalled"]
     await wait_for_server_time(queue, deadline)
 

@@ -8,6 +8,8 @@ import queue_async as qa
 from tests.lua._support import (
     DEAD_AGE_MS,
     DEAD_LEN,
+    GRACE_MS,
+    LONG_MS,
     enqueue,
     expire_leases,
     fields,
@@ -16,6 +18,7 @@ from tests.lua._support import (
     members,
     ready_ids,
     server_ms,
+    step_clock,
     wake_len,
 )
 
@@ -90,3 +93,62 @@ async def test_recover_drops_set_entries_whose_job_hash_is_gone(queue: qa.Queue)
     for key in (queue.keys.ready, queue.keys.scheduled, queue.keys.active):
         assert await members(queue, key) == {}
     assert await queue.client.exists(queue.keys.job("a"), queue.keys.job("b")) == 0
+
+
+async def test_an_expired_lease_is_first_suspected_and_a_heartbeat_keeps_it(
+    queue: qa.Queue,
+) -> None:
+    # A forward step of the server clock: the holder is alive but its lease looks expired.
+    await enqueue(queue, "a")
+    reply = await lease(queue, 1)
+    await step_clock(queue, "a", seconds=LONG_MS / 1000 + 60)
+    before = await server_ms(queue)
+
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (0, 0)
+
+    job_hash = await fields(queue, "a")
+    assert (job_hash["state"], job_hash["token"]) == ("active", reply.token("a"))
+    assert int(job_hash["suspect"]) >= before
+    assert "stalls" not in job_hash
+    deadline = (await members(queue, queue.keys.active))["a"]
+    assert before + GRACE_MS <= deadline <= await server_ms(queue) + GRACE_MS
+
+    lost, aborting = await queue.scripts.extend(
+        LONG_MS, "worker-1", b"{}", 60_000, ["a", reply.token("a")]
+    )
+    assert (lost, aborting) == ([], [])
+    assert "suspect" not in await fields(queue, "a")
+    assert (await members(queue, queue.keys.active))["a"] >= before + LONG_MS
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (0, 0)
+    assert (await fields(queue, "a"))["state"] == "active"
+
+
+async def test_a_suspected_lease_without_a_heartbeat_is_recovered_after_its_grace(
+    queue: qa.Queue,
+) -> None:
+    await enqueue(queue, "a")
+    await lease(queue, 1)
+    await step_clock(queue, "a", seconds=LONG_MS / 1000 + 60)
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (0, 0)
+    # The grace passes with no heartbeat: the worker is gone.
+    await step_clock(queue, "a", seconds=GRACE_MS / 1000)
+
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (1, 0)
+
+    job_hash = await fields(queue, "a")
+    assert (job_hash["state"], job_hash["stalls"]) == ("ready", "1")
+    assert not {"token", "worker", "suspect"} & job_hash.keys()
+    assert await ready_ids(queue) == ["a"]
+
+
+async def test_a_lease_written_without_a_grace_is_recovered_at_first_sight(
+    queue: qa.Queue,
+) -> None:
+    # Jobs leased by an older version carry no grace field.
+    await enqueue(queue, "a")
+    await lease(queue, 1)
+    await queue.client.hdel(queue.keys.job("a"), "grace")
+    await step_clock(queue, "a", seconds=LONG_MS / 1000 + 60)
+
+    assert await queue.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN) == (1, 0)
+    assert await ready_ids(queue) == ["a"]
