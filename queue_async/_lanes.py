@@ -79,15 +79,22 @@ class Lane:
         except BaseException:
             self.done[:0] = batch
             raise
-        for index, ok in enumerate(flags):
+        for index, flag in enumerate(flags):
             job_id, token = str(batch[index * 4]), str(batch[index * 4 + 1])
             self.finishing.discard(job_id)
             if self.running.get(job_id) == token:
                 del self.running[job_id]
-            if not ok:
+            if flag == 0:
                 logger.warning(
                     "job %s finished but its lease was lost (it was recovered and may have "
                     "run again elsewhere); this result was not recorded",
+                    job_id,
+                )
+            elif flag == 2:
+                # Deleted while it ran, or an earlier send of this call recorded it with
+                # keep_result=0 and its reply was lost: either way nothing is left to record.
+                logger.debug(
+                    "job %s finished; its record was already gone",
                     job_id,
                 )
 

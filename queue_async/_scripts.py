@@ -254,7 +254,10 @@ class Scripts:
         return result
 
     async def complete(self, fields: list[Arg]) -> list[int]:
-        """Record jobs done, four fields each: id, token, result, keep ms; 1 ok, 0 lease lost."""
+        """Record jobs done, four fields each: id, token, result, keep ms.
+
+        One flag per job: 1 recorded, 0 lease lost, 2 the job is gone (see complete.lua).
+        """
         result: list[int] = await self._call(
             SCRIPTS["complete"],
             [self.keys.active, self.keys.meta, self.keys.ready, self.keys.wake],

@@ -3,7 +3,9 @@
 -- ARGV[1] key prefix of the queue
 -- ARGV[2] the jobs, packed (see pack in _lib.lua): four fields per job: id, token, result
 --   (codec bytes), keep (result TTL ms; 0 deletes the job hash at once)
--- Reply: one integer per job: 1 recorded, 0 lease lost (recovered elsewhere, or cancelled).
+-- Reply: one integer per job: 1 recorded (now, or by an earlier send of the same call whose
+--   reply was lost: the job's 'spent' field holds the token of the try that finished it),
+--   0 lease lost (recovered elsewhere), 2 the job is gone (deleted, or recorded with keep 0).
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local done_jobs = ARGV[2]
@@ -19,8 +21,9 @@ local finished = {}
 for at = 0, #bounds - 1, 8 do
   local id = sub(done_jobs, bounds[at + 1], bounds[at + 2])
   local key = job_key(prefix, id)
-  local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters')
-  if f[1] == sub(done_jobs, bounds[at + 3], bounds[at + 4]) then
+  local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters', 'spent')
+  local token = sub(done_jobs, bounds[at + 3], bounds[at + 4])
+  if f[1] == token then
     finished[#finished + 1] = id
     if f[2] then
       let_go = let_go + leave_gates(prefix, KEYS[3], key)
@@ -36,12 +39,16 @@ for at = 0, #bounds - 1, 8 do
       -- The token is blanked rather than deleted (one call less): no token is empty.
       redis.call('HSET', key, 'state', 'done', 'result',
         sub(done_jobs, bounds[at + 5], bounds[at + 6]), 'finished', now,
-        'token', '')
+        'token', '', 'spent', token)
       redis.call('PEXPIRE', key, keep)
     else
       redis.call('DEL', key)
     end
     reply[#reply + 1] = 1
+  elseif f[5] == token then
+    reply[#reply + 1] = 1
+  elseif not f[1] and redis.call('EXISTS', key) == 0 then
+    reply[#reply + 1] = 2
   else
     reply[#reply + 1] = 0
   end

@@ -7,11 +7,20 @@
 -- ARGV[6] dead max age (ms)   ARGV[7] dead max length
 -- ARGV[8] how long an aborted job's record is kept (ms)
 -- Reply: "retry", "dead", "aborted", or "lost" when the token is not current (nothing changed).
+--   A repeat of a call that took effect (its reply lost to a dropped connection, sent again)
+--   answers as the first did: the job's 'spent' field holds the token of the failed try.
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local id = ARGV[2]
 local key = job_key(prefix, id)
-if redis.call('HGET', key, 'token') ~= ARGV[3] then
+local f = redis.call('HMGET', key, 'token', 'spent', 'state')
+if f[1] ~= ARGV[3] then
+  if f[2] == ARGV[3] then
+    if f[3] == 'dead' or f[3] == 'aborted' then
+      return f[3]
+    end
+    return 'retry'
+  end
   return 'lost'
 end
 local now = now_ms()
@@ -21,7 +30,8 @@ if leave_gates(prefix, KEYS[3], key) > 0 then
   wake(KEYS[5])
 end
 if delay == -2 then
-  redis.call('HSET', key, 'state', 'aborted', 'error', ARGV[4], 'finished', fmt(now))
+  redis.call('HSET', key, 'state', 'aborted', 'error', ARGV[4], 'finished', fmt(now),
+    'spent', ARGV[3])
   redis.call('HDEL', key, 'token', 'abort')
   drop_unique(prefix, key, id)
   announce(prefix, key, id)
@@ -30,11 +40,12 @@ if delay == -2 then
 end
 if delay < 0 then
   to_dead(prefix, KEYS[4], id, key, now, ARGV[4])
+  redis.call('HSET', key, 'spent', ARGV[3])
   redis.call('HINCRBY', KEYS[7], 'failed', 1)
   trim_dead(prefix, KEYS[4], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
   return 'dead'
 end
-redis.call('HSET', key, 'error', ARGV[4])
+redis.call('HSET', key, 'error', ARGV[4], 'spent', ARGV[3])
 redis.call('HDEL', key, 'token', 'worker')
 redis.call('HINCRBY', KEYS[7], 'retried', 1)
 if delay == 0 then

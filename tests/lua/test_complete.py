@@ -33,7 +33,11 @@ async def test_complete_records_result_and_expires_the_record(queue: qa.Queue) -
     assert job_hash["result"] == '{"ok": 1}'
     assert started <= int(job_hash["finished"]) <= after
     assert job_hash["token"] == ""  # blanked: no lease token can complete it again
-    assert await queue.scripts.complete(["a", token, b"{}", 60_000]) == [0]
+    assert job_hash["spent"] == token
+    # The same call again (its reply lost, sent again) answers as the first did, changing
+    # nothing.
+    assert await queue.scripts.complete(["a", token, b"{}", 60_000]) == [1]
+    assert (await fields(queue, "a"))["result"] == '{"ok": 1}'
     assert 55_000 < await queue.client.pttl(queue.keys.job("a")) <= 60_000
     assert await members(queue, queue.keys.active) == {}
     assert await meta(queue) == {"processed": 1}
@@ -67,7 +71,7 @@ async def test_complete_with_stale_token_changes_nothing(queue: qa.Queue) -> Non
 
 
 async def test_complete_of_missing_job_creates_nothing(queue: qa.Queue) -> None:
-    assert await queue.scripts.complete(["ghost", "t:1", b"r", 60_000]) == [0]
+    assert await queue.scripts.complete(["ghost", "t:1", b"r", 60_000]) == [2]  # gone
     assert await queue.client.keys(f"{queue.keys.prefix}*") == []
 
 
@@ -97,7 +101,8 @@ async def test_complete_batch_reports_each_job_and_counts_processed(queue: qa.Qu
 async def test_complete_twice_counts_once(queue: qa.Queue) -> None:
     token = await lease_one(queue, "a")
     assert await queue.scripts.complete(["a", token, b"1", 60_000]) == [1]
-    assert await queue.scripts.complete(["a", token, b"2", 60_000]) == [0]
+    # Recognised as a repeat of the call that recorded it (its reply lost): nothing changes.
+    assert await queue.scripts.complete(["a", token, b"2", 60_000]) == [1]
     assert (await fields(queue, "a"))["result"] == "1"
     assert await meta(queue) == {"processed": 1}
 
@@ -111,3 +116,25 @@ async def test_malformed_completions_are_refused_and_change_nothing(queue: qa.Qu
             await queue.scripts._call(SCRIPTS["complete"], keys, [queue.keys.prefix, bad])
     assert (await fields(queue, "a"))["state"] == "active"
     assert await meta(queue) == {}
+
+
+async def test_a_repeated_complete_of_a_job_recorded_with_keep_zero_answers_gone(
+    queue: qa.Queue,
+) -> None:
+    token = await lease_one(queue, "a")
+    assert await queue.scripts.complete(["a", token, b"1", 0]) == [1]
+    assert await queue.scripts.complete(["a", token, b"1", 0]) == [2]
+    assert await meta(queue) == {"processed": 1}
+
+
+async def test_a_late_complete_after_recovery_and_a_second_finish_is_refused(
+    queue: qa.Queue,
+) -> None:
+    first = await lease_one(queue, "a")
+    await expire_leases(queue, "a")
+    second = (await lease(queue, 1, lease_id="second")).token("a")
+    assert await queue.scripts.complete(["a", second, b"2", 60_000]) == [1]
+    # The first holder's token was never spent on this job: refused, the result stays.
+    assert await queue.scripts.complete(["a", first, b"1", 60_000]) == [0]
+    assert (await fields(queue, "a"))["result"] == "2"
+    assert await meta(queue) == {"processed": 1}

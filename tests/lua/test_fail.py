@@ -141,3 +141,29 @@ async def test_a_retry_due_after_the_first_scheduled_job_wakes_nobody(queue: qa.
     assert await queue.scripts.fail("a", token, "boom", 5000, DEAD_AGE_MS, DEAD_LEN) == "retry"
 
     assert await wake_len(queue) == 0
+
+
+@pytest.mark.parametrize(("delay", "outcome"), [(5000, "retry"), (0, "retry"), (-1, "dead")])
+async def test_a_repeated_fail_answers_as_the_first_and_changes_nothing(
+    queue: qa.Queue, delay: int, outcome: str
+) -> None:
+    # The reply of the first call was lost to a dropped connection; the call is sent again.
+    token = await lease_one(queue, "a")
+    assert await queue.scripts.fail("a", token, "boom", delay, DEAD_AGE_MS, DEAD_LEN) == outcome
+    first = (await fields(queue, "a"), await meta(queue))
+
+    assert await queue.scripts.fail("a", token, "boom", delay, DEAD_AGE_MS, DEAD_LEN) == outcome
+
+    assert (await fields(queue, "a"), await meta(queue)) == first
+
+
+async def test_a_fail_of_an_earlier_try_after_the_job_was_leased_again_is_not_lost(
+    queue: qa.Queue,
+) -> None:
+    token = await lease_one(queue, "a")
+    assert await queue.scripts.fail("a", token, "boom", 0, DEAD_AGE_MS, DEAD_LEN) == "retry"
+    second = (await lease(queue, 1, lease_id="second")).token("a")
+    assert await queue.scripts.fail("a", second, "again", -1, DEAD_AGE_MS, DEAD_LEN) == "dead"
+    # The first try's call, repeated after another try finished the job: lost, nothing moves.
+    assert await queue.scripts.fail("a", token, "boom", 0, DEAD_AGE_MS, DEAD_LEN) == "lost"
+    assert (await fields(queue, "a"))["state"] == "dead"
