@@ -10,7 +10,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
-LINT_TOOLS = ["ruff==0.17.6"]
+LINT_TOOLS = ["ruff==0.17.6", "import-linter==2.17"]
 TYPE_TOOLS = ["mypy==2.4.1"]
 
 
@@ -50,10 +50,11 @@ def tests_redis7(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
+    """ruff check, ruff format --check, and the import contracts (pyproject's importlinter)."""
     session.install(*LINT_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -20,12 +20,12 @@ from queue_async.exceptions import (
     Retry,
     TaskNotRegistered,
 )
-from queue_async.handle import JobHandle
 from queue_async.models import Job, JobStatus, QueueStats, WorkerHeartbeat
 from queue_async.options import EnqueueOptions, TaskOptions, WorkerSettings
-from queue_async.queue import Queue
-from queue_async.task import JobSpec, Task, TaskCall
-from queue_async.worker import Worker
+from queue_async.producer.handle import JobHandle
+from queue_async.producer.queue import Queue
+from queue_async.producer.tasks import JobSpec, Task, TaskCall
+from queue_async.worker.worker import Worker
 
 ConnectionError = BrokerConnectionError
 

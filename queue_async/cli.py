@@ -21,9 +21,7 @@ from collections.abc import Sequence
 import anyio
 from pydantic import ValidationError
 
-from queue_async.exceptions import QueueAsyncError
-from queue_async.queue import Queue
-from queue_async.worker import Worker
+from queue_async import Queue, QueueAsyncError, Worker
 
 __all__ = ["load_queue", "main"]
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from queue_async.models import ms_to_datetime
 
 if TYPE_CHECKING:
-    from queue_async._scripts import Scripts
-    from queue_async.queue import Queue
+    from queue_async.broker.scripts import Scripts
+    from queue_async.producer.queue import Queue
 
 __all__ = ["JobContext"]
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from queue_async._keys import check_job_id
+from queue_async.identifiers import check_job_id
 
 __all__ = ["EnqueueOptions", "TaskOptions", "WorkerSettings"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 
 import queue_async as qa
-from queue_async._wire import fresh_job_fields, pack_fields, unpack_fields
+from queue_async.broker.wire import fresh_job_fields, pack_fields, unpack_fields
 
 # Fast enough for tests, still real: leases and heartbeats as a user could configure them.
 FAST: dict[str, Any] = {

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio
 
 import queue_async as qa
-from queue_async import queue as queue_module
 from queue_async.embedded import EmbeddedServer
+from queue_async.producer import queue as queue_module
 from tests.conftest import unique_name
 
 pytestmark = pytest.mark.anyio

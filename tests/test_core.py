@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 import queue_async as qa
-from queue_async._encode import new_job_id
+from queue_async.producer.encode import new_job_id
 from tests.helpers import FAST, drain, ready_ids
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 import queue_async as qa
-from queue_async._wire import pack_job
-from queue_async.cron import tick_ms
+from queue_async.broker.wire import pack_job
+from queue_async.producer.cron import tick_ms
 from tests.conftest import unique_name
 from tests.helpers import FAST
 from tests.test_processes import ROOT

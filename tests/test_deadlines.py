@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 import queue_async as qa
-from queue_async._deadlines import Deadlines
+from queue_async.worker.deadlines import Deadlines
 from tests.helpers import drain
 
 pytestmark = pytest.mark.anyio

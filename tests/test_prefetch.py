@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 import queue_async as qa
-from queue_async import worker as worker_module
+from queue_async.worker import worker as worker_module
 from tests.helpers import FAST, drain
 
 pytestmark = pytest.mark.anyio

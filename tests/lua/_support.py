@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 
 import queue_async as qa
-from queue_async._scripts import Arg
-from queue_async._wire import fresh_job_fields, pack_fields, pack_job, unpack_fields
+from queue_async.broker.scripts import Arg
+from queue_async.broker.wire import fresh_job_fields, pack_fields, pack_job, unpack_fields
 from tests.helpers import fifo_ids
 
 PRIORITY_SHIFT = 2**32

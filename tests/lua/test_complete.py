@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import queue_async as qa
-from queue_async._scripts import SCRIPTS
-from queue_async._wire import pack_fields
+from queue_async.broker.scripts import SCRIPTS
+from queue_async.broker.wire import pack_fields
 from tests.lua._support import (
     enqueue,
     expire_leases,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import queue_async as qa
-from queue_async._wire import unpack_fields
+from queue_async.broker.wire import unpack_fields
 from tests.lua._support import (
     PAYLOAD,
     PRIORITY_SHIFT,

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 import queue_async as qa
-from queue_async import _scripts
-from queue_async._keys import QueueKeys
-from queue_async._scripts import LIBRARY, SCRIPTS, Scripts
-from queue_async._wire import pack_job
+from queue_async.broker import scripts as _scripts
+from queue_async.broker.keys import QueueKeys
+from queue_async.broker.scripts import LIBRARY, SCRIPTS, Scripts
+from queue_async.broker.wire import pack_job
 
 pytestmark = pytest.mark.anyio
 
-LUA = resources.files("queue_async") / "lua"
+LUA = resources.files("queue_async.broker") / "lua"
 NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
 NUMBERS |= {"eight": 8, "nine": 9, "ten": 10}
 SCRIPT_NAMES = sorted(SCRIPTS)

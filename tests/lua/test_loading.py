@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 
 import queue_async as qa
-from queue_async._scripts import LIBRARY, SCRIPTS
+from queue_async.broker.scripts import LIBRARY, SCRIPTS
 from queue_async.embedded import EmbeddedServer
 from queue_async.exceptions import BrokerError
 from tests.lua._support import enqueue, job, lease

@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from queue_async._reconnect import Backoff
-from queue_async._wire import unpack_fields
-from queue_async.backoff import exponential_full_jitter
+from queue_async.broker.reconnect import Backoff
+from queue_async.broker.wire import unpack_fields
 from queue_async.codec import decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import BrokerError, Fatal, Retry
 from queue_async.options import to_ms
+from queue_async.worker.retry_delays import exponential_full_jitter
 
 if TYPE_CHECKING:
-    from queue_async.queue import Middleware, Queue
-    from queue_async.task import Task
-    from queue_async.worker import Worker
+    from queue_async.producer.queue import Middleware, Queue
+    from queue_async.producer.tasks import Task
+    from queue_async.worker.worker import Worker
 
 logger = logging.getLogger("queue_async.worker")
 

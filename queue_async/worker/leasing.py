@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from queue_async._runner import LeasedJob, parse_lease
-from queue_async._scripts import Arg, Scripts
+from queue_async.broker.scripts import Arg, Scripts
 from queue_async.exceptions import BrokerError
 from queue_async.options import WorkerSettings, parse_rate, to_ms
+from queue_async.worker.executor import LeasedJob, parse_lease
 
 if TYPE_CHECKING:
-    from queue_async.queue import Middleware, Queue
+    from queue_async.producer.queue import Middleware, Queue
 
 logger = logging.getLogger("queue_async.worker")
 

@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from queue_async._keys import check_job_id
 from queue_async.exceptions import ConfigurationError
+from queue_async.identifiers import check_job_id
 
 if TYPE_CHECKING:
-    from queue_async.task import Task
+    from queue_async.producer.tasks import Task
 
 __all__ = ["CronSchedule"]
 

@@ -26,13 +26,16 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from queue_async._connections import Client
-from queue_async._cron_runner import run_crons
-from queue_async._deadlines import Deadlines
-from queue_async._lanes import Lane, Strategy, lease_order
-from queue_async._loop_monitor import LoopMonitor
-from queue_async._reconnect import Backoff
-from queue_async._runner import (
+from queue_async.broker.connections import Client
+from queue_async.broker.reconnect import Backoff
+from queue_async.broker.scripts import Arg, Scripts
+from queue_async.exceptions import BrokerError, ConfigurationError
+from queue_async.models import WorkerHeartbeat
+from queue_async.options import WorkerSettings, to_ms
+from queue_async.producer.queue import Hook, Middleware, Queue
+from queue_async.worker.crons import run_crons
+from queue_async.worker.deadlines import Deadlines
+from queue_async.worker.executor import (
     JobSlot,
     LeasedJob,
     handed_job,
@@ -40,12 +43,9 @@ from queue_async._runner import (
     record_failure,
     run_job,
 )
-from queue_async._scripts import Arg, Scripts
-from queue_async._threads import HandlerThreads
-from queue_async.exceptions import BrokerError, ConfigurationError
-from queue_async.models import WorkerHeartbeat
-from queue_async.options import WorkerSettings, to_ms
-from queue_async.queue import Hook, Middleware, Queue
+from queue_async.worker.leasing import Lane, Strategy, lease_order
+from queue_async.worker.loop_monitor import LoopMonitor
+from queue_async.worker.threads import HandlerThreads
 
 __all__ = ["Worker"]
 

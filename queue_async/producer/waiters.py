@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from queue_async._redis import CONNECTION_ERRORS
+from queue_async.broker.errors import CONNECTION_ERRORS
 from queue_async.exceptions import BrokerConnectionError, QueueAsyncError
 
 if TYPE_CHECKING:
-    from queue_async._connections import Client, Connections
+    from queue_async.broker.connections import Client, Connections
 
 logger = logging.getLogger("queue_async.results")
 

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from queue_async._encode import encode_job
-from queue_async._reconnect import Backoff
-from queue_async.cron import CronSchedule, tick_ms
+from queue_async.broker.reconnect import Backoff
 from queue_async.exceptions import BrokerError
+from queue_async.producer.cron import CronSchedule, tick_ms
+from queue_async.producer.encode import encode_job
 
 if TYPE_CHECKING:
-    from queue_async._scripts import Scripts
-    from queue_async.queue import Queue
+    from queue_async.broker.scripts import Scripts
+    from queue_async.producer.queue import Queue
 
 logger = logging.getLogger("queue_async.worker")
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import orjson
 
-from queue_async._keys import check_job_id
-from queue_async._scripts import Arg
-from queue_async._wire import pack_fields, pack_job
+from queue_async.broker.scripts import Arg
+from queue_async.broker.wire import pack_fields, pack_job
 from queue_async.codec import Codec
 from queue_async.exceptions import ConfigurationError, EncodeError, PayloadTooLarge
+from queue_async.identifiers import check_job_id
 from queue_async.options import EnqueueOptions, TaskOptions, to_ms
-from queue_async.task import JobSpec
+from queue_async.producer.tasks import JobSpec
 
 _KEY_MAX = 200
 

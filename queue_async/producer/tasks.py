@@ -13,8 +13,8 @@ from queue_async.context import JobContext
 from queue_async.options import EnqueueOptions, TaskOptions, to_ms
 
 if TYPE_CHECKING:
-    from queue_async.handle import JobHandle
-    from queue_async.queue import Queue
+    from queue_async.producer.handle import JobHandle
+    from queue_async.producer.queue import Queue
 
 __all__ = ["JobSpec", "Task", "TaskCall"]
 

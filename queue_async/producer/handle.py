@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
-from queue_async._redis import translate_errors
+from queue_async.broker.errors import translate_errors
 from queue_async.exceptions import JobAborted, JobCancelled, JobFailed, JobNotFound, JobTimeout
 from queue_async.models import Job, JobStatus
 
 if TYPE_CHECKING:
-    from queue_async.queue import Queue
+    from queue_async.producer.queue import Queue
 
 __all__ = ["JobHandle"]
 

@@ -13,16 +13,13 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 import redis.asyncio
 import redis.exceptions
 
-from queue_async._connections import Connections, Limits
-from queue_async._encode import encode_job
-from queue_async._keys import QueueKeys, check_job_id, check_task_name
-from queue_async._redis import translate_errors
-from queue_async._scripts import Scripts
-from queue_async._waiters import ResultWaiters
-from queue_async._wire import fresh_job_fields
+from queue_async.broker.connections import Connections, Limits
+from queue_async.broker.errors import translate_errors
+from queue_async.broker.keys import QueueKeys
+from queue_async.broker.scripts import Scripts
+from queue_async.broker.wire import fresh_job_fields
 from queue_async.codec import Codec, JsonCodec, decode_payload
 from queue_async.context import JobContext
-from queue_async.cron import CronSchedule
 from queue_async.exceptions import (
     BrokerError,
     ConfigurationError,
@@ -30,10 +27,14 @@ from queue_async.exceptions import (
     JobNotFound,
     TaskNotRegistered,
 )
-from queue_async.handle import JobHandle
+from queue_async.identifiers import check_job_id, check_task_name
 from queue_async.models import Job, JobStatus, QueueStats, ms_to_datetime
 from queue_async.options import EnqueueOptions, TaskOptions
-from queue_async.task import JobSpec, Task
+from queue_async.producer.cron import CronSchedule
+from queue_async.producer.encode import encode_job
+from queue_async.producer.handle import JobHandle
+from queue_async.producer.tasks import JobSpec, Task
+from queue_async.producer.waiters import ResultWaiters
 
 __all__ = ["Queue"]
 

@@ -29,7 +29,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff
 
-from queue_async._redis import translate_errors
+from queue_async.broker.errors import translate_errors
 from queue_async.exceptions import BrokerConnectionError, ConfigurationError
 
 T = TypeVar("T")

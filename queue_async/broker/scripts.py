@@ -20,9 +20,9 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from queue_async._keys import QueueKeys
-from queue_async._redis import translate_errors
-from queue_async._wire import pack_fields
+from queue_async.broker.errors import translate_errors
+from queue_async.broker.keys import QueueKeys
+from queue_async.broker.wire import pack_fields
 
 Arg = str | bytes | int
 
@@ -31,7 +31,7 @@ _RESUME_STEP = 1000  # held jobs gate.lua lets go per resume call
 
 
 def _lua(part: str) -> str:
-    return (resources.files("queue_async") / "lua" / part).read_text()
+    return (resources.files("queue_async.broker") / "lua" / part).read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ class LuaScript:
 # Every lua/*.lua except the shared _lib.lua is a script, named after its file.
 SCRIPTS = {
     entry.name.removesuffix(".lua"): LuaScript.load(entry.name.removesuffix(".lua"))
-    for entry in (resources.files("queue_async") / "lua").iterdir()
+    for entry in (resources.files("queue_async.broker") / "lua").iterdir()
     if entry.name.endswith(".lua") and not entry.name.startswith("_")
 }
 
