@@ -70,7 +70,7 @@ async def main(url: str) -> None:
     for queue in (default, bulk):
         stats = await queue.stats()
         print(f"{queue.name}: processed {stats.processed}, held {stats.held}")
-        keys = [key async for key in queue.client.scan_iter(match=f"{queue.keys.prefix}*")]
+        keys = [key async for key in queue.client.scan_iter(match=f"{queue.key_prefix}*")]
         if keys:
             await queue.client.delete(*keys)
         await queue.close()

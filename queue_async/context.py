@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -10,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 from queue_async.models import ms_to_datetime
 
 if TYPE_CHECKING:
-    from queue_async.broker.scripts import Scripts
     from queue_async.producer.queue import Queue
+
+CheckIn = Callable[[str, str, str, str], Awaitable[bool]]
+"""Records a check-in: (job id, lease token, message, progress) -> whether the try holds
+the job (checkin.lua, through the worker's connections)."""
 
 __all__ = ["JobContext"]
 
@@ -34,10 +38,11 @@ class JobContext:
     state: dict[str, Any]
     worker_id: str
     enqueued_ms: int
+    headers: dict[str, str] = field(default_factory=dict)
+    """The job's headers (``task.options(headers=...)``): trace context, tenant ids."""
     token: str = field(default="", repr=False)
     """This try's lease token: check-ins from a try whose lease was lost are refused."""
-    _scripts: Scripts | None = field(default=None, repr=False, compare=False)
-    """The worker's own connections for check-ins (else the queue's)."""
+    _checkin: CheckIn | None = field(default=None, repr=False, compare=False)
 
     @property
     def enqueued_at(self) -> datetime:
@@ -62,8 +67,9 @@ class JobContext:
             or not 0 <= progress <= 1
         ):
             raise ValueError(f"progress is a fraction from 0 to 1, not {progress!r}")
-        scripts = self._scripts or self.queue.scripts
-        return await scripts.checkin(
+        if self._checkin is None:
+            raise RuntimeError("this JobContext was not made by a worker: it cannot check in")
+        return await self._checkin(
             self.job_id,
             self.token,
             message or "",

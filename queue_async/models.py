@@ -67,6 +67,8 @@ class Job(BaseModel):
     """The last fraction done the running job reported, from 0 to 1."""
     checkin_at: datetime | None = None
     """When the job last checked in."""
+    headers: dict[str, str] = {}
+    """The job's headers, as given at enqueue (``task.options(headers=...)``)."""
 
 
 class WorkerHeartbeat(BaseModel):

@@ -35,6 +35,20 @@ PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
 Priority = Annotated[int, Field(ge=-(2**20), le=2**20)]
 
 
+_HEADERS_MAX_BYTES = 16_384
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    size = 0
+    for name, value in headers.items():
+        if not name:
+            raise ValueError("a header name cannot be empty")
+        size += len(name.encode()) + len(value.encode())
+    if size > _HEADERS_MAX_BYTES:
+        raise ValueError(f"headers take {size} bytes; at most {_HEADERS_MAX_BYTES} are allowed")
+    return headers
+
+
 def to_ms(value: timedelta) -> int:
     """Whole milliseconds, rounded up so a tiny positive duration never becomes zero."""
     micros = value // timedelta(microseconds=1)
@@ -124,6 +138,9 @@ class EnqueueOptions(_Frozen):
     """The longest the unique key holds (default: until its job finishes)."""
     unique_while_running: bool | None = None
     """The unique key also holds while its job runs (default: only while it waits)."""
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] | None = None
+    """Text metadata that travels with the job to ``JobContext.headers`` and ``Job.headers``
+    (trace context, tenant ids); not part of the arguments."""
 
 
 class WorkerSettings(_Frozen):

@@ -55,7 +55,7 @@ async def fresh_queue(redis_url: str) -> AsyncIterator[qa.Queue]:
     """A queue with a name of its own; its keys are deleted afterwards."""
     q = qa.Queue(redis_url, name=unique_name())
     yield q
-    keys = [key async for key in q.client.scan_iter(match=f"{q.keys.prefix}*", count=1000)]
+    keys = [key async for key in q.client.scan_iter(match=f"{q._broker.keys.prefix}*", count=1000)]
     if keys:
         await q.client.delete(*keys)
     await q.close()

@@ -28,7 +28,9 @@ async def drain(queue: qa.Queue, *, limit: float = 20.0, **settings: Any) -> qa.
 
 async def keys_of(queue: qa.Queue) -> set[str]:
     """Every key of the queue that exists now."""
-    return {key.decode() async for key in queue.client.scan_iter(match=f"{queue.keys.prefix}*")}
+    return {
+        key.decode() async for key in queue.client.scan_iter(match=f"{queue._broker.keys.prefix}*")
+    }
 
 
 # A job enqueued ready lives as a compact record in the queue's `fresh` hash until it starts
@@ -37,22 +39,22 @@ async def keys_of(queue: qa.Queue) -> set[str]:
 
 async def stored_payload(queue: qa.Queue, job_id: str) -> bytes | None:
     """The payload stored for a job, fresh or not."""
-    record = await queue.client.hget(queue.keys.fresh, job_id)
+    record = await queue.client.hget(queue._broker.keys.fresh, job_id)
     if record is not None:
         return fresh_job_fields(record)["payload"]
-    payload: bytes | None = await queue.client.hget(queue.keys.job(job_id), "payload")
+    payload: bytes | None = await queue.client.hget(queue._broker.keys.job(job_id), "payload")
     return payload
 
 
 async def set_payload(queue: qa.Queue, job_id: str, payload: bytes) -> None:
     """Replace a job's stored payload (to break it on purpose)."""
-    record = await queue.client.hget(queue.keys.fresh, job_id)
+    record = await queue.client.hget(queue._broker.keys.fresh, job_id)
     if record is None:
-        await queue.client.hset(queue.keys.job(job_id), "payload", payload)
+        await queue.client.hset(queue._broker.keys.job(job_id), "payload", payload)
         return
     enqueued, options, task, _ = unpack_fields(record)
     await queue.client.hset(
-        queue.keys.fresh, job_id, pack_fields([enqueued, options, task, payload])
+        queue._broker.keys.fresh, job_id, pack_fields([enqueued, options, task, payload])
     )
 
 
@@ -60,14 +62,17 @@ async def fifo_ids(queue: qa.Queue) -> list[str]:
     """Ids of the ready jobs of priority 0, oldest first; not the tombstones that cancelled
     jobs leave in fifo (see remove_ready in lua/_lib.lua)."""
     ids = []
-    for raw in await queue.client.lrange(queue.keys.fifo, 0, -1):
-        fresh = await queue.client.hexists(queue.keys.fresh, raw)
-        if fresh or await queue.client.hget(queue.keys.job(raw.decode()), "state") == b"ready":
+    for raw in await queue.client.lrange(queue._broker.keys.fifo, 0, -1):
+        fresh = await queue.client.hexists(queue._broker.keys.fresh, raw)
+        if (
+            fresh
+            or await queue.client.hget(queue._broker.keys.job(raw.decode()), "state") == b"ready"
+        ):
             ids.append(raw.decode())
     return ids
 
 
 async def ready_ids(queue: qa.Queue) -> list[str]:
     """Ids of the ready jobs, both of priority 0 (fifo) and the others."""
-    others = await queue.client.zrange(queue.keys.ready, 0, -1)
+    others = await queue.client.zrange(queue._broker.keys.ready, 0, -1)
     return [*await fifo_ids(queue), *(job_id.decode() for job_id in others)]

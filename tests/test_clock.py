@@ -70,7 +70,7 @@ async def test_a_dead_workers_job_is_still_recovered_after_lease_and_grace(
         return "ran"
 
     handle = await job.enqueue()
-    await queue.scripts.lease(1, 300, "ghost:1", "ghost", 3, 60_000, 100, 0, 200)
+    await queue._broker.scripts.lease(1, 300, "ghost:1", "ghost", 3, 60_000, 100, 0, 200)
     assert (await handle.info()).status is qa.JobStatus.ACTIVE
     worker = qa.Worker(queue, **FAST)
     with anyio.fail_after(10):

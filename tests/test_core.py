@@ -238,7 +238,7 @@ async def test_job_out_of_tries_goes_to_dead_with_traceback(queue: qa.Queue) -> 
     assert "Traceback" in caught.value.error and "bad row 7" in str(caught.value)
     info = await handle.info()
     assert info.status is qa.JobStatus.DEAD and info.attempts == 2
-    assert await queue.client.zscore(queue.keys.dead, handle.id) is not None
+    assert await queue.client.zscore(queue._broker.keys.dead, handle.id) is not None
 
 
 async def test_retry_with_defer_schedules_the_next_try(queue: qa.Queue) -> None:
@@ -311,7 +311,7 @@ async def test_keep_result_zero_stores_nothing(queue: qa.Queue) -> None:
     handle = await quiet.enqueue()
     await drain(queue)
     assert await handle.status() is None
-    assert await queue.client.exists(queue.keys.job(handle.id)) == 0
+    assert await queue.client.exists(queue._broker.keys.job(handle.id)) == 0
 
 
 async def test_result_ttl_is_set_from_keep_result(queue: qa.Queue) -> None:
@@ -322,8 +322,8 @@ async def test_result_ttl_is_set_from_keep_result(queue: qa.Queue) -> None:
     handle = await brief.options(keep_result=timedelta(seconds=5)).enqueue()
     other = await brief.enqueue()
     await drain(queue)
-    assert 0 < await queue.client.pttl(queue.keys.job(handle.id)) <= 5000
-    assert 5000 < await queue.client.pttl(queue.keys.job(other.id)) <= 60_000
+    assert 0 < await queue.client.pttl(queue._broker.keys.job(handle.id)) <= 5000
+    assert 5000 < await queue.client.pttl(queue._broker.keys.job(other.id)) <= 60_000
 
 
 async def test_result_waits_for_a_worker_started_later(queue: qa.Queue) -> None:
@@ -376,11 +376,11 @@ async def test_background_worker_in_async_with(queue: qa.Queue) -> None:
 
     async with qa.Worker(queue, **FAST) as worker:
         assert await (await echo.enqueue("hi")).result(timeout=5) == "hi"
-        beat = await queue.client.get(queue.keys.worker(worker.id))
+        beat = await queue.client.get(queue._broker.keys.worker(worker.id))
         assert beat is not None
         heartbeat = qa.WorkerHeartbeat.model_validate_json(beat)
         assert heartbeat.id == worker.id and heartbeat.concurrency == 100
-    assert await queue.client.get(queue.keys.worker(worker.id)) is None
+    assert await queue.client.get(queue._broker.keys.worker(worker.id)) is None
 
 
 async def test_worker_runs_only_once(queue: qa.Queue) -> None:
@@ -440,7 +440,7 @@ async def test_graceful_stop_hands_unfinished_jobs_back_without_counting_them(
     info = await handle.info()
     assert info.status is qa.JobStatus.READY and info.attempts == 0
     assert await ready_ids(queue) == [handle.id]
-    assert await queue.client.zcard(queue.keys.active) == 0
+    assert await queue.client.zcard(queue._broker.keys.active) == 0
 
 
 async def test_queue_stats_count_each_state(queue: qa.Queue) -> None:

@@ -87,11 +87,11 @@ async def test_a_tick_is_enqueued_once_even_after_its_job_record_expired(queue: 
 
     async def fire(tick: int) -> bool:
         packed = pack_job(f"cron:c:{tick}", b"", job.name, b"[[],{}]")
-        return await queue.scripts.cron_tick("c", tick, packed)
+        return await queue._broker.scripts.cron_tick("c", tick, packed)
 
     assert await fire(1_000) is True
     assert await fire(1_000) is False  # a second worker firing the same tick
-    await queue.client.delete(queue.keys.job("cron:c:1000"))  # its result expired
+    await queue.client.delete(queue._broker.keys.job("cron:c:1000"))  # its result expired
     assert await fire(1_000) is False
     assert await fire(500) is False  # a late worker firing an older tick
     assert await fire(2_000) is True
@@ -139,7 +139,7 @@ async def test_three_worker_processes_run_each_tick_exactly_once(
     name = unique_name()
     env = {**os.environ, "REDIS_URL": redis_url, "QA_QUEUE": name, "PYTHONPATH": str(ROOT)}
     queue = qa.Queue(redis_url, name=name)
-    ticks_key = f"{queue.keys.prefix}test:ticks"
+    ticks_key = f"{queue._broker.keys.prefix}test:ticks"
     spawn.extend(start_cli_worker(env) for _ in range(3))
     with anyio.fail_after(30):
         while await queue.client.llen(ticks_key) < 5:

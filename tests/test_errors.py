@@ -36,7 +36,7 @@ async def private_queue(private_server: EmbeddedServer) -> AsyncIterator[qa.Queu
 
 
 async def dead_ids(queue: qa.Queue) -> set[str]:
-    return {member.decode() for member in await queue.client.zrange(queue.keys.dead, 0, -1)}
+    return {member.decode() for member in await queue.client.zrange(queue._broker.keys.dead, 0, -1)}
 
 
 async def assert_dead(handle: qa.JobHandle[Any], *fragments: str) -> qa.JobFailed:
@@ -620,7 +620,7 @@ async def test_codec_without_encode_and_decode_raises_configuration_error(redis_
 async def test_redis_error_that_is_not_a_connection_error_raises_broker_error(
     queue: qa.Queue,
 ) -> None:
-    await queue.client.set(queue.keys.meta, "not a hash")  # WRONGTYPE for HMGET
+    await queue.client.set(queue._broker.keys.meta, "not a hash")  # WRONGTYPE for HMGET
     with pytest.raises(qa.BrokerError, match="Redis refused") as caught:
         await queue.stats()
     assert not isinstance(caught.value, qa.BrokerConnectionError)

@@ -237,7 +237,7 @@ async def test_example_app_signs_up_and_adds(
             assert (await app.http.get("/add", params={"a": 1, "b": 2})).json() == 3
     finally:
         async with qa.Queue(redis_url, name="fastapi-demo") as demo:
-            keys = [k async for k in demo.client.scan_iter(match=f"{demo.keys.prefix}*")]
+            keys = [k async for k in demo.client.scan_iter(match=f"{demo._broker.keys.prefix}*")]
             if keys:
                 await demo.client.delete(*keys)
 

@@ -211,11 +211,11 @@ async def test_limits_removed_from_the_code_are_cleared_when_a_worker_starts(
     async def limited() -> None: ...
 
     await drain(queue)  # the worker stores the limit
-    assert await queue.client.hget(queue.keys.gates, "limit:flow.limited") == b"1"
-    queue.tasks.clear()
+    assert await queue.client.hget(queue._broker.keys.gates, "limit:flow.limited") == b"1"
+    queue._tasks.clear()  # as after a deploy without the limit
     queue.task(name="flow.limited")(limited.fn)
     await drain(queue)
-    assert await queue.client.exists(queue.keys.gates) == 0  # back to the fast path
+    assert await queue.client.exists(queue._broker.keys.gates) == 0  # back to the fast path
 
 
 @pytest.mark.parametrize(
@@ -269,9 +269,9 @@ async def test_resume_of_many_held_jobs_goes_in_bounded_steps_and_keeps_their_or
     assert (await queue.stats()).held == 2500
 
     # One script call lets at most 1,000 go, so none holds the server for long.
-    assert await queue.scripts._gate("resume", report.name, "", "") == 1000
-    assert await queue.scripts.resume(report.name) == 1500
+    assert await queue._broker.scripts._gate("resume", report.name, "", "") == 1000
+    assert await queue._broker.scripts.resume(report.name) == 1500
     stats = await queue.stats()
     assert (stats.held, stats.ready) == (0, 2500)
-    fifo = [i.decode() for i in await queue.client.lrange(queue.keys.fifo, 0, -1)]
+    fifo = [i.decode() for i in await queue.client.lrange(queue._broker.keys.fifo, 0, -1)]
     assert fifo == [h.id for h in handles]

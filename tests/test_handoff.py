@@ -20,7 +20,7 @@ async def register_idle(
     queue: qa.Queue, worker: str, free: int, lease_ms: int = 30_000, grace_ms: int = 20_000
 ) -> None:
     """Lease with nothing ready: lease.lua registers ``worker`` as idle with ``free`` slots."""
-    reply = await queue.scripts.lease(
+    reply = await queue._broker.scripts.lease(
         free, lease_ms, f"{worker}:1", worker, 3, 60_000, 100, 5000, grace_ms
     )
     assert parse_lease(reply, queue)[2] == []
@@ -40,13 +40,15 @@ async def test_new_job_is_leased_straight_to_an_idle_worker(queue: qa.Queue) -> 
 
     info = await handle.info()
     assert info.status is qa.JobStatus.ACTIVE and info.attempts == 1 and info.worker == "w1"
-    assert await queue.client.zscore(queue.keys.active, handle.id) is not None
-    assert await queue.client.zcard(queue.keys.ready) == 0
-    assert await queue.client.llen(queue.keys.wake) == 0  # nobody else needs waking
-    packed = await queue.client.lpop(queue.keys.inbox("w1"))
+    assert await queue.client.zscore(queue._broker.keys.active, handle.id) is not None
+    assert await queue.client.zcard(queue._broker.keys.ready) == 0
+    assert await queue.client.llen(queue._broker.keys.wake) == 0  # nobody else needs waking
+    packed = await queue.client.lpop(queue._broker.keys.inbox("w1"))
     job = handed_job(packed, queue)
     assert (job.id, job.task, job.attempt) == (handle.id, "noop", 1)
-    assert job.token == (await queue.client.hget(queue.keys.job(handle.id), "token")).decode()
+    assert (
+        job.token == (await queue.client.hget(queue._broker.keys.job(handle.id), "token")).decode()
+    )
 
 
 async def test_a_handed_job_carries_its_options_as_a_leased_one_would(queue: qa.Queue) -> None:
@@ -56,8 +58,8 @@ async def test_a_handed_job_carries_its_options_as_a_leased_one_would(queue: qa.
 
     await register_idle(queue, "w1", free=1)
     handle = await add.options(retries=4, timeout=2.5, keep_result=60).enqueue(1, 2)
-    job = handed_job(await queue.client.lpop(queue.keys.inbox("w1")), queue)
-    stored = await queue.client.hgetall(queue.keys.job(handle.id))
+    job = handed_job(await queue.client.lpop(queue._broker.keys.inbox("w1")), queue)
+    stored = await queue.client.hgetall(queue._broker.keys.job(handle.id))
     assert (job.retries, job.timeout_ms, job.keep_ms) == (4, 2500, 60_000)
     assert job.payload == stored[b"payload"]
     assert job.enqueued_ms == int(stored[b"enqueued"]) == int(stored[b"started"])
@@ -76,15 +78,17 @@ async def test_idle_workers_take_turns_and_only_up_to_their_free_slots(queue: qa
     assert workers[:3] in (["w1", "w2", "w1"], ["w2", "w1", "w1"])
     assert workers[3:] == [None, None]
     assert len(await ready_ids(queue)) == 2
-    assert await queue.client.llen(queue.keys.idle) == 0
-    assert await queue.client.llen(queue.keys.wake) == 1
+    assert await queue.client.llen(queue._broker.keys.idle) == 0
+    assert await queue.client.llen(queue._broker.keys.wake) == 1
 
 
 async def test_no_hand_off_while_older_jobs_wait_in_ready(queue: qa.Queue) -> None:
     noop = await noop_task(queue)
     older = await noop.enqueue()
-    await queue.client.rpush(queue.keys.idle, "w1")
-    await queue.client.hset(f"{queue.keys.prefix}idle:w1", mapping={"free": 5, "lease": 30_000})
+    await queue.client.rpush(queue._broker.keys.idle, "w1")
+    await queue.client.hset(
+        f"{queue._broker.keys.prefix}idle:w1", mapping={"free": 5, "lease": 30_000}
+    )
     newer = await noop.enqueue()
     assert await older.status() is qa.JobStatus.READY
     assert await newer.status() is qa.JobStatus.READY
@@ -94,11 +98,11 @@ async def test_lease_takes_back_the_inbox_and_leaves_the_rotation(queue: qa.Queu
     noop = await noop_task(queue)
     await register_idle(queue, "w1", free=5)
     first, second = await noop.enqueue(), await noop.enqueue()
-    reply = await queue.scripts.lease(5, 30_000, "w1:2", "w1", 3, 60_000, 100, 0, 20_000)
+    reply = await queue._broker.scripts.lease(5, 30_000, "w1:2", "w1", 3, 60_000, 100, 0, 20_000)
     _, _, jobs = parse_lease(reply, queue)
     assert [j.id for j in jobs] == [first.id, second.id]
-    assert await queue.client.exists(queue.keys.inbox("w1")) == 0
-    assert await queue.client.llen(queue.keys.idle) == 0
+    assert await queue.client.exists(queue._broker.keys.inbox("w1")) == 0
+    assert await queue.client.llen(queue._broker.keys.idle) == 0
     third = await noop.enqueue()  # w1 is not idle any more (max idle 0: not registered)
     assert await third.status() is qa.JobStatus.READY
 
@@ -107,12 +111,17 @@ async def test_retiring_worker_hands_its_inbox_back_to_ready(queue: qa.Queue) ->
     noop = await noop_task(queue)
     await register_idle(queue, "w1", free=5)
     handle = await noop.enqueue()
-    assert await queue.scripts.retire("w1") == 1
+    assert await queue._broker.scripts.retire("w1") == 1
     info = await handle.info()
     assert info.status is qa.JobStatus.READY and info.attempts == 0 and info.worker is None
-    assert await queue.client.zcard(queue.keys.active) == 0
-    assert await queue.client.exists(queue.keys.inbox("w1"), f"{queue.keys.prefix}idle:w1") == 0
-    assert await queue.client.llen(queue.keys.idle) == 0
+    assert await queue.client.zcard(queue._broker.keys.active) == 0
+    assert (
+        await queue.client.exists(
+            queue._broker.keys.inbox("w1"), f"{queue._broker.keys.prefix}idle:w1"
+        )
+        == 0
+    )
+    assert await queue.client.llen(queue._broker.keys.idle) == 0
 
 
 async def test_job_handed_to_a_dead_idle_worker_is_recovered_after_its_lease(
@@ -130,12 +139,12 @@ async def test_job_handed_to_a_dead_idle_worker_is_recovered_after_its_lease(
 
 async def test_idle_registration_expires_with_the_workers_wait(queue: qa.Queue) -> None:
     noop = await noop_task(queue)
-    reply = await queue.scripts.lease(5, 30_000, "w1:1", "w1", 3, 60_000, 100, 1, 20_000)
+    reply = await queue._broker.scripts.lease(5, 30_000, "w1:1", "w1", 3, 60_000, 100, 1, 20_000)
     assert parse_lease(reply, queue)[2] == []
-    ttl = await queue.client.pttl(f"{queue.keys.prefix}idle:w1")
+    ttl = await queue.client.pttl(f"{queue._broker.keys.prefix}idle:w1")
     assert 0 < ttl <= 501
     with anyio.fail_after(3):
-        while await queue.client.exists(f"{queue.keys.prefix}idle:w1"):
+        while await queue.client.exists(f"{queue._broker.keys.prefix}idle:w1"):
             await anyio.sleep(0.05)
     handle = await noop.enqueue()
     assert await handle.status() is qa.JobStatus.READY
@@ -146,16 +155,16 @@ async def test_running_worker_gets_jobs_by_hand_off_and_stops_cleanly(queue: qa.
 
     @queue.task
     async def note(ctx: qa.JobContext) -> None:
-        token = await queue.client.hget(queue.keys.job(ctx.job_id), "token")
+        token = await queue.client.hget(queue._broker.keys.job(ctx.job_id), "token")
         seen.append(token.decode())
 
     async with qa.Worker(queue, **FAST) as worker:
         with anyio.fail_after(5):
-            while not await queue.client.llen(queue.keys.idle):
+            while not await queue.client.llen(queue._broker.keys.idle):
                 await anyio.sleep(0.01)
         handles = [await note.enqueue() for _ in range(3)]
         for handle in handles:
             await handle.result(timeout=5)
     assert all(token.startswith(f"{worker.id}:h") for token in seen)
-    assert await queue.client.llen(queue.keys.idle) == 0
-    assert await queue.client.exists(queue.keys.inbox(worker.id)) == 0
+    assert await queue.client.llen(queue._broker.keys.idle) == 0
+    assert await queue.client.exists(queue._broker.keys.inbox(worker.id)) == 0

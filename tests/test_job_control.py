@@ -81,7 +81,7 @@ async def test_checkin_after_the_lease_was_lost_is_refused(queue: qa.Queue) -> N
             while await handle.status() is not qa.JobStatus.ACTIVE:
                 await anyio.sleep(0.01)
             # Another worker recovered the job: the token this try holds is no longer current.
-            await queue.client.hset(queue.keys.job(handle.id), "token", "someone-else")
+            await queue.client.hset(queue._broker.keys.job(handle.id), "token", "someone-else")
             lost.set()
             while not outcome:
                 await anyio.sleep(0.01)

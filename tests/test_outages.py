@@ -46,7 +46,7 @@ async def private_app_queue(private_env: dict[str, str]) -> AsyncIterator[qa.Que
 
 async def worker_is_up(queue: qa.Queue) -> None:
     with anyio.fail_after(20):
-        await queue.client.blpop([f"{queue.keys.prefix}test:workers-up"], timeout=20)
+        await queue.client.blpop([f"{queue._broker.keys.prefix}test:workers-up"], timeout=20)
 
 
 def stop_and_read_log(proc: subprocess.Popen[bytes]) -> str:
@@ -124,7 +124,9 @@ async def test_worker_stalled_past_its_lease_runs_the_job_again_but_is_recorded_
 
 
 async def _record_without_hold(ctx: qa.JobContext, hold: float = 0.0) -> str:
-    await ctx.queue.client.rpush(f"{ctx.queue.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}")
+    await ctx.queue.client.rpush(
+        f"{ctx.queue._broker.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}"
+    )
     return ctx.job_id
 
 
@@ -148,6 +150,8 @@ async def test_completed_jobs_leave_no_keys_once_their_results_expire(queue: qa.
         while (await queue.client.time())[0] < seconds + 2:
             await anyio.sleep(0.1)
     # SCAN expires the keys it meets, so this counts what is really left.
-    left = {key.decode() async for key in queue.client.scan_iter(f"{queue.keys.prefix}*", 1000)}
-    k = queue.keys
+    left = {
+        key.decode() async for key in queue.client.scan_iter(f"{queue._broker.keys.prefix}*", 1000)
+    }
+    k = queue._broker.keys
     assert left <= {k.meta, k.seq, k.wake, k.workers, k.idle}

@@ -38,7 +38,7 @@ async def app_queue(app_env: dict[str, str]) -> AsyncIterator[qa.Queue]:
     queue = qa.Queue(app_env["REDIS_URL"], name=app_env["QA_QUEUE"])
     queue.task(name="apps.record", retries=3, backoff_base=0.05)(_record)
     yield queue
-    keys = [k async for k in queue.client.scan_iter(match=f"{queue.keys.prefix}*")]
+    keys = [k async for k in queue.client.scan_iter(match=f"{queue._broker.keys.prefix}*")]
     if keys:
         await queue.client.delete(*keys)
     await queue.close()
@@ -46,7 +46,9 @@ async def app_queue(app_env: dict[str, str]) -> AsyncIterator[qa.Queue]:
 
 async def _record(ctx: qa.JobContext, hold: float = 0.0) -> str:
     """The in-process twin of tests.apps.tasks.record (never holds: it runs retries)."""
-    await ctx.queue.client.rpush(f"{ctx.queue.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}")
+    await ctx.queue.client.rpush(
+        f"{ctx.queue._broker.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}"
+    )
     return ctx.job_id
 
 
@@ -77,7 +79,10 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[byte
 
 
 async def runs_of(queue: qa.Queue) -> list[str]:
-    return [r.decode() for r in await queue.client.lrange(f"{queue.keys.prefix}test:runs", 0, -1)]
+    return [
+        r.decode()
+        for r in await queue.client.lrange(f"{queue._broker.keys.prefix}test:runs", 0, -1)
+    ]
 
 
 async def wait_for_runs(queue: qa.Queue, count: int, limit: float = 15) -> list[str]:
@@ -122,7 +127,7 @@ async def test_sigterm_lets_running_jobs_finish_then_exits(
     assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
     for handle in handles:
         assert await handle.status() is qa.JobStatus.DONE
-    assert await app_queue.client.zcard(app_queue.keys.workers) == 0
+    assert await app_queue.client.zcard(app_queue._broker.keys.workers) == 0
 
 
 @pytest.mark.slow
@@ -182,7 +187,7 @@ async def test_cli_worker_serves_several_queues(
         assert [await h.result(timeout=5) for h in sums] == [1, 2, 3]
         assert [await h.result(timeout=5) for h in shouts] == ["A", "B"]
         await other.client.delete(
-            *[k async for k in other.client.scan_iter(f"{other.keys.prefix}*")]
+            *[k async for k in other.client.scan_iter(f"{other._broker.keys.prefix}*")]
         )
 
 
@@ -255,7 +260,7 @@ async def test_concurrency_slot_of_a_killed_worker_comes_back_when_its_lease_exp
     )
     stats = await app_queue.stats()
     assert (stats.held, stats.active, stats.ready) == (0, 0, 0)
-    assert await app_queue.client.hgetall(f"{app_queue.keys.prefix}running") == {}
+    assert await app_queue.client.hgetall(f"{app_queue._broker.keys.prefix}running") == {}
 
 
 @pytest.mark.slow
@@ -272,7 +277,9 @@ async def test_max_concurrency_holds_across_worker_processes(
             await anyio.sleep(0.05)
     seen = [
         int(n)
-        for n in await app_queue.client.lrange(f"{app_queue.keys.prefix}test:gauge-seen", 0, -1)
+        for n in await app_queue.client.lrange(
+            f"{app_queue._broker.keys.prefix}test:gauge-seen", 0, -1
+        )
     ]
     assert len(seen) == 8
     assert max(seen) == 2  # two at once, never three, though three processes had room

@@ -262,12 +262,15 @@ async def snapshot(client: redis.asyncio.Redis, match: str = "*") -> dict[bytes,
 
 
 async def queue_snapshot(queue: qa.Queue) -> dict[bytes, bytes | None]:
-    return await snapshot(queue.client, f"{queue.keys.prefix}*")
+    return await snapshot(queue.client, f"{queue._broker.keys.prefix}*")
 
 
 async def clear(queue: qa.Queue) -> None:
     """Delete the queue's keys, so the next example starts from nothing."""
-    keys = [key async for key in queue.client.scan_iter(match=f"{queue.keys.prefix}*", count=1000)]
+    keys = [
+        key
+        async for key in queue.client.scan_iter(match=f"{queue._broker.keys.prefix}*", count=1000)
+    ]
     if keys:
         await queue.client.delete(*keys)
 
@@ -277,7 +280,7 @@ def assert_confined(
 ) -> None:
     """Keys outside the queue's namespace are exactly as they were; every key inside it hashes
     to the slot of the queue's tag."""
-    namespace = queue.keys.prefix.encode()
+    namespace = queue._broker.keys.prefix.encode()
     outside_before = {k: v for k, v in before.items() if not k.startswith(namespace)}
     outside_after = {k: v for k, v in after.items() if not k.startswith(namespace)}
     assert outside_after == outside_before, "a key outside the queue's namespace was written"
@@ -529,9 +532,9 @@ async def test_garbage_payload_goes_to_dead_and_a_dangling_ready_id_is_dropped_a
     broken = await sink.task.enqueue("broken")
     last = await sink.task.enqueue("last")
     await set_payload(queue, broken.id, garbage)
-    ghost_key = queue.keys.prefix.encode() + b"job:" + ghost
+    ghost_key = queue._broker.keys.prefix.encode() + b"job:" + ghost
     assert await queue.client.exists(ghost_key) == 0
-    await queue.client.zadd(queue.keys.ready, {ghost: ghost_score})
+    await queue.client.zadd(queue._broker.keys.ready, {ghost: ghost_score})
     # read_job shows an undecodable payload as no arguments; it never raises.
     assert (await broken.info()).status is qa.JobStatus.READY
 
@@ -548,14 +551,19 @@ async def test_garbage_payload_goes_to_dead_and_a_dangling_ready_id_is_dropped_a
         assert info.error is not None and "payload cannot be decoded" in info.error
         assert info.attempts == 1  # decoding never gets better: not retried
         assert (info.args, info.kwargs) == ([], {})
-        assert await queue.client.zscore(queue.keys.dead, broken.id) is not None
+        assert await queue.client.zscore(queue._broker.keys.dead, broken.id) is not None
         assert broken.id not in sink.received
     else:
         assert info.status is qa.JobStatus.DONE
         assert sink.received[broken.id] == (args, kwargs)
 
     # The dangling id is gone from every set and nothing was created for it.
-    for key in (queue.keys.ready, queue.keys.active, queue.keys.scheduled, queue.keys.dead):
+    for key in (
+        queue._broker.keys.ready,
+        queue._broker.keys.active,
+        queue._broker.keys.scheduled,
+        queue._broker.keys.dead,
+    ):
         assert await queue.client.zscore(key, ghost) is None
     assert await queue.client.exists(ghost_key) == 0
     stats = await queue.stats()
@@ -597,7 +605,7 @@ async def test_accepted_queue_names_and_prefixes_give_disjoint_single_slot_names
             continue
         assert not must_be_refused(name, 100, in_hash_tag=True)
         assert not must_be_refused(prefix, 100, in_hash_tag=True)
-        keys = queue.keys
+        keys = queue._broker.keys
         assert keys.prefix == f"{prefix}:{{{name}}}:"
         # The hash tag is exactly the queue name, for every key the queue builds.
         built = [keys.ready, keys.scheduled, keys.active, keys.dead, keys.wake, keys.seq]
@@ -640,7 +648,7 @@ async def test_hostile_queue_names_and_prefixes_are_refused_or_keep_every_key_in
         assert (await orphan.info()).status is qa.JobStatus.DEAD
         after = await snapshot(observer)
         assert_confined(queue, before, after)
-        assert queue.keys.job(now.id).encode() in after
+        assert queue._broker.keys.job(now.id).encode() in after
         await clear(queue)
     assert await snapshot(observer) == before
 
@@ -714,15 +722,15 @@ async def test_hostile_job_ids_are_refused_or_used_verbatim_inside_the_namespace
 
         # An idle worker (registered through lease.lua; no process behind it) is handed the job:
         # the id goes through the packed inbox format too, then back to ready on retire.
-        await queue.scripts.lease(1, 30_000, "idle:1", "idle", 3, 60_000, 100, 5000, 20_000)
+        await queue._broker.scripts.lease(1, 30_000, "idle:1", "idle", 3, 60_000, 100, 5000, 20_000)
         handle = await call.enqueue("x")
         assert handle.id == job_id
-        packed = await queue.client.lindex(queue.keys.inbox("idle"), 0)
+        packed = await queue.client.lindex(queue._broker.keys.inbox("idle"), 0)
         assert isinstance(packed, bytes)
         handed = handed_job(packed, queue)
-        stored = await queue.client.hget(queue.keys.job(job_id), "payload")
+        stored = await queue.client.hget(queue._broker.keys.job(job_id), "payload")
         assert (handed.id, handed.task, handed.payload) == (job_id, SINK, stored)
-        assert await queue.scripts.retire("idle") == 1
+        assert await queue._broker.scripts.retire("idle") == 1
 
         await drain(queue)
         await handle.result(timeout=5)  # watch.lua, and the queue's done channel
@@ -735,7 +743,7 @@ async def test_hostile_job_ids_are_refused_or_used_verbatim_inside_the_namespace
         assert (info.id, info.status, info.attempts) == (job_id, qa.JobStatus.DONE, 1)
         after = await snapshot(observer)
         assert_confined(queue, before, after)
-        assert queue.keys.job(job_id).encode() in after
+        assert queue._broker.keys.job(job_id).encode() in after
         await clear(queue)
 
 

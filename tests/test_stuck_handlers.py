@@ -85,7 +85,7 @@ async def test_shutdown_ends_within_its_grace_when_a_handler_ignores_cancellatio
     # The job went straight back to the queue, its try not counted.
     info = await handle.info()
     assert info.status is qa.JobStatus.READY and info.attempts == 0
-    assert await queue.client.zcard(queue.keys.active) == 0
+    assert await queue.client.zcard(queue._broker.keys.active) == 0
 
 
 async def test_sync_handler_blocking_past_its_timeout_frees_its_slot(queue: qa.Queue) -> None:

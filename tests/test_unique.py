@@ -153,7 +153,7 @@ async def test_enqueue_in_the_callers_transaction_commits_with_it(
         return order
 
     async with queue.client.pipeline(transaction=True) as pipe:
-        pipe.set(f"{queue.keys.prefix}test:order:42", "paid")
+        pipe.set(f"{queue._broker.keys.prefix}test:order:42", "paid")
         handle = await queue.enqueue_spec(send_receipt.call(42), pipeline=pipe)
         assert await handle.status() is None  # nothing is written before EXEC
         await pipe.execute()

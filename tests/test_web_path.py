@@ -87,7 +87,7 @@ async def test_a_thousand_concurrent_result_waits_share_one_connection(
             for i in range(1000):
                 waiters.start_soon(wait, i)
             with anyio.fail_after(10):
-                while queue.waiters.waiting < 1000:
+                while queue._waiters.waiting < 1000:
                     await anyio.sleep(0.01)
             waiting_peak = sampler.peak
             async with qa.Worker(queue, concurrency=100):
@@ -99,7 +99,7 @@ async def test_a_thousand_concurrent_result_waits_share_one_connection(
     assert results == {i: 2 * i for i in range(1000)}
     # 1,000 waiters: the one subscription, plus producer connections for watch.lua.
     assert waiting_peak - baseline <= 20 + 1
-    assert queue.waiters.waiting == 0
+    assert queue._waiters.waiting == 0
 
 
 async def test_result_hears_of_an_end_announced_while_its_subscription_was_down(
@@ -118,7 +118,7 @@ async def test_result_hears_of_an_end_announced_while_its_subscription_was_down(
 
         tg.start_soon(wait)
         with anyio.fail_after(5):
-            while queue.waiters.waiting < 1:
+            while queue._waiters.waiting < 1:
                 await anyio.sleep(0.01)
         await anyio.sleep(0.05)  # let result() reach its wait after watch.lua
         # Cut the subscription, then finish the job at once: the announcement is published
@@ -153,7 +153,7 @@ async def test_keep_result_zero_gives_not_found_whether_awaited_before_or_after_
 
         tg.start_soon(wait)
         with anyio.fail_after(5):
-            while queue.waiters.waiting < 1:
+            while queue._waiters.waiting < 1:
                 await anyio.sleep(0.01)
         worker = qa.Worker(queue, **FAST)
         await worker.run(burst=True, handle_signals=False)
@@ -204,7 +204,7 @@ async def test_a_shorter_command_timeout_fails_sooner_and_names_the_operation(
 async def test_an_exhausted_pool_says_so_and_how_to_fix_it(redis_url: str) -> None:
     async with qa.Queue(redis_url, name=unique_name(), max_connections=1, pool_timeout=0.2) as q:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(q.client.blpop, [f"{q.keys.prefix}nothing"], 1)
+            tg.start_soon(q.client.blpop, [f"{q._broker.keys.prefix}nothing"], 1)
             await anyio.sleep(0.1)
             with pytest.raises(qa.ConnectionError, match="max_connections") as caught:
                 await q.enqueue("some.task")

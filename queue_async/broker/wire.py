@@ -1,16 +1,88 @@
-"""The packed-fields format shared with the Lua scripts (see pack in lua/_lib.lua).
+"""The formats the Lua scripts and Python share, each named once (docs/wire-format.md).
 
-Fields joined as ``<length>:<bytes>`` each: binary-safe, and one Redis argument instead of
-many (redis-py spends more on packing an argument than the server does on using it).
+Packed fields: fields joined as ``<length>:<bytes>`` each: binary-safe, and one Redis argument
+instead of many (redis-py spends more on packing an argument than the server does on using
+it). The positional formats below have the same names in lua/_lib.lua, and
+tests/lua/test_wire.py holds the two equal.
 """
 
 from __future__ import annotations
 
-__all__ = ["fresh_job_fields", "pack_fields", "pack_job", "unpack_fields"]
+from enum import IntEnum
 
-# Options that are job hash fields of their own when set, by their place in the packed
-# options (see enqueue.lua).
-_OPTIONAL = {3: "retries", 4: "timeout", 5: "keep"}
+__all__ = [
+    "COMPLETION_FIELDS",
+    "ENQUEUE_FIELDS",
+    "FAIL_ABORTED",
+    "FAIL_DEAD",
+    "LEASED_FIELDS",
+    "OPTIONAL",
+    "Leased",
+    "Opt",
+    "fresh_job_fields",
+    "pack_fields",
+    "pack_headers",
+    "pack_job",
+    "unpack_fields",
+    "unpack_headers",
+]
+
+
+class Opt(IntEnum):
+    """Places in a job's packed options (enqueue.lua's ``OPT``); "" where the default applies."""
+
+    PRIORITY = 0
+    DELAY = 1
+    """ms from now"""
+    AT = 2
+    """epoch ms; wins over DELAY"""
+    RETRIES = 3
+    TIMEOUT = 4
+    """ms"""
+    KEEP = 5
+    """result TTL, ms"""
+    CKEY = 6
+    """concurrency key"""
+    CLIMIT = 7
+    UKEY = 8
+    """unique key"""
+    UWINDOW = 9
+    """ms"""
+    URUNNING = 10
+    """"1": the unique key also holds while the job runs"""
+    HEADERS = 11
+    """the job's headers, packed as name, value, name, value..."""
+
+
+OPTIONAL = (Opt.RETRIES, Opt.TIMEOUT, Opt.KEEP, Opt.HEADERS)
+"""Options stored as job hash fields of the same name (lower case) when set."""
+
+ENQUEUE_FIELDS = ("id", "options", "task", "payload")
+"""One job in enqueue.lua's ARGV[2], in order."""
+
+
+class Leased(IntEnum):
+    """Places of one leased job's fields, in lease.lua's reply and in a worker's inbox."""
+
+    ID = 0
+    TASK = 1
+    PAYLOAD = 2
+    ATTEMPTS = 3
+    ENQUEUED = 4
+    RETRIES = 5
+    TIMEOUT = 6
+    KEEP = 7
+    TOKEN = 8
+    HEADERS = 9
+
+
+LEASED_FIELDS = len(Leased)
+COMPLETION_FIELDS = ("id", "token", "result", "keep")
+"""One job in complete.lua's ARGV[2], in order."""
+FAIL_DEAD = -1
+"""fail.lua's retry delay for "no next try: to dead"."""
+FAIL_ABORTED = -2
+"""fail.lua's retry delay for "ends as aborted"."""
 
 
 def pack_fields(fields: list[bytes | str | int]) -> bytes:
@@ -37,6 +109,22 @@ def pack_job(job_id: str, options: bytes, task: str, payload: bytes) -> bytes:
     )
 
 
+def pack_headers(headers: dict[str, str]) -> bytes:
+    """Headers as one packed option: name, value, name, value..."""
+    return pack_fields([part for item in headers.items() for part in item])
+
+
+def unpack_headers(packed: bytes) -> dict[str, str]:
+    """The inverse of ``pack_headers``; {} for ""."""
+    if not packed:
+        return {}
+    parts = unpack_fields(packed)
+    return {
+        parts[i].decode(errors="replace"): parts[i + 1].decode(errors="replace")
+        for i in range(0, len(parts) - 1, 2)
+    }
+
+
 def unpack_fields(packed: bytes) -> list[bytes]:
     """Split ``<length>:<bytes>`` runs back into fields."""
     fields = []
@@ -57,7 +145,7 @@ def fresh_job_fields(record: bytes) -> dict[str, bytes]:
     opts = unpack_fields(options)
     if opts and opts[0] not in (b"", b"0"):
         fields["priority"] = opts[0]
-    for place, name in _OPTIONAL.items():
+    for place in OPTIONAL:
         if place < len(opts) and opts[place]:
-            fields[name] = opts[place]
+            fields[place.name.lower()] = opts[place]
     return fields

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from queue_async.broker.scripts import Arg
-from queue_async.broker.wire import pack_fields, pack_job
+from queue_async.broker.wire import Opt, pack_fields, pack_headers, pack_job
 from queue_async.codec import Codec
 from queue_async.exceptions import ConfigurationError, EncodeError, PayloadTooLarge
 from queue_async.identifiers import check_job_id
@@ -70,26 +70,40 @@ def encode_job(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> tupl
         job_id = new_job_id()
         packed = pack_fields([priority]) if priority else b""
         return job_id, pack_job(job_id, packed, spec.task, payload)
-    options: list[Arg] = [priority, "", "", "", "", ""]
     job_id = new_job_id()
+    if opts is not None and opts.job_id is not None:
+        job_id = check_job_id(opts.job_id)
+    options = _options(opts, priority, gate, unique)
+    return job_id, pack_job(job_id, pack_fields(options), spec.task, payload)
+
+
+def _options(
+    opts: EnqueueOptions | None, priority: int, gate: list[Arg], unique: list[Arg]
+) -> list[Arg]:
+    """The packed options' fields by their places (``Opt``), trailing defaults left out."""
+    options: list[Arg] = [""] * len(Opt)
+    options[Opt.PRIORITY] = priority
     if opts is not None:
-        if opts.job_id is not None:
-            job_id = check_job_id(opts.job_id)
-        at_ms = 0
         if opts.at is not None:
             at = opts.at if opts.at.tzinfo else opts.at.replace(tzinfo=UTC)
-            at_ms = max(1, int(at.timestamp() * 1000))
-        options[1:] = [
-            to_ms(opts.delay) if opts.delay is not None else "",
-            at_ms or "",
-            "" if opts.retries is None else opts.retries,
-            "" if opts.timeout is None else to_ms(opts.timeout),
-            "" if opts.keep_result is None else to_ms(opts.keep_result),
-        ]
-    if gate or unique:
-        options += gate or ["", ""]
-    options += unique
-    return job_id, pack_job(job_id, pack_fields(options), spec.task, payload)
+            options[Opt.AT] = max(1, int(at.timestamp() * 1000))
+        if opts.delay is not None:
+            options[Opt.DELAY] = to_ms(opts.delay)
+        if opts.retries is not None:
+            options[Opt.RETRIES] = opts.retries
+        if opts.timeout is not None:
+            options[Opt.TIMEOUT] = to_ms(opts.timeout)
+        if opts.keep_result is not None:
+            options[Opt.KEEP] = to_ms(opts.keep_result)
+        if opts.headers:
+            options[Opt.HEADERS] = pack_headers(opts.headers)
+    if gate:
+        options[Opt.CKEY], options[Opt.CLIMIT] = gate
+    if unique:
+        options[Opt.UKEY], options[Opt.UWINDOW], options[Opt.URUNNING] = unique
+    while options[-1] == "":
+        options.pop()
+    return options
 
 
 def _payload(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> bytes:

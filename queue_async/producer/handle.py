@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-import anyio
-
-from queue_async.broker.errors import translate_errors
-from queue_async.exceptions import JobAborted, JobCancelled, JobFailed, JobNotFound, JobTimeout
+from queue_async.exceptions import JobAborted, JobCancelled, JobFailed, JobNotFound
 from queue_async.models import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -36,11 +32,11 @@ class JobHandle(Generic[R]):
         return (
             isinstance(other, JobHandle)
             and other.id == self.id
-            and other.queue.keys == self.queue.keys
+            and other.queue.key_prefix == self.queue.key_prefix
         )
 
     def __hash__(self) -> int:
-        return hash((self.queue.keys.prefix, self.id))
+        return hash((self.queue.key_prefix, self.id))
 
     async def info(self) -> Job:
         """A snapshot of the job. Raises ``JobNotFound`` if it does not exist (any more)."""
@@ -53,18 +49,7 @@ class JobHandle(Generic[R]):
 
     async def status(self) -> JobStatus | None:
         """The job's status, or ``None`` if it does not exist (any more)."""
-        keys = self.queue.keys
-        with translate_errors("reading a job's state"):
-            # A fresh job only ever becomes a job hash (atomically): read in that order.
-            async with self.queue.client.pipeline(transaction=False) as pipe:
-                pipe.hexists(keys.fresh, self.id)
-                pipe.hget(keys.job(self.id), "state")
-                fresh, raw = await pipe.execute()
-        if fresh:
-            return JobStatus.READY
-        if raw is None:
-            return None
-        return JobStatus(raw.decode() if isinstance(raw, bytes) else raw)
+        return await self.queue.job_status(self.id)
 
     async def cancel(self) -> bool:
         """Cancel the job if it has not started: it will never run. Returns True if it was
@@ -94,24 +79,7 @@ class JobHandle(Generic[R]):
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         if seconds is not None and not seconds >= 0:
             raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
-        queue = self.queue
-        deadline = math.inf if seconds is None else anyio.current_time() + seconds
-        async with queue.waiters.waiter(self.id) as waiter:
-            # Flagged as awaited only once the subscription is confirmed (waiter() waits for
-            # it), so the job's end cannot slip by between the two.
-            state = await queue.scripts.watch(self.id)
-            while state is not None and not JobStatus(state).finished:
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    raise JobTimeout(
-                        f"job {self.id} did not finish within {seconds} seconds", job_id=self.id
-                    )
-                with anyio.move_on_after(remaining):
-                    if await waiter.wait():
-                        break
-                # The subscription was renewed (an end may have been missed), or time is up.
-                state = await queue.scripts.watch(self.id)
-        if state is None:
+        if not await self.queue.wait_finished(self.id, seconds):
             raise JobNotFound(
                 f"job {self.id} does not exist (or it finished and its result is not kept)",
                 job_id=self.id,

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
+from types import MappingProxyType
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import redis.asyncio
-import redis.exceptions
 
-from queue_async.broker.connections import Connections, Limits
+from queue_async.broker.broker import Broker
+from queue_async.broker.connections import Limits
 from queue_async.broker.errors import translate_errors
-from queue_async.broker.keys import QueueKeys
-from queue_async.broker.scripts import Scripts
-from queue_async.broker.wire import fresh_job_fields
-from queue_async.codec import Codec, JsonCodec, decode_payload
+from queue_async.broker.records import job_from_fields
+from queue_async.codec import Codec, JsonCodec
 from queue_async.context import JobContext
 from queue_async.exceptions import (
     BrokerError,
@@ -28,7 +26,7 @@ from queue_async.exceptions import (
     TaskNotRegistered,
 )
 from queue_async.identifiers import check_job_id, check_task_name
-from queue_async.models import Job, JobStatus, QueueStats, ms_to_datetime
+from queue_async.models import Job, JobStatus, QueueStats
 from queue_async.options import EnqueueOptions, TaskOptions
 from queue_async.producer.cron import CronSchedule
 from queue_async.producer.encode import encode_job
@@ -115,16 +113,15 @@ class Queue:
         command_timeout: float = 5.0,
         allow_eviction: bool = False,
     ) -> None:
-        self.keys = QueueKeys.for_queue(prefix, name)
         self.name = name
         if redis_ is None:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
         limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
-        self.connections = Connections(redis_, limits)
-        self.client: redis.asyncio.Redis = self.connections.client
+        self._broker = Broker(redis_, limits, prefix=prefix, name=name)
+        self.client: redis.asyncio.Redis = self._broker.client
         """The producers' client (on a pool of the queue's own, also when a client was passed
         in): for your own pipelines (see ``enqueue_many``)."""
-        self.waiters = ResultWaiters(self.connections, self.keys.done_channel)
+        self._waiters = ResultWaiters(self._broker.connections, self._broker.keys.done_channel)
         self.allow_eviction = allow_eviction
         self._server_checked = False
         if codec is not None and not isinstance(codec, Codec):
@@ -134,15 +131,41 @@ class Queue:
         self.codec: Codec = codec or JsonCodec()
         self.strict = strict
         self.max_payload_bytes = max_payload_bytes
-        self.scripts = Scripts(self.client, self.keys)
-        self.tasks: dict[str, Task[Any, Any]] = {}
-        self.startup_hooks: list[Hook] = []
-        self.shutdown_hooks: list[Hook] = []
-        self.middlewares: list[Middleware] = []
-        self.crons: dict[str, CronSchedule] = {}
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._startup_hooks: list[Hook] = []
+        self._shutdown_hooks: list[Hook] = []
+        self._middlewares: list[Middleware] = []
+        self._crons: dict[str, CronSchedule] = {}
 
     def __repr__(self) -> str:
-        return f"<Queue {self.name!r} keys {self.keys.prefix}*>"
+        return f"<Queue {self.name!r} keys {self._broker.keys.prefix}*>"
+
+    @property
+    def key_prefix(self) -> str:
+        """``<prefix>:{<name>}:``, the start of every key of this queue."""
+        return self._broker.keys.prefix
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """The registered tasks by name (read-only: register with ``@queue.task``)."""
+        return MappingProxyType(self._tasks)
+
+    @property
+    def crons(self) -> Mapping[str, CronSchedule]:
+        """The cron schedules by name (read-only: add with ``queue.cron``)."""
+        return MappingProxyType(self._crons)
+
+    @property
+    def startup_hooks(self) -> tuple[Hook, ...]:
+        return tuple(self._startup_hooks)
+
+    @property
+    def shutdown_hooks(self) -> tuple[Hook, ...]:
+        return tuple(self._shutdown_hooks)
+
+    @property
+    def middlewares(self) -> tuple[Middleware, ...]:
+        return tuple(self._middlewares)
 
     async def __aenter__(self) -> Queue:
         return self
@@ -152,8 +175,8 @@ class Queue:
 
     async def close(self) -> None:
         """Close the connections this queue opened (a client passed in is left open)."""
-        await self.waiters.aclose()
-        await self.connections.aclose()
+        await self._waiters.aclose()
+        await self._broker.aclose()
 
     # -- registration ---------------------------------------------------------------------
 
@@ -219,28 +242,28 @@ class Queue:
         task_options = TaskOptions.model_validate(options)
 
         def decorate(handler: Callable[..., Any]) -> Task[Any, Any]:
-            return self.register(handler, name, task_options)
+            return self._register(handler, name, task_options)
 
         return decorate if fn is None else decorate(fn)
 
-    def register(
+    def _register(
         self, fn: Callable[..., Any], name: str | None, options: TaskOptions
     ) -> Task[Any, Any]:
         task_name = check_task_name(f"{fn.__module__}.{fn.__qualname__}" if name is None else name)
-        if task_name in self.tasks and self.tasks[task_name].fn is not fn:
+        if task_name in self._tasks and self._tasks[task_name].fn is not fn:
             raise ConfigurationError(f"task name {task_name!r} is already registered on {self!r}")
         task: Task[Any, Any] = Task(self, fn, task_name, options)
-        self.tasks[task_name] = task
+        self._tasks[task_name] = task
         return task
 
     def on_startup(self, hook: Hook) -> Hook:
         """Register ``async def hook(state)`` to run when a worker starts (fill ``state``)."""
-        self.startup_hooks.append(hook)
+        self._startup_hooks.append(hook)
         return hook
 
     def on_shutdown(self, hook: Hook) -> Hook:
         """Register ``async def hook(state)`` to run when a worker stops."""
-        self.shutdown_hooks.append(hook)
+        self._shutdown_hooks.append(hook)
         return hook
 
     def middleware(self, middleware: Middleware) -> Middleware:
@@ -253,7 +276,7 @@ class Queue:
         """
         if not callable(middleware):
             raise ConfigurationError(f"middleware {middleware!r} is not callable")
-        self.middlewares.append(middleware)
+        self._middlewares.append(middleware)
         return middleware
 
     def cron(
@@ -288,7 +311,7 @@ class Queue:
                 name=name,
                 run_missed=run_missed,
             )
-            if schedule.name in self.crons:
+            if schedule.name in self._crons:
                 raise ConfigurationError(
                     f"a cron named {schedule.name!r} is already registered on {self!r}; "
                     "pass name= to tell them apart"
@@ -296,7 +319,7 @@ class Queue:
             encode_job(
                 self.codec, self.max_payload_bytes, chosen.call(*schedule.args, **schedule.kwargs)
             )
-            self.crons[schedule.name] = schedule
+            self._crons[schedule.name] = schedule
             return target
 
         if task is None:
@@ -310,11 +333,11 @@ class Queue:
 
     def call(self, task: str, /, *args: Any, **kwargs: Any) -> JobSpec[Any]:
         """A job of the task named ``task``, for ``enqueue_many`` (by name, no import needed)."""
-        known = self.tasks.get(check_task_name(task))
+        known = self._tasks.get(check_task_name(task))
         if known is None and self.strict:
             raise TaskNotRegistered(
                 f"task {task!r} is not registered on {self!r} (strict=True); registered: "
-                f"{sorted(self.tasks) or 'none'}"
+                f"{sorted(self._tasks) or 'none'}"
             )
         return JobSpec(task, args, kwargs, None, known.task_options if known else None)
 
@@ -359,19 +382,20 @@ class Queue:
         chunks = _chunks([job for _, job in encoded])
         if not self._server_checked:
             await self.check_server()
+        scripts = self._broker.scripts
         if pipeline is not None:
             for _, chunk in chunks:
-                self.scripts.enqueue_into(pipeline, chunk)
+                scripts.enqueue_into(pipeline, chunk)
             return [JobHandle(self, job_id) for job_id in ids]
         if not chunks:
             return []
         if len(chunks) == 1:
-            replies = await self.scripts.enqueue(chunks[0][1])
+            replies = await scripts.enqueue(chunks[0][1])
         else:
             replies = []
             for transaction in _transactions(chunks):
                 try:
-                    replies += await self.scripts.enqueue_chunks([c for _, c in transaction])
+                    replies += await scripts.enqueue_chunks([c for _, c in transaction])
                 except BrokerError as exc:
                     if not replies and len(transaction) == len(chunks):
                         raise  # one transaction: all or none still holds
@@ -427,7 +451,7 @@ class Queue:
         """Cancel a job that has not started. True if this call cancelled it."""
         if not _is_job_id(job_id):
             return False
-        state = await self.scripts.cancel(job_id, _CANCELLED_KEEP_MS)
+        state = await self._broker.scripts.cancel(job_id, _CANCELLED_KEEP_MS)
         return state in ("ready", "scheduled")
 
     async def abort(self, job_id: str) -> bool:
@@ -436,68 +460,28 @@ class Queue:
         True if this call cancelled the job or flagged it for abort."""
         if not _is_job_id(job_id):
             return False
-        state = await self.scripts.cancel(job_id, _CANCELLED_KEEP_MS, abort=True)
+        state = await self._broker.scripts.cancel(job_id, _CANCELLED_KEEP_MS, abort=True)
         return state in ("ready", "scheduled", "active")
 
     async def read_job(self, job_id: str) -> Job | None:
         """The job as a ``Job`` model, or None if it does not exist."""
-        with translate_errors("reading a job"):
-            # A fresh job only ever becomes a job hash (atomically): read in that order.
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hget(self.keys.fresh, job_id)
-                pipe.hgetall(self.keys.job(job_id))
-                record, raw = await pipe.execute()
-        fields: dict[str, bytes]
-        if raw and b"state" in raw:
-            fields = {_text(k): _raw(v) for k, v in raw.items()}
-        elif record is not None:
-            fields = fresh_job_fields(_raw(record))
-        else:
+        fields = await self._broker.job_fields(job_id)
+        if fields is None:
             return None
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
-        # An undecodable payload is shown as no arguments; the worker reports it as the error.
-        with contextlib.suppress(ValueError):
-            args, kwargs = decode_payload(self.codec, fields.get("payload", b""))
-        result = None
-        if "result" in fields:
-            try:
-                result = self.codec.decode(fields["result"])
-            except Exception:  # noqa: BLE001 - as above
-                result = fields["result"].decode(errors="replace")
+        return job_from_fields(job_id, self.name, self.codec, fields)
 
-        def ms(name: str) -> datetime | None:
-            value = fields.get(name)
-            return ms_to_datetime(int(value)) if value is not None else None
+    async def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status alone (one cheap read), or None if it does not exist."""
+        return await self._broker.job_status(job_id)
 
-        def text(name: str) -> str | None:
-            value = fields.get(name)
-            return value.decode(errors="replace") if value is not None else None
-
-        return Job(
-            id=job_id,
-            queue=self.name,
-            task=text("task") or "",
-            status=JobStatus(fields["state"].decode()),
-            args=args,
-            kwargs=kwargs,
-            attempts=int(fields.get("attempts", 0)),
-            priority=int(fields.get("priority", 0)),
-            enqueued_at=ms("enqueued"),
-            scheduled_for=ms("due"),
-            started_at=ms("started"),
-            finished_at=ms("finished"),
-            error=text("error"),
-            result=result,
-            worker=text("worker"),
-            checkin=text("checkin"),
-            progress=float(fields["progress"]) if "progress" in fields else None,
-            checkin_at=ms("checkin_at"),
-        )
+    async def wait_finished(self, job_id: str, timeout: float | None) -> bool:
+        """Wait until the job is in a final state (True) or gone (False); ``JobTimeout`` if
+        ``timeout`` seconds pass first (see ``JobHandle.result``)."""
+        return await self._waiters.wait_finished(self._broker.scripts, job_id, timeout)
 
     async def stats(self) -> QueueStats:
         """Counts per state and lifetime counters, in one round trip."""
-        k = self.keys
+        k = self._broker.keys
         with translate_errors("reading queue stats"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.zcard(k.scheduled)
@@ -538,11 +522,11 @@ class Queue:
 
         Enqueueing still works and running jobs finish; ``resume`` lets the rest go.
         """
-        await self.scripts.pause(self._gated_task(task))
+        await self._broker.scripts.pause(self._gated_task(task))
 
     async def resume(self, task: str | Task[Any, Any] | None = None) -> None:
         """Undo ``pause`` for the queue (or the task); held jobs go back in their order."""
-        await self.scripts.resume(self._gated_task(task))
+        await self._broker.scripts.resume(self._gated_task(task))
 
     @staticmethod
     def _gated_task(task: str | Task[Any, Any] | None) -> str:
@@ -557,35 +541,13 @@ class Queue:
         us read its settings (CONFIG denied, as on some managed services) is let through with
         a warning.
         """
-        if self.allow_eviction:
-            self._server_checked = True
-            return
-        with translate_errors("reading the server's eviction policy"):
-            try:
-                reply = await self.client.config_get("maxmemory-policy")
-            except redis.exceptions.ResponseError as exc:
-                logger.warning(
-                    "cannot read the server's maxmemory-policy (%s): make sure it is "
-                    "noeviction, or an evicted key loses jobs",
-                    exc,
-                )
-                self._server_checked = True
-                return
-        values = {_text(k or b""): _text(v or b"") for k, v in reply.items()}
-        policy = values.get("maxmemory-policy") or "noeviction"
-        if policy != "noeviction" and not self.allow_eviction:
-            raise ConfigurationError(
-                f"the Redis server's maxmemory-policy is {policy!r}: under memory pressure it "
-                "may evict this queue's keys, and with them queued jobs. Set it to "
-                "noeviction (CONFIG SET maxmemory-policy noeviction, and in its config file), "
-                "or pass Queue(allow_eviction=True) to accept that risk"
-            )
+        if not self.allow_eviction:
+            await self._broker.check_eviction_policy()
         self._server_checked = True
 
     async def ping(self) -> None:
         """Raise ``BrokerConnectionError`` if the server cannot be reached."""
-        with translate_errors("pinging the server"):
-            await self.client.ping()
+        await self._broker.ping()
 
 
 _TEXT = (bytes, str)
@@ -597,10 +559,6 @@ def _is_job_id(job_id: str) -> bool:
     except ConfigurationError:
         return False
     return True
-
-
-def _raw(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
 
 
 def _text(value: bytes | str) -> str:

@@ -103,6 +103,7 @@ class Task(Generic[P, R]):
         unique_key: str | None = None,
         unique_for: float | timedelta | None = None,
         unique_while_running: bool | None = None,
+        headers: dict[str, str] | None = None,
     ) -> TaskCall[P, R]:
         """This task with per-enqueue options; invalid values raise ``ValidationError``.
 
@@ -119,6 +120,7 @@ class Task(Generic[P, R]):
             unique_key: the same with a key of your choosing, shared across the queue.
             unique_for: the longest the key holds (default: until its job finishes).
             unique_while_running: the key also holds while its job runs.
+            headers: text metadata for the job (``JobContext.headers``, ``Job.headers``).
         """
         opts = EnqueueOptions.model_validate(
             {
@@ -133,6 +135,7 @@ class Task(Generic[P, R]):
                 "unique_key": unique_key,
                 "unique_for": unique_for,
                 "unique_while_running": unique_while_running,
+                "headers": headers,
             }
         )
         return TaskCall(self, opts)

@@ -15,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from queue_async.broker.errors import CONNECTION_ERRORS
-from queue_async.exceptions import BrokerConnectionError, QueueAsyncError
+from queue_async.exceptions import BrokerConnectionError, JobTimeout, QueueAsyncError
+from queue_async.models import JobStatus
 
 if TYPE_CHECKING:
     from queue_async.broker.connections import Client, Connections
+    from queue_async.broker.scripts import Scripts
 
 logger = logging.getLogger("queue_async.results")
 
@@ -75,6 +78,27 @@ class ResultWaiters:
     def waiting(self) -> int:
         """How many ``result()`` calls wait now."""
         return sum(len(waiters) for waiters in self._waiting.values())
+
+    async def wait_finished(self, scripts: Scripts, job_id: str, seconds: float | None) -> bool:
+        """Wait for the job's end: True once it is in a final state, False if there is no
+        such job (or it ended and was not kept). ``JobTimeout`` once ``seconds`` pass."""
+        deadline = math.inf if seconds is None else anyio.current_time() + seconds
+        async with self.waiter(job_id) as waiter:
+            # Flagged as awaited only once the subscription is confirmed (waiter() waits for
+            # it), so the job's end cannot slip by between the two.
+            state = await scripts.watch(job_id)
+            while state is not None and not JobStatus(state).finished:
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    raise JobTimeout(
+                        f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
+                    )
+                with anyio.move_on_after(remaining):
+                    if await waiter.wait():
+                        break
+                # The subscription was renewed (an end may have been missed), or time is up.
+                state = await scripts.watch(job_id)
+        return state is not None
 
     @contextlib.asynccontextmanager
     async def waiter(self, job_id: str) -> AsyncIterator[Waiter]:

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from queue_async.broker.reconnect import Backoff
-from queue_async.broker.wire import unpack_fields
+from queue_async.broker.wire import (
+    FAIL_ABORTED,
+    FAIL_DEAD,
+    LEASED_FIELDS,
+    Leased,
+    unpack_fields,
+    unpack_headers,
+)
 from queue_async.codec import decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import BrokerError, Fatal, Retry
@@ -28,8 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("queue_async.worker")
 
 _ERROR_TEXT_MAX = 16_384
-_FIELDS_PER_JOB = 9
-_ABORTED = -2  # fail.lua's retry delay for "ends as aborted"
 _ABORTED_KEEP_MS = 3_600_000  # as a cancelled job's record
 
 
@@ -46,6 +51,8 @@ class LeasedJob:
     timeout_ms: int | None
     keep_ms: int | None
     token: str
+    headers: bytes
+    """Packed (see wire.pack_headers); b"" for none."""
     queue: Queue
     """The queue it came from."""
 
@@ -55,17 +62,18 @@ def _optional_int(raw: bytes) -> int | None:
 
 
 def _job(f: list[Any], queue: Queue) -> LeasedJob:
-    """A job from its nine lease fields (see lease.lua)."""
+    """A job from its lease fields (see lease.lua)."""
     return LeasedJob(
-        id=f[0].decode(),
-        task=f[1].decode(),
-        payload=f[2],
-        attempt=int(f[3]),
-        enqueued_ms=int(f[4]),
-        retries=_optional_int(f[5]),
-        timeout_ms=_optional_int(f[6]),
-        keep_ms=_optional_int(f[7]),
-        token=f[8].decode(),
+        id=f[Leased.ID].decode(),
+        task=f[Leased.TASK].decode(),
+        payload=f[Leased.PAYLOAD],
+        attempt=int(f[Leased.ATTEMPTS]),
+        enqueued_ms=int(f[Leased.ENQUEUED]),
+        retries=_optional_int(f[Leased.RETRIES]),
+        timeout_ms=_optional_int(f[Leased.TIMEOUT]),
+        keep_ms=_optional_int(f[Leased.KEEP]),
+        token=f[Leased.TOKEN].decode(),
+        headers=f[Leased.HEADERS],
         queue=queue,
     )
 
@@ -79,7 +87,7 @@ def parse_lease(reply: list[Any], queue: Queue) -> tuple[int, int, list[LeasedJo
     """Split lease.lua's reply into (wait_ms, scheduled count, jobs)."""
     handed = int(reply[2])
     jobs = [handed_job(packed, queue) for packed in reply[3 : 3 + handed]]
-    step = _FIELDS_PER_JOB
+    step = LEASED_FIELDS
     jobs.extend(_job(reply[b : b + step], queue) for b in range(3 + handed, len(reply), step))
     return int(reply[0]), int(reply[1]), jobs
 
@@ -152,8 +160,9 @@ async def run_job(worker: Worker, slot: JobSlot) -> None:
         state=worker.state,
         worker_id=worker.id,
         enqueued_ms=job.enqueued_ms,
+        headers=unpack_headers(job.headers),
         token=job.token,
-        _scripts=lane.scripts,
+        _checkin=lane.scripts.checkin,
     )
     try:
         middleware = lane.middleware
@@ -230,12 +239,12 @@ async def _invoke(
 
 
 def retry_delay_ms(job: LeasedJob, task: Task[Any, Any] | None, exc: BaseException | None) -> int:
-    """Milliseconds until the next try, or -1 if the job goes to dead."""
+    """Milliseconds until the next try, or FAIL_DEAD if the job goes to dead."""
     if task is None or isinstance(exc, (Fatal, *task.task_options.fatal)):
-        return -1
+        return FAIL_DEAD
     retries = job.retries if job.retries is not None else task.task_options.retries
     if job.attempt > retries:
-        return -1
+        return FAIL_DEAD
     if isinstance(exc, Retry) and exc.defer_seconds is not None:
         return round(exc.defer_seconds * 1000)
     opts = task.task_options
@@ -259,7 +268,7 @@ async def record_failure(
     ``task`` None means the job cannot run at all (unknown task, bad payload): straight to dead.
     ``aborted``: the job ends as aborted, without a retry.
     """
-    delay = _ABORTED if aborted else retry_delay_ms(job, task, exc)
+    delay = FAIL_ABORTED if aborted else retry_delay_ms(job, task, exc)
     settings = worker.settings
     lane = worker.lane(job.queue)
     # While the call is in flight the heartbeat still extends the lease, and a "lost" answer

@@ -130,7 +130,7 @@ class Lane:
             )
 
     async def deregister(self, worker_id: str) -> None:
-        keys = self.queue.keys
+        keys = self.queue._broker.keys
         try:
             async with self.scripts.client.pipeline(transaction=False) as pipe:
                 pipe.delete(keys.worker(worker_id))

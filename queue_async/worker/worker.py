@@ -151,10 +151,12 @@ class Worker:
         producers' pools, so that no number of enqueues or result waiters can starve them."""
         lanes = []
         for q, weight in zip(queues, weights, strict=True):
-            client = q.connections.worker_client()
+            client = q._broker.connections.worker_client()
             self._clients.append(client)
             lanes.append(
-                Lane(q, Scripts(client.redis, q.keys), weight, (*q.middlewares, *middleware))
+                Lane(
+                    q, Scripts(client.redis, q._broker.keys), weight, (*q.middlewares, *middleware)
+                )
             )
         return lanes
 
@@ -162,10 +164,10 @@ class Worker:
         """One blocking wait per server, on a connection without a socket read timeout."""
         by_server: dict[tuple[Any, ...], list[Lane]] = {}
         for lane in self._lanes:
-            by_server.setdefault(lane.queue.connections.server, []).append(lane)
+            by_server.setdefault(lane.queue._broker.connections.server, []).append(lane)
         waits = []
         for lanes in by_server.values():
-            client = lanes[0].queue.connections.make_client(1, blocking_reads=True)
+            client = lanes[0].queue._broker.connections.make_client(1, blocking_reads=True)
             self._clients.append(client)
             waits.append((client, lanes))
         return waits
@@ -572,15 +574,15 @@ class Worker:
         seconds = max(seconds, 0.001)
         inbox = None
         if not burst and len(self._lanes) == 1:
-            inbox = self.queue.keys.inbox(self.id)
+            inbox = self.queue._broker.keys.inbox(self.id)
         waits = []
         alarms: list[tuple[Scripts, str]] = []
         for client, lanes in self._waits:
-            keys = [lane.queue.keys.wake for lane in lanes]
+            keys = [lane.queue._broker.keys.wake for lane in lanes]
             if inbox:
                 keys.insert(0, inbox)
             if due:
-                alarm = lanes[0].queue.keys.alarm(self.id)
+                alarm = lanes[0].queue._broker.keys.alarm(self.id)
                 alarms.append((lanes[0].scripts, alarm))
                 keys.append(alarm)
             waits.append(self._blpop(client, keys, seconds + _ALARM_SLACK if due else seconds))
@@ -748,7 +750,7 @@ def _check_queues(queue: Queue | Sequence[Queue]) -> list[Queue]:
     for q in queues:
         if not isinstance(q, Queue):
             raise TypeError(f"Worker() takes a Queue or a list of them, not {type(q).__name__}")
-    prefixes = [q.keys.prefix for q in queues]
+    prefixes = [q._broker.keys.prefix for q in queues]
     if len(set(prefixes)) != len(prefixes):
         raise ConfigurationError(f"Worker() was given the same queue twice: {prefixes}")
     return queues

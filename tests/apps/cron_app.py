@@ -15,4 +15,4 @@ queue = qa.Queue(os.environ.get("REDIS_URL"), name=os.environ.get("QA_QUEUE", "c
 @queue.cron("* * * * * *", name="every-second")
 async def tick(ctx: qa.JobContext) -> None:
     """Record which tick ran."""
-    await ctx.queue.client.rpush(f"{ctx.queue.keys.prefix}test:ticks", ctx.job_id)
+    await ctx.queue.client.rpush(f"{ctx.queue._broker.keys.prefix}test:ticks", ctx.job_id)

@@ -26,7 +26,9 @@ async def shout(text: str) -> str:
 async def record(ctx: qa.JobContext, hold: float = 0.0) -> str:
     """Append ``<job id>:<attempt>`` to the runs list, then hold for ``hold`` seconds on the
     first attempt only (so a test can kill the worker mid-job)."""
-    await ctx.queue.client.rpush(f"{ctx.queue.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}")
+    await ctx.queue.client.rpush(
+        f"{ctx.queue._broker.keys.prefix}test:runs", f"{ctx.job_id}:{ctx.attempt}"
+    )
     if ctx.attempt == 1 and hold:
         await anyio.sleep(hold)
     return ctx.job_id
@@ -47,7 +49,7 @@ async def limited(ctx: qa.JobContext, hold: float = 0.0) -> str:
 @queue.task(name="apps.gauged", max_concurrency=2)
 async def gauged(ctx: qa.JobContext, hold: float) -> None:
     """Count jobs of this task running at once, across processes, in Redis."""
-    client, prefix = ctx.queue.client, ctx.queue.keys.prefix
+    client, prefix = ctx.queue.client, ctx.queue._broker.keys.prefix
     now = await client.incr(f"{prefix}test:gauge")
     await client.rpush(f"{prefix}test:gauge-seen", now)
     await anyio.sleep(hold)

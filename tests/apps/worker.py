@@ -25,7 +25,7 @@ async def main() -> None:
         shutdown_grace=grace,
         max_idle_wait=0.5,
     )
-    await queue.client.rpush(f"{queue.keys.prefix}test:workers-up", worker.id)
+    await queue.client.rpush(f"{queue._broker.keys.prefix}test:workers-up", worker.id)
     await worker.run()
     await queue.close()
 

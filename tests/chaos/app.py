@@ -30,7 +30,7 @@ SETTINGS = qa.WorkerSettings(
 
 
 def runs_key(queue: qa.Queue) -> str:
-    return f"{queue.keys.prefix}chaos:runs"
+    return f"{queue._broker.keys.prefix}chaos:runs"
 
 
 def build_queue(url: str, name: str) -> tuple[qa.Queue, qa.Task[[int], None], qa.Task[[], None]]:

@@ -252,7 +252,7 @@ async def examine(config: ChaosConfig, queue: qa.Queue, chaos: Chaos) -> None:
     doomed_ids = {f"d{i}" for i in range(config.doomed)}
     async with queue.client.pipeline(transaction=False) as pipe:
         for job_id in [*work_ids, *sorted(doomed_ids)]:
-            pipe.hmget(queue.keys.job(job_id), ["state", "enqueued", "due"])
+            pipe.hmget(queue._broker.keys.job(job_id), ["state", "enqueued", "due"])
         rows = await pipe.execute()
     states = {}
     ready_at = {}
@@ -268,14 +268,14 @@ async def examine(config: ChaosConfig, queue: qa.Queue, chaos: Chaos) -> None:
     report.completion_records = stats.processed
     report.duplicate_completions = stats.processed - report.done
     report.stuck = {"ready": stats.ready, "scheduled": stats.scheduled, "active": stats.active}
-    dead = {m.decode() for m in await queue.client.zrange(queue.keys.dead, 0, -1)}
+    dead = {m.decode() for m in await queue.client.zrange(queue._broker.keys.dead, 0, -1)}
     report.unexpected_dead = sorted(dead - doomed_ids)
 
     # A complete call with a token that is not the job's current one must change nothing.
     probe = work_ids[0]
-    before = await queue.client.hgetall(queue.keys.job(probe))
-    flags = await queue.scripts.complete([probe, "stale:token", b'"late"', 60_000])
-    after = await queue.client.hgetall(queue.keys.job(probe))
+    before = await queue.client.hgetall(queue._broker.keys.job(probe))
+    flags = await queue._broker.scripts.complete([probe, "stale:token", b'"late"', 60_000])
+    after = await queue.client.hgetall(queue._broker.keys.job(probe))
     report.stale_token_refused = flags == [0] and before == after
 
     runs: dict[str, list[tuple[float, int]]] = defaultdict(list)

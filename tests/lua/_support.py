@@ -8,8 +8,17 @@ from typing import Any
 import anyio
 
 import queue_async as qa
+from queue_async.broker import wire
 from queue_async.broker.scripts import Arg
-from queue_async.broker.wire import fresh_job_fields, pack_fields, pack_job, unpack_fields
+from queue_async.broker.wire import (
+    LEASED_FIELDS,
+    Opt,
+    fresh_job_fields,
+    pack_fields,
+    pack_headers,
+    pack_job,
+    unpack_fields,
+)
 from tests.helpers import fifo_ids
 
 PRIORITY_SHIFT = 2**32
@@ -35,23 +44,27 @@ def job(
     retries: Arg = "",
     timeout: Arg = "",
     keep: Arg = "",
+    headers: dict[str, str] | None = None,
 ) -> bytes:
     """One job packed for enqueue.lua (options packed, "" when all are defaults)."""
-    options: list[bytes | str | int] = [
-        priority,
-        delay_ms or "",
-        at_ms or "",
-        retries,
-        timeout,
-        keep,
-    ]
-    packed = b"" if options == [0, "", "", "", "", ""] else pack_fields(options)
+    options: list[bytes | str | int] = [""] * len(Opt)
+    options[Opt.PRIORITY] = priority
+    options[Opt.DELAY] = delay_ms or ""
+    options[Opt.AT] = at_ms or ""
+    options[Opt.RETRIES] = retries
+    options[Opt.TIMEOUT] = timeout
+    options[Opt.KEEP] = keep
+    options[Opt.HEADERS] = pack_headers(headers) if headers else ""
+    default = [0] + [""] * (len(Opt) - 1)
+    packed = b"" if options == default else pack_fields(options)
     return pack_job(job_id, packed, task, payload)
 
 
 async def enqueue(queue: qa.Queue, *job_ids: str, **options: Any) -> list[int]:
     """Enqueue jobs with these ids, all with the same options."""
-    return await queue.scripts.enqueue(b"".join(job(job_id, **options) for job_id in job_ids))
+    return await queue._broker.scripts.enqueue(
+        b"".join(job(job_id, **options) for job_id in job_ids)
+    )
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Leased:
     timeout: str
     keep: str
     token: str
+    headers: str
 
 
 @dataclass
@@ -86,25 +100,28 @@ def parse_lease(reply: list[Any]) -> LeaseReply:
     handed = int(reply[2])
     jobs = [_leased(unpack_fields(packed)) for packed in reply[3 : 3 + handed]]
     start = 3 + handed
-    assert (len(reply) - start) % 9 == 0, reply
-    for b in range(start, len(reply), 9):
-        f = reply[b : b + 9]
-        assert isinstance(f[3], int), f"attempts must be an integer reply, got {f[3]!r}"
+    assert (len(reply) - start) % LEASED_FIELDS == 0, reply
+    for b in range(start, len(reply), LEASED_FIELDS):
+        f = reply[b : b + LEASED_FIELDS]
+        attempts = f[wire.Leased.ATTEMPTS]
+        assert isinstance(attempts, int), f"attempts must be an integer reply, got {attempts!r}"
         jobs.append(_leased(f))
     return LeaseReply(int(reply[0]), int(reply[1]), jobs)
 
 
 def _leased(f: list[Any]) -> Leased:
+    place = wire.Leased
     return Leased(
-        id=f[0].decode(),
-        task=f[1].decode(),
-        payload=f[2],
-        attempts=int(f[3]),
-        enqueued=int(f[4]),
-        retries=f[5].decode(),
-        timeout=f[6].decode(),
-        keep=f[7].decode(),
-        token=f[8].decode(),
+        id=f[place.ID].decode(),
+        task=f[place.TASK].decode(),
+        payload=f[place.PAYLOAD],
+        attempts=int(f[place.ATTEMPTS]),
+        enqueued=int(f[place.ENQUEUED]),
+        retries=f[place.RETRIES].decode(),
+        timeout=f[place.TIMEOUT].decode(),
+        keep=f[place.KEEP].decode(),
+        token=f[place.TOKEN].decode(),
+        headers=f[place.HEADERS].decode(),
     )
 
 
@@ -121,7 +138,7 @@ async def lease(
     max_idle_ms: int = 0,
     grace_ms: int = GRACE_MS,
 ) -> LeaseReply:
-    reply = await queue.scripts.lease(
+    reply = await queue._broker.scripts.lease(
         count,
         lease_ms,
         lease_id,
@@ -138,8 +155,8 @@ async def lease(
 async def fields(queue: qa.Queue, job_id: str) -> dict[str, str]:
     """The job hash, decoded (payload and result included, as text); for a fresh job (see
     _lib.lua), the fields its record stands for."""
-    raw = await queue.client.hgetall(queue.keys.job(job_id))
-    record = await queue.client.hget(queue.keys.fresh, job_id)
+    raw = await queue.client.hgetall(queue._broker.keys.job(job_id))
+    record = await queue.client.hget(queue._broker.keys.fresh, job_id)
     if record is not None:
         assert not raw, f"{job_id} is both fresh and a job hash"
         raw = fresh_job_fields(record)
@@ -153,7 +170,7 @@ def _text(value: str | bytes) -> str:
 async def ready_ids(queue: qa.Queue) -> list[str]:
     """The ready jobs in the order lease.lua takes them: priorities below 0, fifo, the rest
     (without the tombstones cancelled jobs leave in fifo: see remove_ready in _lib.lua)."""
-    ranked = await members(queue, queue.keys.ready)
+    ranked = await members(queue, queue._broker.keys.ready)
     fifo = await fifo_ids(queue)
     first = [m for m, score in ranked.items() if score < 0]
     return first + fifo + [m for m, score in ranked.items() if score >= 0]
@@ -166,12 +183,12 @@ async def members(queue: qa.Queue, key: str) -> dict[str, int]:
 
 
 async def meta(queue: qa.Queue) -> dict[str, int]:
-    raw = await queue.client.hgetall(queue.keys.meta)
+    raw = await queue.client.hgetall(queue._broker.keys.meta)
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
 async def wake_len(queue: qa.Queue) -> int:
-    return int(await queue.client.llen(queue.keys.wake))
+    return int(await queue.client.llen(queue._broker.keys.wake))
 
 
 async def server_ms(queue: qa.Queue) -> int:
@@ -184,24 +201,26 @@ async def expire_leases(queue: qa.Queue, *job_ids: str) -> None:
     """Move the lease deadlines of these active jobs into the past, as a stalled worker's,
     with the grace that follows a first expiry (see recover_expired in _lib.lua) spent too."""
     past = await server_ms(queue) - 1000
-    await queue.client.zadd(queue.keys.active, dict.fromkeys(job_ids, past), xx=True)
+    await queue.client.zadd(queue._broker.keys.active, dict.fromkeys(job_ids, past), xx=True)
     for job_id in job_ids:
-        await queue.client.hset(queue.keys.job(job_id), "suspect", past)
+        await queue.client.hset(queue._broker.keys.job(job_id), "suspect", past)
 
 
 async def step_clock(queue: qa.Queue, *job_ids: str, seconds: float = 60) -> None:
     """What a forward step of the server clock does to these active jobs' leases: their
     deadlines fall that far behind the clock (nothing else about them changes)."""
     for job_id in job_ids:
-        score = await queue.client.zscore(queue.keys.active, job_id)
+        score = await queue.client.zscore(queue._broker.keys.active, job_id)
         assert score is not None, f"{job_id} is not active"
-        await queue.client.zadd(queue.keys.active, {job_id: int(score - seconds * 1000)}, xx=True)
+        await queue.client.zadd(
+            queue._broker.keys.active, {job_id: int(score - seconds * 1000)}, xx=True
+        )
 
 
 async def make_due(queue: qa.Queue, *job_ids: str) -> None:
     """Move the due time of these scheduled jobs into the past."""
     past = await server_ms(queue) - 1000
-    await queue.client.zadd(queue.keys.scheduled, dict.fromkeys(job_ids, past), xx=True)
+    await queue.client.zadd(queue._broker.keys.scheduled, dict.fromkeys(job_ids, past), xx=True)
 
 
 async def wait_for_server_time(queue: qa.Queue, at_ms: int, *, limit: float = 5.0) -> None:

@@ -189,7 +189,7 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
     called: dict[str, list[Sent]] = {}
     for method in _wrapper_methods():
         start = len(sent)
-        await getattr(queue.scripts, method)(*_sample_args(method))
+        await getattr(queue._broker.scripts, method)(*_sample_args(method))
         assert len(sent) > start, f"Scripts.{method} called no script through queue.client"
         for call in sent[start:]:
             called.setdefault(call.script, []).append(call)
@@ -202,9 +202,9 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
             assert len(call.keys) == len(head.keys), (name, call.keys, head.keys)
             for index, word in head.keys.items():
                 if word in key_fields:
-                    assert call.keys[index - 1] == getattr(queue.keys, word), (name, index)
+                    assert call.keys[index - 1] == getattr(queue._broker.keys, word), (name, index)
                 else:
-                    assert call.keys[index - 1].startswith(queue.keys.prefix), (name, index)
+                    assert call.keys[index - 1].startswith(queue._broker.keys.prefix), (name, index)
             if head.variadic_from is None:
                 assert len(call.args) == len(head.argv), (name, call.args)
             else:
@@ -213,4 +213,4 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
                 assert extra > 0, (name, call.args)
                 assert extra % head.group == 0, (name, call.args)
             if any(line.startswith("-- ARGV[1] key prefix") for line in head.lines):
-                assert call.args[0] == queue.keys.prefix, name
+                assert call.args[0] == queue._broker.keys.prefix, name

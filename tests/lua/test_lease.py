@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import queue_async as qa
+from queue_async.broker.wire import pack_headers
 from tests.lua._support import (
     LONG_MS,
     PAYLOAD,
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.anyio
 async def test_lease_takes_ready_jobs_and_records_the_lease(queue: qa.Queue) -> None:
     await enqueue(queue, "low", priority=1)
     await enqueue(queue, "high", priority=0)
-    await queue.client.delete(queue.keys.wake)
+    await queue.client.delete(queue._broker.keys.wake)
 
     before = await server_ms(queue)
     reply = await lease(queue, 5, lease_ms=20_000, lease_id="L7", worker_id="w-9")
@@ -38,8 +39,8 @@ async def test_lease_takes_ready_jobs_and_records_the_lease(queue: qa.Queue) -> 
 
     assert reply.ids == ["high", "low"]
     assert [j.token for j in reply.jobs] == ["L7:1", "L7:2"]
-    assert await members(queue, queue.keys.ready) == {}
-    active = await members(queue, queue.keys.active)
+    assert await members(queue, queue._broker.keys.ready) == {}
+    active = await members(queue, queue._broker.keys.active)
     assert active.keys() == {"high", "low"}
     for job_id, token in (("high", "L7:1"), ("low", "L7:2")):
         job_hash = await fields(queue, job_id)
@@ -58,19 +59,20 @@ async def test_lease_takes_ready_jobs_and_records_the_lease(queue: qa.Queue) -> 
     assert reply.scheduled == 0
 
 
-async def test_lease_reply_carries_nine_fields_per_job(queue: qa.Queue) -> None:
-    await queue.scripts.enqueue(
-        job("set", retries=4, timeout=1500, keep=0) + job("unset", payload=b"\x00\xff")
+async def test_lease_reply_carries_ten_fields_per_job(queue: qa.Queue) -> None:
+    await queue._broker.scripts.enqueue(
+        job("set", retries=4, timeout=1500, keep=0, headers={"trace": "t-1", "tenant": "7"})
+        + job("unset", payload=b"\x00\xff")
     )
     enqueued = int((await fields(queue, "set"))["enqueued"])
-    raw = await queue.scripts.lease(10, LONG_MS, "L", "w", 3, 1000, 10, 0, 20_000)
+    raw = await queue._broker.scripts.lease(10, LONG_MS, "L", "w", 3, 1000, 10, 0, 20_000)
 
     # wait_ms: the first of the two new leases runs out in LONG_MS; nothing is scheduled.
     assert 0 < raw[0] <= LONG_MS
     assert raw[1] == 0
     assert raw[2] == 0  # nothing was handed to this worker's inbox
-    assert len(raw) == 3 + 2 * 9
-    assert raw[3:12] == [
+    assert len(raw) == 3 + 2 * 10
+    assert raw[3:13] == [
         b"set",
         TASK.encode(),
         PAYLOAD,
@@ -80,20 +82,30 @@ async def test_lease_reply_carries_nine_fields_per_job(queue: qa.Queue) -> None:
         b"1500",
         b"0",
         b"L:1",
+        pack_headers({"trace": "t-1", "tenant": "7"}),
     ]
-    assert raw[12:21][2:] == [b"\x00\xff", 1, str(enqueued).encode(), b"", b"", b"", b"L:2"]
+    assert raw[13:23][2:] == [
+        b"\x00\xff",
+        1,
+        str(enqueued).encode(),
+        b"",
+        b"",
+        b"",
+        b"L:2",
+        b"",
+    ]
 
 
 async def test_lease_takes_at_most_count_and_wakes_for_the_rest(queue: qa.Queue) -> None:
     await enqueue(queue, "a", "b", "c")
-    await queue.client.delete(queue.keys.wake)
+    await queue.client.delete(queue._broker.keys.wake)
 
     reply = await lease(queue, 2)
 
     assert reply.ids == ["a", "b"]
     assert reply.wait_ms == 0
     assert await ready_ids(queue) == ["c"]
-    assert set(await members(queue, queue.keys.active)) == {"a", "b"}
+    assert set(await members(queue, queue._broker.keys.active)) == {"a", "b"}
     assert (await fields(queue, "c"))["state"] == "ready"
     assert await wake_len(queue) == 1
 
@@ -103,7 +115,7 @@ async def test_lease_on_empty_queue_replies_minus_one_and_writes_nothing(
 ) -> None:
     reply = await lease(queue, 10)
     assert (reply.wait_ms, reply.scheduled, reply.jobs) == (-1, 0, [])
-    assert await queue.client.keys(f"{queue.keys.prefix}*") == []
+    assert await queue.client.keys(f"{queue._broker.keys.prefix}*") == []
 
 
 async def test_lease_reply_wait_ms_reflects_next_due_job(queue: qa.Queue) -> None:
@@ -123,7 +135,7 @@ async def test_lease_reply_wait_ms_reflects_next_due_job(queue: qa.Queue) -> Non
     assert 1000 < reply.wait_ms <= 2000
 
     # Once the lease is gone, the next scheduled job is.
-    await queue.client.zrem(queue.keys.active, "now")
+    await queue.client.zrem(queue._broker.keys.active, "now")
     reply = await lease(queue, 10)
     assert 3000 < reply.wait_ms <= 5000
 
@@ -139,7 +151,7 @@ async def test_lease_promotes_due_scheduled_jobs(queue: qa.Queue) -> None:
     # The promoted job takes its place by priority: ahead of the priority-5 job.
     assert reply.ids == ["due"]
     assert reply.scheduled == 1
-    assert set(await members(queue, queue.keys.scheduled)) == {"not-due"}
+    assert set(await members(queue, queue._broker.keys.scheduled)) == {"not-due"}
     job_hash = await fields(queue, "due")
     assert job_hash["state"] == "active"
     assert "due" not in job_hash
@@ -157,25 +169,25 @@ async def test_lease_promotes_job_whose_delay_ran_out(queue: qa.Queue) -> None:
 
 async def test_promoted_job_joins_the_back_of_its_priority(queue: qa.Queue) -> None:
     await enqueue(queue, "scheduled-first", "urgent-scheduled", delay_ms=60_000)
-    await queue.client.hset(queue.keys.job("urgent-scheduled"), "priority", "-1")
+    await queue.client.hset(queue._broker.keys.job("urgent-scheduled"), "priority", "-1")
     await enqueue(queue, "ready-later")
     await enqueue(queue, "urgent-later", priority=-1)
     await make_due(queue, "scheduled-first", "urgent-scheduled")
-    await queue.scripts.recover(3, 1000, 10)
+    await queue._broker.scripts.recover(3, 1000, 10)
     assert await ready_ids(queue) == [
         "urgent-later",
         "urgent-scheduled",
         "ready-later",
         "scheduled-first",
     ]
-    ready = await members(queue, queue.keys.ready)
+    ready = await members(queue, queue._broker.keys.ready)
     assert ready["urgent-scheduled"] // PRIORITY_SHIFT == -1
 
 
 async def test_expired_lease_returns_job_to_ready(queue: qa.Queue) -> None:
     await enqueue(queue, "stalled", priority=3)
     await lease(queue, 1, lease_ms=1, lease_id="first", worker_id="dead-worker", grace_ms=0)
-    deadline = (await members(queue, queue.keys.active))["stalled"]
+    deadline = (await members(queue, queue._broker.keys.active))["stalled"]
     await wait_for_server_time(queue, deadline)
 
     # A higher-priority job takes the one free slot, so the recovered job stays ready.
@@ -184,8 +196,8 @@ async def test_expired_lease_returns_job_to_ready(queue: qa.Queue) -> None:
 
     assert reply.ids == ["urgent"]
     assert reply.wait_ms == 0
-    assert set(await members(queue, queue.keys.active)) == {"urgent"}
-    ready = await members(queue, queue.keys.ready)
+    assert set(await members(queue, queue._broker.keys.active)) == {"urgent"}
+    ready = await members(queue, queue._broker.keys.ready)
     assert set(ready) == {"stalled"}
     assert ready["stalled"] // PRIORITY_SHIFT == 3
     job_hash = await fields(queue, "stalled")
@@ -214,7 +226,7 @@ async def test_stalls_beyond_max_send_job_to_dead(queue: qa.Queue) -> None:
 
     assert reply.jobs == []
     assert reply.wait_ms == -1
-    dead = await members(queue, queue.keys.dead)
+    dead = await members(queue, queue._broker.keys.dead)
     assert set(dead) == {"flaky"}
     assert before <= dead["flaky"] <= after
     job_hash = await fields(queue, "flaky")
@@ -224,8 +236,8 @@ async def test_stalls_beyond_max_send_job_to_dead(queue: qa.Queue) -> None:
     assert int(job_hash["finished"]) == dead["flaky"]
     assert "lease expired 2 times" in job_hash["error"]
     assert not {"token", "worker", "due"} & job_hash.keys()
-    assert await members(queue, queue.keys.active) == {}
-    assert await members(queue, queue.keys.ready) == {}
+    assert await members(queue, queue._broker.keys.active) == {}
+    assert await members(queue, queue._broker.keys.ready) == {}
 
 
 async def test_max_stalls_zero_sends_job_to_dead_at_first_expiry(queue: qa.Queue) -> None:
@@ -249,27 +261,27 @@ async def test_job_sent_to_dead_by_stalls_counts_as_failed(queue: qa.Queue) -> N
 async def test_stall_to_dead_trims_dead_set(queue: qa.Queue) -> None:
     await enqueue(queue, "old-dead", "stalled")
     await lease(queue, 2)
-    await queue.scripts.fail("old-dead", "lease-1:1", "boom", -1, 3_600_000, 10)
-    await queue.client.zadd(queue.keys.dead, {"old-dead": await server_ms(queue) - 1000})
+    await queue._broker.scripts.fail("old-dead", "lease-1:1", "boom", -1, 3_600_000, 10)
+    await queue.client.zadd(queue._broker.keys.dead, {"old-dead": await server_ms(queue) - 1000})
     await expire_leases(queue, "stalled")
 
     await lease(queue, 1, max_stalls=0, dead_max_len=1)
 
-    assert set(await members(queue, queue.keys.dead)) == {"stalled"}
+    assert set(await members(queue, queue._broker.keys.dead)) == {"stalled"}
     assert await fields(queue, "old-dead") == {}
 
 
 async def test_lease_skips_ids_whose_job_is_gone(queue: qa.Queue) -> None:
     await enqueue(queue, "gone", "kept")
-    assert await queue.client.hdel(queue.keys.fresh, "gone") == 1
+    assert await queue.client.hdel(queue._broker.keys.fresh, "gone") == 1
 
     reply = await lease(queue, 2)
 
     assert reply.ids == ["kept"]
     assert reply.jobs[0].token == "lease-1:1"
-    assert set(await members(queue, queue.keys.active)) == {"kept"}
-    assert await members(queue, queue.keys.ready) == {}
-    assert await queue.client.exists(queue.keys.job("gone")) == 0
+    assert set(await members(queue, queue._broker.keys.active)) == {"kept"}
+    assert await members(queue, queue._broker.keys.ready) == {}
+    assert await queue.client.exists(queue._broker.keys.job("gone")) == 0
 
 
 async def test_lease_of_a_full_batch_takes_every_job(queue: qa.Queue) -> None:
@@ -281,19 +293,19 @@ async def test_lease_of_a_full_batch_takes_every_job(queue: qa.Queue) -> None:
     reply = await lease(queue, count)
 
     assert len(reply.jobs) == count
-    assert await queue.client.zcard(queue.keys.active) == count
-    assert await queue.client.zcard(queue.keys.ready) == 0
+    assert await queue.client.zcard(queue._broker.keys.active) == count
+    assert await queue.client.zcard(queue._broker.keys.ready) == 0
 
 
 async def test_held_jobs_go_back_in_front_of_later_jobs_in_their_order(queue: qa.Queue) -> None:
-    await queue.scripts.pause(TASK)
+    await queue._broker.scripts.pause(TASK)
     await enqueue(queue, "h1", "h2")
     assert (await lease(queue, 10)).ids == []
     # Held jobs got their own hash (a gate records itself on the job).
-    assert await queue.client.hlen(queue.keys.fresh) == 0
+    assert await queue.client.hlen(queue._broker.keys.fresh) == 0
     assert (await fields(queue, "h1"))["held"] == f"p:{TASK}"
     await enqueue(queue, "later", task="other")
 
-    assert await queue.scripts.resume(TASK) == 2
+    assert await queue._broker.scripts.resume(TASK) == 2
     assert await ready_ids(queue) == ["h1", "h2", "later"]
     assert (await lease(queue, 10)).ids == ["h1", "h2", "later"]

@@ -35,7 +35,7 @@ async def _each_call_survives(queue: qa.Queue, forget: Callable[[], Awaitable[An
     await forget()
     assert await enqueue(queue, "single") == [1]
     await forget()
-    assert await queue.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
+    assert await queue._broker.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
     await forget()
     assert (await lease(queue, 10)).ids == ["before", "single", "c1", "c2"]
 
@@ -44,9 +44,9 @@ async def test_scripts_run_as_one_function_library_named_after_its_source(
     private_server: EmbeddedServer,
 ) -> None:
     async with qa.Queue(private_server.url, name="fn") as queue:
-        assert queue.scripts.functions is None
+        assert queue._broker.scripts.functions is None
         assert await enqueue(queue, "a") == [1]
-        assert queue.scripts.functions is True
+        assert queue._broker.scripts.functions is True
         assert await _library_names(queue.client) == [LIBRARY.name]
         # Nothing went by EVALSHA: the script cache is empty.
         shas = [script.sha for script in SCRIPTS.values()]
@@ -66,8 +66,8 @@ async def test_a_batch_loads_the_library_when_it_is_the_first_call(
     private_server: EmbeddedServer,
 ) -> None:
     async with qa.Queue(private_server.url, name="first") as queue:
-        assert await queue.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
-        assert queue.scripts.functions is True
+        assert await queue._broker.scripts.enqueue_chunks([job("c1"), job("c2")]) == [1, 1]
+        assert queue._broker.scripts.functions is True
         assert (await lease(queue, 10)).ids == ["c1", "c2"]
 
 
@@ -88,11 +88,11 @@ async def test_without_functions_every_script_goes_by_evalsha_and_reloads(
     url = f"redis://old:secret@127.0.0.1:{private_server.port}/0"
     async with qa.Queue(url, name="old") as queue:
         await _each_call_survives(queue, queue.client.script_flush)
-        assert queue.scripts.functions is False
+        assert queue._broker.scripts.functions is False
     async with redis.asyncio.Redis.from_url(private_server.url) as admin:
         assert await admin.function_list() == []
 
 
 async def test_a_failing_chunk_in_a_batch_raises_broker_error(queue: qa.Queue) -> None:
     with pytest.raises(BrokerError, match="malformed job batch"):
-        await queue.scripts.enqueue_chunks([job("ok"), b"\xff not packed"])
+        await queue._broker.scripts.enqueue_chunks([job("ok"), b"\xff not packed"])

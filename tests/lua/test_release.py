@@ -22,16 +22,16 @@ pytestmark = pytest.mark.anyio
 async def test_release_hands_back_without_counting_attempt(queue: qa.Queue) -> None:
     await enqueue(queue, "a", "b", priority=7)
     reply = await lease(queue, 2)
-    await queue.client.delete(queue.keys.wake)
+    await queue.client.delete(queue._broker.keys.wake)
 
-    released = await queue.scripts.release(["a", reply.token("a"), "b", reply.token("b")])
+    released = await queue._broker.scripts.release(["a", reply.token("a"), "b", reply.token("b")])
 
     assert released == 2
-    ready = await members(queue, queue.keys.ready)
+    ready = await members(queue, queue._broker.keys.ready)
     assert set(ready) == {"a", "b"}
     assert ready["a"] < ready["b"]
     assert {score // PRIORITY_SHIFT for score in ready.values()} == {7}
-    assert await members(queue, queue.keys.active) == {}
+    assert await members(queue, queue._broker.keys.active) == {}
     for job_id in ("a", "b"):
         job_hash = await fields(queue, job_id)
         assert job_hash["state"] == "ready"
@@ -48,24 +48,24 @@ async def test_release_hands_back_without_counting_attempt(queue: qa.Queue) -> N
 async def test_release_skips_jobs_whose_token_is_not_current(queue: qa.Queue) -> None:
     await enqueue(queue, "a", "b")
     reply = await lease(queue, 2)
-    await queue.client.delete(queue.keys.wake)
+    await queue.client.delete(queue._broker.keys.wake)
     before = await fields(queue, "b")
 
-    released = await queue.scripts.release(
+    released = await queue._broker.scripts.release(
         ["a", reply.token("a"), "b", "stale:1", "ghost", reply.token("b")]
     )
 
     assert released == 1
-    assert set(await members(queue, queue.keys.active)) == {"b"}
+    assert set(await members(queue, queue._broker.keys.active)) == {"b"}
     assert await ready_ids(queue) == ["a"]
     assert await fields(queue, "b") == before
-    assert await queue.client.exists(queue.keys.job("ghost")) == 0
+    assert await queue.client.exists(queue._broker.keys.job("ghost")) == 0
 
 
 async def test_release_of_nothing_current_does_not_wake(queue: qa.Queue) -> None:
     await enqueue(queue, "a")
     await lease(queue, 1)
-    await queue.client.delete(queue.keys.wake)
-    assert await queue.scripts.release(["a", "wrong"]) == 0
-    assert await queue.scripts.release([]) == 0
+    await queue.client.delete(queue._broker.keys.wake)
+    assert await queue._broker.scripts.release(["a", "wrong"]) == 0
+    assert await queue._broker.scripts.release([]) == 0
     assert await wake_len(queue) == 0

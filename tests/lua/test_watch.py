@@ -24,47 +24,47 @@ SENTINEL = b"sentinel"
 
 
 async def test_watch_missing_job_returns_none_and_creates_no_key(queue: qa.Queue) -> None:
-    assert await queue.scripts.watch("ghost") is None
-    assert await queue.client.keys(f"{queue.keys.prefix}*") == []
+    assert await queue._broker.scripts.watch("ghost") is None
+    assert await queue.client.keys(f"{queue._broker.keys.prefix}*") == []
 
 
 async def test_watch_flags_job_and_returns_its_state(queue: qa.Queue) -> None:
     await enqueue(queue, "a")
-    assert await queue.scripts.watch("a") == "ready"
+    assert await queue._broker.scripts.watch("a") == "ready"
     # The fresh record became a job hash, which can carry the flag.
-    assert await queue.client.hexists(queue.keys.fresh, "a") == 0
+    assert await queue.client.hexists(queue._broker.keys.fresh, "a") == 0
     job_hash = await fields(queue, "a")
     assert (job_hash["waiters"], job_hash["state"], job_hash["task"]) == ("1", "ready", TASK)
     await lease(queue, 1)
-    assert await queue.scripts.watch("a") == "active"
+    assert await queue._broker.scripts.watch("a") == "active"
 
 
 async def test_watch_keeps_the_record_ttl(queue: qa.Queue) -> None:
     await enqueue(queue, "a")
     reply = await lease(queue, 1)
-    await queue.scripts.complete(["a", reply.token("a"), b"r", 60_000])
-    assert await queue.scripts.watch("a") == "done"
-    assert 55_000 < await queue.client.pttl(queue.keys.job("a")) <= 60_000
+    await queue._broker.scripts.complete(["a", reply.token("a"), b"r", 60_000])
+    assert await queue._broker.scripts.watch("a") == "done"
+    assert 55_000 < await queue.client.pttl(queue._broker.keys.job("a")) <= 60_000
 
 
 async def _finish_done(queue: qa.Queue) -> None:
     reply = await lease(queue, 1)
-    await queue.scripts.complete(["a", reply.token("a"), b"r", 60_000])
+    await queue._broker.scripts.complete(["a", reply.token("a"), b"r", 60_000])
 
 
 async def _finish_dead(queue: qa.Queue) -> None:
     reply = await lease(queue, 1)
-    await queue.scripts.fail("a", reply.token("a"), "e", -1, DEAD_AGE_MS, DEAD_LEN)
+    await queue._broker.scripts.fail("a", reply.token("a"), "e", -1, DEAD_AGE_MS, DEAD_LEN)
 
 
 async def _finish_stalled(queue: qa.Queue) -> None:
     await lease(queue, 1)
     await expire_leases(queue, "a")
-    await queue.scripts.recover(0, DEAD_AGE_MS, DEAD_LEN)
+    await queue._broker.scripts.recover(0, DEAD_AGE_MS, DEAD_LEN)
 
 
 async def _finish_cancelled(queue: qa.Queue) -> None:
-    await queue.scripts.cancel("a", 60_000)
+    await queue._broker.scripts.cancel("a", 60_000)
 
 
 FINISHES: dict[str, tuple[Callable[[qa.Queue], Awaitable[None]], bytes]] = {
@@ -78,7 +78,7 @@ FINISHES: dict[str, tuple[Callable[[qa.Queue], Awaitable[None]], bytes]] = {
 async def _first_message(queue: qa.Queue, watched: bool, finish: str) -> bytes:
     """Subscribe to the queue's done channel, finish the job, then publish a sentinel: the
     first message is the announcement (the job's id) if there was one, else the sentinel."""
-    channel = queue.keys.done_channel
+    channel = queue._broker.keys.done_channel
     await enqueue(queue, "a")
     async with queue.client.pubsub() as pubsub:
         await pubsub.subscribe(channel)
@@ -86,7 +86,7 @@ async def _first_message(queue: qa.Queue, watched: bool, finish: str) -> bytes:
             while (await pubsub.get_message(timeout=1)) is None:
                 pass  # the subscribe confirmation
         if watched:
-            assert await queue.scripts.watch("a") == "ready"
+            assert await queue._broker.scripts.watch("a") == "ready"
         await FINISHES[finish][0](queue)
         await queue.client.publish(channel, SENTINEL)
         with anyio.fail_after(5):
@@ -101,7 +101,7 @@ async def _first_message(queue: qa.Queue, watched: bool, finish: str) -> bytes:
 async def test_watched_job_announces_its_final_state(queue: qa.Queue, finish: str) -> None:
     assert await _first_message(queue, watched=True, finish=finish) == b"a"
     # The announcement comes after the final state is written, in the same script.
-    assert await queue.client.hget(queue.keys.job("a"), "state") == FINISHES[finish][1]
+    assert await queue.client.hget(queue._broker.keys.job("a"), "state") == FINISHES[finish][1]
 
 
 @pytest.mark.parametrize("finish", list(FINISHES))

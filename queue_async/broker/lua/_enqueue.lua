@@ -36,29 +36,29 @@ end
 -- The job hash fields of a new job, from its packed options; also returns its concurrency
 -- key and unique key (nil when unset).
 local function job_fields(batch, id, task, payload, opts)
-  local fields = {'task', task, 'payload', payload, 'priority', fmt(tonumber(opts[1]) or 0),
-    'enqueued', fmt(batch.now), 'attempts', '0'}
-  for i, name in ipairs(OPTIONAL) do
-    local value = opts[3 + i]
+  local fields = {'task', task, 'payload', payload, 'priority',
+    fmt(tonumber(opts[OPT.priority]) or 0), 'enqueued', fmt(batch.now), 'attempts', '0'}
+  for _, name in ipairs(OPTIONAL) do
+    local value = opts[OPT[name]]
     if value and value ~= '' then
       fields[#fields + 1] = name
       fields[#fields + 1] = value
     end
   end
-  local ckey = opts[7]
+  local ckey = opts[OPT.ckey]
   if ckey and ckey ~= '' then
     fields[#fields + 1] = 'ckey'
     fields[#fields + 1] = ckey
     fields[#fields + 1] = 'climit'
-    fields[#fields + 1] = opts[8]
+    fields[#fields + 1] = opts[OPT.climit]
   else
     ckey = nil
   end
-  local ukey = opts[9]
+  local ukey = opts[OPT.ukey]
   if ukey and ukey ~= '' then
     fields[#fields + 1] = 'ukey'
     fields[#fields + 1] = ukey
-    if opts[11] == '1' then
+    if opts[OPT.urunning] == '1' then
       fields[#fields + 1] = 'urun'
       fields[#fields + 1] = '1'
     end
@@ -88,12 +88,13 @@ end
 local NO_OPTIONS = {}
 
 -- A plain job's fresh record: the batch's enqueue time, then the job's run of the batch
--- from its options to its payload.
+-- from its options to its payload (ENQUEUED puts them last, in the record's order).
 local function fresh_record(batch, jobs, bounds, at)
-  return batch.stamp .. string.sub(jobs, bounds[at + 2] + 1, bounds[at + 8])
+  return batch.stamp .. string.sub(jobs, bounds[at + 2 * ENQUEUED.id] + 1,
+    bounds[at + 2 * ENQUEUED.payload])
 end
 
--- Add the job at bounds[at + 1 .. at + 8] of a parsed batch; returns 1 (added), 0 (its id
+-- Add the job whose bounds follow `at` in a parsed batch; returns 1 (added), 0 (its id
 -- exists) or the id holding its unique key. Fields are cut out of the batch only when
 -- needed: a plain ready job stores its record (options, task, payload) as the run of the
 -- batch it came in, behind the batch's enqueue time. A plain job of priority 0 (most jobs)
@@ -102,22 +103,23 @@ end
 local function add_job(batch, jobs, bounds, at, slot)
   local sub = string.sub
   local prefix = batch.prefix
-  local id = sub(jobs, bounds[at + 1], bounds[at + 2])
+  local id = packed_field(jobs, bounds, at, ENQUEUED.id)
   if batch.seen[id] then
     return 0
   end
   batch.seen[id] = true
   local opts = NO_OPTIONS
-  if bounds[at + 4] >= bounds[at + 3] then
-    opts = unpack_fields(sub(jobs, bounds[at + 3], bounds[at + 4]))
+  local packed = packed_field(jobs, bounds, at, ENQUEUED.options)
+  if packed ~= '' then
+    opts = unpack_fields(packed)
   end
   local now = batch.now
-  local priority = tonumber(opts[1]) or 0
-  local due = tonumber(opts[3]) or 0
-  if due <= 0 and (tonumber(opts[2]) or 0) > 0 then
-    due = now + tonumber(opts[2])
+  local priority = tonumber(opts[OPT.priority]) or 0
+  local due = tonumber(opts[OPT.at]) or 0
+  if due <= 0 and (tonumber(opts[OPT.delay]) or 0) > 0 then
+    due = now + tonumber(opts[OPT.delay])
   end
-  local plain = (opts[7] or '') == '' and (opts[9] or '') == ''
+  local plain = (opts[OPT.ckey] or '') == '' and (opts[OPT.ukey] or '') == ''
   -- Stored as a fresh record, ready now (see _lib.lua).
   local fresh = plain and due <= now and not batch.handing
   if fresh and priority == 0 then
@@ -143,15 +145,15 @@ local function add_job(batch, jobs, bounds, at, slot)
   if redis.call('HEXISTS', batch.fresh, id) == 1 then
     return 0
   end
-  local task, payload = sub(jobs, bounds[at + 5], bounds[at + 6]), sub(jobs, bounds[at + 7],
-    bounds[at + 8])
+  local task = packed_field(jobs, bounds, at, ENQUEUED.task)
+  local payload = packed_field(jobs, bounds, at, ENQUEUED.payload)
   local fields, ckey, ukey = job_fields(batch, id, task, payload, opts)
   if ukey then
     local holder = unique_holder(prefix, ukey)
     if holder then
       return holder
     end
-    local window = tonumber(opts[10])
+    local window = tonumber(opts[OPT.uwindow])
     if window then
       redis.call('SET', prefix .. 'unique:' .. ukey, id, 'PX', window)
     else

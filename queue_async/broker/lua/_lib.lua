@@ -21,6 +21,25 @@
 -- below can call it.
 local leave_gates
 
+-- Wire formats, each named once; queue_async/broker/wire.py has the same names, and
+-- tests/lua/test_wire.py holds the two equal.
+-- Places in a job's packed options (see enqueue.lua); "" or absent where the default applies.
+local OPT = {priority = 1, delay = 2, at = 3, retries = 4, timeout = 5, keep = 6, ckey = 7,
+  climit = 8, ukey = 9, uwindow = 10, urunning = 11, headers = 12}
+-- Options stored as job hash fields of the same name when set.
+local OPTIONAL = {'retries', 'timeout', 'keep', 'headers'}
+-- Places of one leased job's fields, in lease.lua's reply and in a worker's inbox.
+local LEASED = {id = 1, task = 2, payload = 3, attempts = 4, enqueued = 5, retries = 6,
+  timeout = 7, keep = 8, token = 9, headers = 10}
+local LEASED_FIELDS = 10
+-- One job in enqueue.lua's batch, and one in complete.lua's.
+local ENQUEUED = {id = 1, options = 2, task = 3, payload = 4}
+local ENQUEUED_FIELDS = 4
+local COMPLETED = {id = 1, token = 2, result = 3, keep = 4}
+local COMPLETED_FIELDS = 4
+-- fail.lua's retry delays that mean "no next try".
+local FAIL_DEAD, FAIL_ABORTED = -1, -2
+
 -- The server's clock in integer milliseconds, so workers with skewed clocks agree.
 local function now_ms()
   local t = redis.call('TIME')
@@ -300,9 +319,6 @@ local function pack(fields)
   return table.concat(parts)
 end
 
--- Job options that are job hash fields of their own when set (options 4 to 6 of enqueue.lua).
-local OPTIONAL = {'retries', 'timeout', 'keep'}
-
 -- Split packed items of `per_item` fields each (pack's format, one item after another) into
 -- the bounds of their fields: first and last byte of each field, all in one flat table (a
 -- table per item costs more than the rest). Everything is read before the caller changes
@@ -328,6 +344,12 @@ local function parse_packed(s, per_item)
     end
   end
   return bounds
+end
+
+-- Field `place` (e.g. ENQUEUED.task) of the item whose bounds start after `at` in a
+-- parse_packed result.
+local function packed_field(s, bounds, at, place)
+  return string.sub(s, bounds[at + 2 * place - 1], bounds[at + 2 * place])
 end
 
 -- The field of packed fields (see pack) that starts at pos, and where the next one starts.
@@ -360,13 +382,13 @@ end
 -- The job hash fields of a fresh job's record, but for state and attempts.
 local function record_hash(enqueued, opts, task, payload)
   local fields = {'task', task, 'payload', payload, 'enqueued', enqueued}
-  local priority = tonumber(opts[1]) or 0
+  local priority = tonumber(opts[OPT.priority]) or 0
   if priority ~= 0 then
     fields[#fields + 1] = 'priority'
     fields[#fields + 1] = fmt(priority)
   end
-  for i, name in ipairs(OPTIONAL) do
-    local value = opts[3 + i]
+  for _, name in ipairs(OPTIONAL) do
+    local value = opts[OPT[name]]
     if value and value ~= '' then
       fields[#fields + 1] = name
       fields[#fields + 1] = value
@@ -428,8 +450,14 @@ local function hand_off(prefix, active, worker, lease_ms, grace, id, key, fields
   redis.call('HSET', key, unpack(fields))
   redis.call('ZADD', active, fmt(now + lease_ms), id)
   local inbox = prefix .. 'inbox:' .. worker
-  redis.call('RPUSH', inbox, pack({id, fields[2], fields[4], '1', started, opts[4] or '',
-    opts[5] or '', opts[6] or '', token}))
+  local entry = {}
+  entry[LEASED.id], entry[LEASED.task], entry[LEASED.payload] = id, fields[2], fields[4]
+  entry[LEASED.attempts], entry[LEASED.enqueued], entry[LEASED.token] = '1', started, token
+  entry[LEASED.retries] = opts[OPT.retries] or ''
+  entry[LEASED.timeout] = opts[OPT.timeout] or ''
+  entry[LEASED.keep] = opts[OPT.keep] or ''
+  entry[LEASED.headers] = opts[OPT.headers] or ''
+  redis.call('RPUSH', inbox, pack(entry))
   -- Entries outlive their use only if the worker died; by then the lease has expired.
   redis.call('PEXPIRE', inbox, lease_ms)
 end

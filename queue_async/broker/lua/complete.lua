@@ -9,20 +9,19 @@
 -- Minimum server: Redis 5.0.
 local prefix = ARGV[1]
 local done_jobs = ARGV[2]
-local bounds, bad = parse_packed(done_jobs, 4)
+local bounds, bad = parse_packed(done_jobs, COMPLETED_FIELDS)
 if not bounds then
   return redis.error_reply('ERR queue_async: malformed completions at byte ' .. bad)
 end
-local sub = string.sub
 local now = fmt(now_ms())
 local reply = {}
 local let_go = 0
 local finished = {}
-for at = 0, #bounds - 1, 8 do
-  local id = sub(done_jobs, bounds[at + 1], bounds[at + 2])
+for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
+  local id = packed_field(done_jobs, bounds, at, COMPLETED.id)
   local key = job_key(prefix, id)
   local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters', 'spent')
-  local token = sub(done_jobs, bounds[at + 3], bounds[at + 4])
+  local token = packed_field(done_jobs, bounds, at, COMPLETED.token)
   if f[1] == token then
     finished[#finished + 1] = id
     if f[2] then
@@ -34,11 +33,11 @@ for at = 0, #bounds - 1, 8 do
     if f[4] then
       redis.call('PUBLISH', prefix .. 'done', id)
     end
-    local keep = tonumber(sub(done_jobs, bounds[at + 7], bounds[at + 8]))
+    local keep = tonumber(packed_field(done_jobs, bounds, at, COMPLETED.keep))
     if keep > 0 then
       -- The token is blanked rather than deleted (one call less): no token is empty.
       redis.call('HSET', key, 'state', 'done', 'result',
-        sub(done_jobs, bounds[at + 5], bounds[at + 6]), 'finished', now,
+        packed_field(done_jobs, bounds, at, COMPLETED.result), 'finished', now,
         'token', '', 'spent', token)
       redis.call('PEXPIRE', key, keep)
     else

@@ -17,7 +17,8 @@
 --   priority (integer), delay (ms from now, "" = none), at (epoch ms, "" = none; wins over
 --   delay), retries, timeout (ms), keep (result TTL ms), concurrency key, concurrency
 --   limit, unique key, unique window (ms), "1" if the unique key also holds while the job
---   runs: each "" when the default applies
+--   runs, headers (packed name, value, ...): each "" (or absent at the end) when the default
+--   applies; OPT in _lib.lua names each place
 -- Unique keys: unique:<key> names the job holding the key. A job whose key is held by a job
 --   that is ready or scheduled (or running, if that job asked so) is not enqueued: the reply
 --   names the holder instead. The key lasts at most the window, and is dropped when its job
@@ -26,14 +27,15 @@
 --   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
 local jobs = ARGV[2]
-local bounds, bad = parse_packed(jobs, 4)
+local bounds, bad = parse_packed(jobs, ENQUEUED_FIELDS)
 if not bounds then
   return redis.error_reply('ERR queue_async: malformed job batch at byte ' .. bad)
 end
 local batch = new_batch(ARGV[1], KEYS)
 local reply = {}
-for at = 0, #bounds - 1, 8 do
-  local slot = at / 8 + 1
+local step = 2 * ENQUEUED_FIELDS
+for at = 0, #bounds - 1, step do
+  local slot = at / step + 1
   reply[slot] = add_job(batch, jobs, bounds, at, slot)
 end
 finish_batch(batch, reply)

@@ -29,7 +29,7 @@ redis.call('ZREM', KEYS[1], id)
 if leave_gates(prefix, KEYS[3], key) > 0 then
   wake(KEYS[5])
 end
-if delay == -2 then
+if delay == FAIL_ABORTED then
   redis.call('HSET', key, 'state', 'aborted', 'error', ARGV[4], 'finished', fmt(now),
     'spent', ARGV[3])
   redis.call('HDEL', key, 'token', 'abort')
@@ -38,7 +38,7 @@ if delay == -2 then
   redis.call('PEXPIRE', key, tonumber(ARGV[8]))
   return 'aborted'
 end
-if delay < 0 then
+if delay < 0 then -- FAIL_DEAD
   to_dead(prefix, KEYS[4], id, key, now, ARGV[4])
   redis.call('HSET', key, 'spent', ARGV[3])
   redis.call('HINCRBY', KEYS[7], 'failed', 1)

@@ -16,8 +16,8 @@
 -- ARGV[10] lease grace (ms): how long an expired lease of this worker is only suspected
 --   before it is recovered (see recover_expired in _lib.lua)
 -- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see hand_off),
---   then nine fields per leased job: id, task, payload, attempts, enqueued (ms), retries,
---   timeout, keep (each "" when unset), token}
+--   then ten fields per leased job (LEASED in _lib.lua): id, task, payload, attempts,
+--   enqueued (ms), retries, timeout, keep (each "" when unset), token, headers (packed)}
 --   wait_ms: 0 if ready jobs remain, else ms until the next scheduled job is due, the next
 --   lease expires or a rate limit's next token is due, -1 if nothing is pending.
 --   scheduled: how many jobs wait for their time.
@@ -65,20 +65,21 @@ local now_text = fmt(now)
 for i, id in ipairs(ids) do
   local key = job_key(prefix, id)
   local record = records[i]
-  local task, payload, enqueued, retries, timeout, keep, ckey, climit
+  local task, payload, enqueued, retries, timeout, keep, headers, ckey, climit
   local packed, opts
   if record then
     enqueued, packed, task, payload = record_parts(record)
     if packed ~= '' then
       opts = unpack_fields(packed)
-      retries, timeout, keep = opts[4], opts[5], opts[6]
+      retries, timeout, keep = opts[OPT.retries], opts[OPT.timeout], opts[OPT.keep]
+      headers = opts[OPT.headers]
     end
   else
     local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout',
-      'keep', 'ckey', 'climit', 'state')
-    task, payload, enqueued, retries, timeout, keep, ckey, climit = f[1], f[2], f[3], f[4],
-      f[5], f[6], f[7], f[8]
-    if f[9] ~= 'ready' then
+      'keep', 'headers', 'ckey', 'climit', 'state')
+    task, payload, enqueued, retries, timeout, keep, headers, ckey, climit = f[1], f[2], f[3],
+      f[4], f[5], f[6], f[7], f[8], f[9]
+    if f[10] ~= 'ready' then
       -- A tombstone (see remove_ready): cancelled while in fifo, or gone since.
       task = nil
       if not scores[i] and tombstones(prefix) > 0 then
@@ -119,16 +120,17 @@ for i, id in ipairs(ids) do
     end
     active[2 * taken - 1] = deadline
     active[2 * taken] = id
-    local n = first_job + (taken - 1) * 9
-    reply[n + 1] = id
-    reply[n + 2] = task
-    reply[n + 3] = payload or ''
-    reply[n + 4] = attempts
-    reply[n + 5] = enqueued or '0'
-    reply[n + 6] = retries or ''
-    reply[n + 7] = timeout or ''
-    reply[n + 8] = keep or ''
-    reply[n + 9] = token
+    local n = first_job + (taken - 1) * LEASED_FIELDS
+    reply[n + LEASED.id] = id
+    reply[n + LEASED.task] = task
+    reply[n + LEASED.payload] = payload or ''
+    reply[n + LEASED.attempts] = attempts
+    reply[n + LEASED.enqueued] = enqueued or '0'
+    reply[n + LEASED.retries] = retries or ''
+    reply[n + LEASED.timeout] = timeout or ''
+    reply[n + LEASED.keep] = keep or ''
+    reply[n + LEASED.token] = token
+    reply[n + LEASED.headers] = headers or ''
   end
 end
 for first = 1, #started, 1000 do

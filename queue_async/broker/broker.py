@@ -1,0 +1,95 @@
+"""``Broker``: one queue's view of its server, for everything above the broker layer.
+
+It owns the queue's connections, its key names and its script calls, and is the one reader
+of a job's stored record, in either of its two forms (see ``records``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio
+import redis.exceptions
+
+from queue_async.broker.connections import Connections, Limits
+from queue_async.broker.errors import translate_errors
+from queue_async.broker.keys import QueueKeys
+from queue_async.broker.records import job_fields_of
+from queue_async.broker.scripts import Scripts
+from queue_async.exceptions import ConfigurationError
+from queue_async.models import JobStatus
+
+__all__ = ["Broker"]
+
+logger = logging.getLogger("queue_async")
+
+
+class Broker:
+    """Connections, key names and script calls of one queue."""
+
+    def __init__(
+        self, redis_: str | redis.asyncio.Redis, limits: Limits, *, prefix: str, name: str
+    ) -> None:
+        self.keys = QueueKeys.for_queue(prefix, name)
+        self.connections = Connections(redis_, limits)
+        self.client: redis.asyncio.Redis = self.connections.client
+        self.scripts = Scripts(self.client, self.keys)
+
+    async def aclose(self) -> None:
+        await self.connections.aclose()
+
+    async def job_fields(self, job_id: str) -> dict[str, bytes] | None:
+        """The job's stored fields as job hash fields (a fresh record is read as the fields it
+        stands for); None if there is no such job."""
+        with translate_errors("reading a job"):
+            # A fresh job only ever becomes a job hash (atomically): read in that order.
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(self.keys.fresh, job_id)
+                pipe.hgetall(self.keys.job(job_id))
+                record, raw = await pipe.execute()
+        return job_fields_of(record, raw)
+
+    async def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's state alone, or None if there is no such job."""
+        with translate_errors("reading a job's state"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hexists(self.keys.fresh, job_id)
+                pipe.hget(self.keys.job(job_id), "state")
+                fresh, raw = await pipe.execute()
+        if fresh:
+            return JobStatus.READY
+        if raw is None:
+            return None
+        return JobStatus(raw.decode() if isinstance(raw, bytes) else raw)
+
+    async def check_eviction_policy(self) -> None:
+        """Refuse a server whose ``maxmemory-policy`` may evict keys (see
+        ``Queue(allow_eviction=...)``). A server that does not let us read its settings
+        (CONFIG denied, as on some managed services) is let through with a warning."""
+        with translate_errors("reading the server's eviction policy"):
+            try:
+                reply = await self.client.config_get("maxmemory-policy")
+            except redis.exceptions.ResponseError as exc:
+                logger.warning(
+                    "cannot read the server's maxmemory-policy (%s): make sure it is "
+                    "noeviction, or an evicted key loses jobs",
+                    exc,
+                )
+                return
+        values = {_text(k or b""): _text(v or b"") for k, v in reply.items()}
+        policy = values.get("maxmemory-policy") or "noeviction"
+        if policy != "noeviction":
+            raise ConfigurationError(
+                f"the Redis server's maxmemory-policy is {policy!r}: under memory pressure it "
+                "may evict this queue's keys, and with them queued jobs. Set it to "
+                "noeviction (CONFIG SET maxmemory-policy noeviction, and in its config file), "
+                "or pass Queue(allow_eviction=True) to accept that risk"
+            )
+
+    async def ping(self) -> None:
+        with translate_errors("pinging the server"):
+            await self.client.ping()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
