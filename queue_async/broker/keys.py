@@ -64,6 +64,11 @@ class QueueKeys:
         return f"{self.prefix}job:{job_id}"
 
     @property
+    def entry(self) -> str:
+        """How a producer in another language calls enqueue here (docs/wire-format.md)."""
+        return f"{self.prefix}entry"
+
+    @property
     def done_channel(self) -> str:
         """Pub/sub channel on which a finishing script announces the id of an awaited job."""
         return f"{self.prefix}done"

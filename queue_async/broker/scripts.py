@@ -160,6 +160,20 @@ class Scripts:
         self.functions = True
         return True
 
+    async def publish_entry(self) -> str:
+        """Load the scripts if the server lacks them, and store how to call enqueue in the
+        queue's ``entry`` key: "fcall <function>" or "evalsha <sha1>" (docs/wire-format.md).
+        Returns the value stored."""
+        script = SCRIPTS["enqueue"]
+        with translate_errors("publishing the enqueue entry point"):
+            if self.functions is not False and await self._load_library():
+                entry = f"fcall {LIBRARY.function(script)}"
+            else:
+                await self.client.script_load(script.source)
+                entry = f"evalsha {script.sha}"
+            await self.client.set(self.keys.entry, entry)
+        return entry
+
     def _enqueue_keys(self) -> list[str]:
         k = self.keys
         return [k.ready, k.scheduled, k.wake, k.seq, k.idle, k.active]

@@ -418,6 +418,7 @@ class Worker:
                 try:
                     await lane.queue.check_server()
                     await lane.set_task_limits()
+                    await lane.scripts.publish_entry()
                     break
                 except BrokerError as exc:
                     await backoff.wait(exc)
