@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 import queue_async as qa
-from queue_async.worker.executor import handed_job, parse_lease
+from queue_async.worker.jobs import handed_job, parse_lease
 from tests.helpers import FAST, ready_ids
 
 pytestmark = pytest.mark.anyio

@@ -154,4 +154,4 @@ async def test_completed_jobs_leave_no_keys_once_their_results_expire(queue: qa.
         key.decode() async for key in queue.client.scan_iter(f"{queue._broker.keys.prefix}*", 1000)
     }
     k = queue._broker.keys
-    assert left <= {k.meta, k.seq, k.wake, k.workers, k.idle}
+    assert left <= {k.meta, k.seq, k.wake, k.workers, k.idle, k.entry}

@@ -38,7 +38,7 @@ from redis.crc import key_slot
 import queue_async as qa
 from queue_async.codec import decode_payload
 from queue_async.embedded import EmbeddedServer
-from queue_async.worker.executor import handed_job
+from queue_async.worker.jobs import handed_job
 from tests.conftest import unique_name
 from tests.helpers import drain, set_payload, stored_payload
 

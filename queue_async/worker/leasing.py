@@ -1,21 +1,24 @@
-"""A worker's lanes: one per queue it serves, with the leases it holds on that queue.
+"""A worker's lanes: one per queue it serves, each with the lease book of that queue.
 
-The worker calls each lane for the queue-wide transitions (lease, complete, extend, retire,
-release) and picks which lane to lease from next (``lease_order``).
+The worker calls each lane for the queue-wide transitions (lease, complete, retire, release)
+and picks which lane to lease from next (``lease_order``). ``LeaseBook`` alone writes what
+the worker holds on a queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from queue_async.broker.scripts import Arg, Scripts
+from queue_async.broker.wire import COMPLETION_FIELDS
 from queue_async.exceptions import BrokerError
 from queue_async.options import WorkerSettings, parse_rate, to_ms
-from queue_async.worker.executor import LeasedJob, parse_lease
+from queue_async.worker.jobs import LeasedJob, parse_lease
 
 if TYPE_CHECKING:
     from queue_async.producer.queue import Middleware, Queue
@@ -23,6 +26,86 @@ if TYPE_CHECKING:
 logger = logging.getLogger("queue_async.worker")
 
 Strategy = Literal["strict", "weighted"]
+
+
+_PER_COMPLETION = len(COMPLETION_FIELDS)
+
+
+class LeaseBook:
+    """What a worker holds on one queue, and what it has finished but not yet recorded.
+
+    Invariants, kept by these methods alone:
+    - ``held`` (id -> lease token) has every lease the worker holds: from the moment a lease
+      reply is read (``took``) until the job's outcome is recorded or it is handed back.
+      The heartbeat extends exactly these.
+    - ``finishing`` is a subset of ``held``: jobs whose outcome is being recorded (a
+      completion buffered or sent, a fail call in flight). A lease the heartbeat finds lost
+      among them is not news, and shutdown does not hand them back.
+    - ``done`` holds the completions (``COMPLETION_FIELDS`` each) of finishing jobs until a
+      complete call records them; a failed call puts them back, in order.
+    """
+
+    __slots__ = ("done", "finishing", "held")
+
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+        self.done: list[Arg] = []
+        self.finishing: set[str] = set()
+
+    def took(self, job: LeasedJob) -> None:
+        self.held[job.id] = job.token
+
+    def completed(self, job: LeasedJob, result: bytes, keep_ms: int) -> None:
+        """Buffer a completion for the next complete call."""
+        self.done.extend((job.id, job.token, result, keep_ms))
+        self.finishing.add(job.id)
+
+    @contextlib.contextmanager
+    def failing(self, job: LeasedJob) -> Iterator[None]:
+        """Around the fail call of a try: finishing while it is in flight, released after."""
+        self.finishing.add(job.id)
+        try:
+            yield
+        finally:
+            self.finishing.discard(job.id)
+            self.released(job)
+
+    def released(self, job: LeasedJob) -> None:
+        """The job's lease is no longer ours (handed back, or its failure recorded)."""
+        if self.held.get(job.id) == job.token:
+            del self.held[job.id]
+
+    def take_done(self) -> list[Arg]:
+        batch, self.done = self.done, []
+        return batch
+
+    def put_back(self, batch: list[Arg]) -> None:
+        """A complete call failed: its completions go first in the next one."""
+        self.done[:0] = batch
+
+    def recorded(self, batch: list[Arg], index: int) -> str:
+        """The complete call answered for the batch's ``index``-th job; returns its id."""
+        at = index * _PER_COMPLETION
+        job_id, token = str(batch[at]), str(batch[at + 1])
+        self.finishing.discard(job_id)
+        if self.held.get(job_id) == token:
+            del self.held[job_id]
+        return job_id
+
+    def leftovers(self) -> list[Arg]:
+        """Take every lease held that no outcome is being recorded for (abandoned handlers,
+        jobs cancelled before their first step): id, token pairs to hand back."""
+        pairs: list[Arg] = []
+        for job_id, token in list(self.held.items()):
+            if job_id not in self.finishing:
+                pairs += [job_id, token]
+                del self.held[job_id]
+        return pairs
+
+    def lost(self, job_id: str, token: str | None) -> bool:
+        """Whether a lease the heartbeat sent as ``token`` and found lost is news: still held
+        with that token, and no outcome on its way."""
+        return self.held.get(job_id) == token and job_id not in self.finishing
 
 
 @dataclass(eq=False)
@@ -34,12 +117,7 @@ class Lane:
     """The queue's transitions on the worker's own connections."""
     weight: int = 1
     middleware: tuple[Middleware, ...] = ()
-    running: dict[str, str] = field(default_factory=dict)
-    """Leases held (running, or finished with the completion not yet recorded): id -> token."""
-    done: list[Arg] = field(default_factory=list)
-    """Completions waiting for the next batched complete call, four fields each."""
-    finishing: set[str] = field(default_factory=set)
-    """Ids whose completion is in ``done`` or being sent."""
+    book: LeaseBook = field(default_factory=LeaseBook)
 
     async def lease(
         self, settings: WorkerSettings, worker_id: str, lease_id: str, free: int, idle_ms: int
@@ -73,17 +151,14 @@ class Lane:
     async def flush(self) -> None:
         """Record the buffered completions in one call; raises BrokerError with them kept
         for the next try."""
-        batch, self.done = self.done, []
+        batch = self.book.take_done()
         try:
             flags = await self.scripts.complete(batch)
         except BaseException:
-            self.done[:0] = batch
+            self.book.put_back(batch)
             raise
         for index, flag in enumerate(flags):
-            job_id, token = str(batch[index * 4]), str(batch[index * 4 + 1])
-            self.finishing.discard(job_id)
-            if self.running.get(job_id) == token:
-                del self.running[job_id]
+            job_id = self.book.recorded(batch, index)
             if flag == 0:
                 logger.warning(
                     "job %s finished but its lease was lost (it was recovered and may have "
@@ -101,11 +176,7 @@ class Lane:
     async def release_leftovers(self) -> None:
         """Hand back every lease held that no completion is waiting to record: jobs whose
         handlers were abandoned, and jobs cancelled before their first step."""
-        pairs: list[Arg] = []
-        for job_id, token in list(self.running.items()):
-            if job_id not in self.finishing:
-                pairs += [job_id, token]
-                del self.running[job_id]
+        pairs = self.book.leftovers()
         if not pairs:
             return
         try:

@@ -35,14 +35,8 @@ from queue_async.options import WorkerSettings, to_ms
 from queue_async.producer.queue import Hook, Middleware, Queue
 from queue_async.worker.crons import run_crons
 from queue_async.worker.deadlines import Deadlines
-from queue_async.worker.executor import (
-    JobSlot,
-    LeasedJob,
-    handed_job,
-    job_timeout_ms,
-    record_failure,
-    run_job,
-)
+from queue_async.worker.executor import Executor
+from queue_async.worker.jobs import JobSlot, LeasedJob, handed_job, job_timeout_ms
 from queue_async.worker.leasing import Lane, Strategy, lease_order
 from queue_async.worker.loop_monitor import LoopMonitor
 from queue_async.worker.threads import HandlerThreads
@@ -128,6 +122,14 @@ class Worker:
         self._processed = 0
         self._done_ready = anyio.Event()
         self._flush_lock = anyio.Lock()
+        self._executor = Executor(
+            worker_id=self.id,
+            state=self.state,
+            settings=self.settings,
+            threads=self.threads,
+            lanes=self._lane_of,
+            completions_waiting=self._completions_waiting,
+        )
         # Replaced at every job's end: a plain asyncio.Event, as anyio.Event() looks up the
         # running async library each time it is made (2 % of a busy worker's CPU).
         self._changed = asyncio.Event()
@@ -175,10 +177,6 @@ class Worker:
     def __repr__(self) -> str:
         names = ", ".join(repr(q.name) for q in self.queues)
         return f"<Worker {self.id} on {names}>"
-
-    def lane(self, queue: Queue) -> Lane:
-        """This worker's lane for a queue it serves."""
-        return self._lane_of[id(queue)]
 
     # -- public control ---------------------------------------------------------------------
 
@@ -498,7 +496,7 @@ class Worker:
 
     def _start(self, job: LeasedJob) -> None:
         """Run a leased job now, or once a slot frees up."""
-        self.lane(job.queue).running[job.id] = job.token
+        self._lane_of[id(job.queue)].book.took(job)
         if self._busy < self.settings.concurrency and not self._stopping:
             self._launch(job)
         else:
@@ -508,7 +506,7 @@ class Worker:
         self._busy += 1
         loop = asyncio.get_running_loop()
         slot = JobSlot(job)
-        slot.task = task = loop.create_task(run_job(self, slot))
+        slot.task = task = loop.create_task(self._executor.run(slot))
         timeout_ms = job_timeout_ms(job.queue, job)
         if timeout_ms is not None:
             due = self._deadlines.add(loop, slot, timeout_ms / 1000)
@@ -557,7 +555,7 @@ class Worker:
                     error = f"timed out and ignored cancellation for {grace}s: abandoned"
                     task = slot.job.queue.tasks.get(slot.job.task)
                     with anyio.CancelScope(shield=True):
-                        await record_failure(self, slot.job, error, task)
+                        await self._executor.record_failure(slot.job, error, task)
 
     async def _idle_wait(self, seconds: float, *, burst: bool, due: bool) -> LeasedJob | None:
         """Block on Redis (never a sleep loop) for at most ``seconds``.
@@ -610,20 +608,10 @@ class Worker:
             seconds, lambda: client.redis.blpop(keys, timeout=seconds), "waiting for jobs"
         )
 
-    # -- outcomes, called by the runner ------------------------------------------------------
+    # -- recording completions ------------------------------------------------------------
 
-    def completed(self, job: LeasedJob, result: bytes, keep_ms: int) -> None:
-        """Queue a completion for the next batched ``complete`` call."""
-        lane = self.lane(job.queue)
-        lane.done.extend((job.id, job.token, result, keep_ms))
-        lane.finishing.add(job.id)
+    def _completions_waiting(self) -> None:
         self._done_ready.set()
-
-    def released(self, job: LeasedJob) -> None:
-        """The job's lease is no longer ours (failed, handed back, or completed)."""
-        running = self.lane(job.queue).running
-        if running.get(job.id) == job.token:
-            del running[job.id]
 
     async def _flush_loop(self) -> None:
         while True:
@@ -634,7 +622,7 @@ class Worker:
             with anyio.CancelScope(shield=True) as scope:
                 scope.deadline = anyio.current_time() + self.settings.lease.total_seconds()
                 await self._flush_now()
-            if any(lane.done for lane in self._lanes):
+            if any(lane.book.done for lane in self._lanes):
                 # Redis stayed away past the bound: keep trying, while the heartbeat keeps
                 # the leases of these finished jobs alive.
                 self._done_ready.set()
@@ -647,7 +635,7 @@ class Worker:
         async with self._flush_lock:
             backoff = Backoff(self.settings.reconnect_max.total_seconds())
             for lane in self._lanes:
-                while lane.done:
+                while lane.book.done:
                     try:
                         await lane.flush()
                     except BrokerError as exc:
@@ -679,10 +667,10 @@ class Worker:
             pid=os.getpid(),
             started_at=self._started_at,
             concurrency=self.settings.concurrency,
-            running=list(lane.running),
+            running=list(lane.book.held),
             processed=self._processed,
         )
-        sent = dict(lane.running)
+        sent = dict(lane.book.held)
         pairs: list[Arg] = [x for item in sent.items() for x in item]
         lost, aborting = await lane.scripts.extend(
             to_ms(self.settings.lease),
@@ -693,8 +681,7 @@ class Worker:
         )
         for job_id in lost:
             # A job recorded done or failed while this call was in flight is not lost.
-            token = sent.get(job_id)
-            if lane.running.get(job_id) == token and job_id not in lane.finishing:
+            if lane.book.lost(job_id, sent.get(job_id)):
                 logger.warning(
                     "lease of job %s was lost: this worker did not extend it in time (blocked "
                     "or cut off from Redis), so it was recovered and may run again elsewhere",

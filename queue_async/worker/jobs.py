@@ -1,0 +1,103 @@
+"""A leased job as the worker holds it: parsed from lease.lua's reply or an inbox entry, and
+the slot it runs in."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from queue_async.broker.wire import LEASED_FIELDS, Leased, unpack_fields
+
+if TYPE_CHECKING:
+    from queue_async.producer.queue import Queue
+
+__all__ = ["JobSlot", "LeasedJob", "handed_job", "job_timeout_ms", "parse_lease"]
+
+
+@dataclass(slots=True)
+class LeasedJob:
+    """One job as lease.lua hands it out."""
+
+    id: str
+    task: str
+    payload: bytes
+    attempt: int
+    enqueued_ms: int
+    retries: int | None
+    timeout_ms: int | None
+    keep_ms: int | None
+    token: str
+    headers: bytes
+    """Packed (see wire.pack_headers); b"" for none."""
+    queue: Queue
+    """The queue it came from."""
+
+
+def _optional_int(raw: bytes) -> int | None:
+    return int(raw) if raw else None
+
+
+def _job(f: list[Any], queue: Queue) -> LeasedJob:
+    """A job from its lease fields (see lease.lua)."""
+    return LeasedJob(
+        id=f[Leased.ID].decode(),
+        task=f[Leased.TASK].decode(),
+        payload=f[Leased.PAYLOAD],
+        attempt=int(f[Leased.ATTEMPTS]),
+        enqueued_ms=int(f[Leased.ENQUEUED]),
+        retries=_optional_int(f[Leased.RETRIES]),
+        timeout_ms=_optional_int(f[Leased.TIMEOUT]),
+        keep_ms=_optional_int(f[Leased.KEEP]),
+        token=f[Leased.TOKEN].decode(),
+        headers=f[Leased.HEADERS],
+        queue=queue,
+    )
+
+
+def handed_job(packed: bytes, queue: Queue) -> LeasedJob:
+    """A job enqueue.lua handed straight to this worker's inbox."""
+    return _job(unpack_fields(packed), queue)
+
+
+def parse_lease(reply: list[Any], queue: Queue) -> tuple[int, int, list[LeasedJob]]:
+    """Split lease.lua's reply into (wait_ms, scheduled count, jobs)."""
+    handed = int(reply[2])
+    jobs = [handed_job(packed, queue) for packed in reply[3 : 3 + handed]]
+    step = LEASED_FIELDS
+    jobs.extend(_job(reply[b : b + step], queue) for b in range(3 + handed, len(reply), step))
+    return int(reply[0]), int(reply[1]), jobs
+
+
+@dataclass(slots=True, eq=False)
+class JobSlot:
+    """A job running in a worker, in an asyncio task of its own."""
+
+    job: LeasedJob
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    tick: int | None = None
+    """Cancel the task when the job's timeout passes (see _deadlines.py)."""
+    timed_out: bool = False
+    aborted: bool = False
+    abandon_at: float | None = None
+    """Event-loop time past which a handler that ignores cancellation is abandoned."""
+    abandoned: bool = False
+
+    def time_out(self) -> None:
+        self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+def job_timeout_ms(queue: Queue, job: LeasedJob) -> int | None:
+    """The job's own timeout, else its task's; None for none."""
+    if job.timeout_ms is not None:
+        return job.timeout_ms
+    task = queue.tasks.get(job.task)
+    return None if task is None else task.timeout_ms
