@@ -2,7 +2,7 @@
 
 A worker starts tens of thousands of jobs a second, nearly all under the default timeout of
 five minutes and nearly all done long before it. A timer per job costs a heap entry made and
-cancelled per job (8 % of a busy worker's CPU in a profile). Jobs whose deadline falls in the
+cancelled per job (see benchmarks/NOTES.md for what it cost). Jobs whose deadline falls in the
 same tick share one timer instead; their timeouts fire up to one tick late, which only
 matters for short timeouts, and those keep a timer of their own.
 """

@@ -65,7 +65,8 @@ class Executor:
         """Run one job to its end and record the outcome; never raises but on cancellation.
 
         The worker cancels the task when the job's timeout passes (``slot.timed_out``): a
-        plain asyncio cancellation, cheaper per job than an anyio cancel scope.
+        plain asyncio cancellation, cheaper per job than an anyio cancel scope (see
+        benchmarks/NOTES.md).
         """
         job = slot.job
         queue = job.queue

@@ -1,9 +1,9 @@
 """``Worker``: leases jobs from one or more queues and runs them.
 
 The worker's own loops (lease, flush, heartbeat, watchdog, cron, signals) run in one anyio
-task group. Each job runs in a plain asyncio task of its own: spawning one costs a fifth of an
-anyio ``start_soon`` (the largest per-job cost we measured), and a job outside the task group
-can be abandoned when its handler ignores cancellation, instead of holding the worker hostage.
+task group. Each job runs in a plain asyncio task of its own: far cheaper to spawn than an
+anyio ``start_soon`` (benchmarks/NOTES.md), and a job outside the task group can be abandoned
+when its handler ignores cancellation, instead of holding the worker hostage.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Worker:
             completions_waiting=self._completions_waiting,
         )
         # Replaced at every job's end: a plain asyncio.Event, as anyio.Event() looks up the
-        # running async library each time it is made (2 % of a busy worker's CPU).
+        # running async library each time it is made.
         self._changed = asyncio.Event()
         self._stopping = False
         self._running = False
