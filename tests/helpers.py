@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 
 import queue_async as qa
-from queue_async.broker.wire import fresh_job_fields, pack_fields, unpack_fields
+from queue_async.broker.wire import pack_fields, unpack_fields
 
 # Fast enough for tests, still real: leases and heartbeats as a user could configure them.
 FAST: dict[str, Any] = {
@@ -38,12 +38,9 @@ async def keys_of(queue: qa.Queue) -> set[str]:
 
 
 async def stored_payload(queue: qa.Queue, job_id: str) -> bytes | None:
-    """The payload stored for a job, fresh or not."""
-    record = await queue.client.hget(queue._broker.keys.fresh, job_id)
-    if record is not None:
-        return fresh_job_fields(record)["payload"]
-    payload: bytes | None = await queue.client.hget(queue._broker.keys.job(job_id), "payload")
-    return payload
+    """The payload stored for a job, fresh or not (through the one reader of job records)."""
+    fields = await queue._broker.job_fields(job_id)
+    return None if fields is None else fields.get("payload")
 
 
 async def set_payload(queue: qa.Queue, job_id: str, payload: bytes) -> None:

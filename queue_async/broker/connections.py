@@ -6,7 +6,7 @@ completions. So each kind of use gets its own pool, and no kind can starve anoth
 
 - producers (enqueue, reads, admin calls): one pool of ``max_connections``; a caller waits
   up to ``pool_timeout`` for a free connection instead of failing;
-- result waiters: one pub/sub connection per ``Queue`` (see ``_waiters.py``);
+- result waiters: one pub/sub connection per ``Queue`` (see ``producer/waiters.py``);
 - each worker: a small pool for its own calls, and one connection per server for its
   blocking wait, which alone has no socket read timeout: a blocking call is bounded by its
   own timeout plus ``command_timeout``, whatever the client's ``socket_timeout`` says.

@@ -77,7 +77,7 @@ class JobSlot:
     task: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
     tick: int | None = None
-    """Cancel the task when the job's timeout passes (see _deadlines.py)."""
+    """Cancel the task when the job's timeout passes (see deadlines.py)."""
     timed_out: bool = False
     aborted: bool = False
     abandon_at: float | None = None

@@ -103,7 +103,7 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.state: dict[str, Any] = {}
         self.threads = HandlerThreads(self.settings.concurrency)
-        """The threads of sync handlers (see ``_threads.py``)."""
+        """The threads of sync handlers (see ``threads.py``)."""
         self._clients: list[Client] = []
         self._lanes = self._make_lanes(queues, weights, tuple(middleware))
         self._waits = self._make_waits()
