@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from queue_async.broker.scripts import Arg, Scripts
 from queue_async.broker.wire import COMPLETION_FIELDS
 from queue_async.exceptions import BrokerError
+from queue_async.models import WorkerHeartbeat
 from queue_async.options import WorkerSettings, parse_rate, to_ms
 from queue_async.worker.jobs import LeasedJob, parse_lease
 
@@ -135,6 +136,28 @@ class Lane:
             2 * to_ms(settings.heartbeat),
         )
         return parse_lease(reply, self.queue)
+
+    async def extend(self, settings: WorkerSettings, beat: WorkerHeartbeat) -> list[str]:
+        """The heartbeat: extend every lease held and publish ``beat``. Logs the leases
+        found lost; returns the ids flagged for abort."""
+        sent = dict(self.book.held)
+        pairs: list[Arg] = [x for item in sent.items() for x in item]
+        lost, aborting = await self.scripts.extend(
+            to_ms(settings.lease),
+            beat.id,
+            beat.model_dump_json().encode(),
+            3 * to_ms(settings.heartbeat),
+            pairs,
+        )
+        for job_id in lost:
+            # A job recorded done or failed while this call was in flight is not lost.
+            if self.book.lost(job_id, sent.get(job_id)):
+                logger.warning(
+                    "lease of job %s was lost: this worker did not extend it in time (blocked "
+                    "or cut off from Redis), so it was recovered and may run again elsewhere",
+                    job_id,
+                )
+        return aborting
 
     async def set_task_limits(self) -> None:
         """Store the queue's task limits where every worker's lease.lua reads them (the last

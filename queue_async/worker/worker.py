@@ -18,7 +18,7 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -28,7 +28,7 @@ import anyio.lowlevel
 
 from queue_async.broker.connections import Client
 from queue_async.broker.reconnect import Backoff
-from queue_async.broker.scripts import Arg, Scripts
+from queue_async.broker.scripts import Scripts
 from queue_async.exceptions import BrokerError, ConfigurationError
 from queue_async.models import WorkerHeartbeat
 from queue_async.options import WorkerSettings, to_ms
@@ -36,10 +36,11 @@ from queue_async.producer.queue import Hook, Middleware, Queue
 from queue_async.worker.crons import run_crons
 from queue_async.worker.deadlines import Deadlines
 from queue_async.worker.executor import Executor
-from queue_async.worker.jobs import JobSlot, LeasedJob, handed_job, job_timeout_ms
+from queue_async.worker.jobs import JobSlot, LeasedJob, job_timeout_ms
 from queue_async.worker.leasing import Lane, Strategy, lease_order
 from queue_async.worker.loop_monitor import LoopMonitor
 from queue_async.worker.threads import HandlerThreads
+from queue_async.worker.waits import IdleWaits
 
 __all__ = ["Worker"]
 
@@ -106,7 +107,7 @@ class Worker:
         """The threads of sync handlers (see ``threads.py``)."""
         self._clients: list[Client] = []
         self._lanes = self._make_lanes(queues, weights, tuple(middleware))
-        self._waits = self._make_waits()
+        self._waits = IdleWaits(self._lanes, self._clients)
         self._lane_of = {id(lane.queue): lane for lane in self._lanes}
         self._startup_hooks = _unique([*(h for q in queues for h in q.startup_hooks), *on_startup])
         self._shutdown_hooks = _unique(
@@ -161,18 +162,6 @@ class Worker:
                 )
             )
         return lanes
-
-    def _make_waits(self) -> list[tuple[Client, list[Lane]]]:
-        """One blocking wait per server, on a connection without a socket read timeout."""
-        by_server: dict[tuple[Any, ...], list[Lane]] = {}
-        for lane in self._lanes:
-            by_server.setdefault(lane.queue._broker.connections.server, []).append(lane)
-        waits = []
-        for lanes in by_server.values():
-            client = lanes[0].queue._broker.connections.make_client(1, blocking_reads=True)
-            self._clients.append(client)
-            waits.append((client, lanes))
-        return waits
 
     def __repr__(self) -> str:
         names = ", ".join(repr(q.name) for q in self.queues)
@@ -439,7 +428,13 @@ class Worker:
             if due:
                 timeout = wait_ms / 1000
             try:
-                handed = await self._idle_wait(timeout, burst=burst, due=due)
+                handed = await self._waits.wait(
+                    timeout,
+                    worker_id=self.id,
+                    inbox=not burst and len(self._lanes) == 1,
+                    due=due,
+                    also=self._changed.wait() if burst and self._busy else None,
+                )
             except BrokerError as exc:
                 await backoff.wait(exc)
                 continue
@@ -557,57 +552,6 @@ class Worker:
                     with anyio.CancelScope(shield=True):
                         await self._executor.record_failure(slot.job, error, task)
 
-    async def _idle_wait(self, seconds: float, *, burst: bool, due: bool) -> LeasedJob | None:
-        """Block on Redis (never a sleep loop) for at most ``seconds``.
-
-        A worker blocks on its inbox, where enqueue.lua hands it new jobs already leased to
-        it (returned here, to start at once), and on each queue's wake list (a marker: more
-        jobs are ready, or the next due time moved), once per server. A burst worker (or one
-        serving several queues) has no inbox; a burst worker also wakes when one of its jobs
-        ends, to see whether it is done.
-
-        ``due``: a job falls due in ``seconds``. A server ends a blocking call's timeout only
-        at its next cron tick (up to 100 ms late at the default hz 10), so the worker rings
-        its own alarm key at the due time instead, and the call's timeout is a fallback.
-        """
-        seconds = max(seconds, 0.001)
-        inbox = None
-        if not burst and len(self._lanes) == 1:
-            inbox = self.queue._broker.keys.inbox(self.id)
-        waits = []
-        alarms: list[tuple[Scripts, str]] = []
-        for client, lanes in self._waits:
-            keys = [lane.queue._broker.keys.wake for lane in lanes]
-            if inbox:
-                keys.insert(0, inbox)
-            if due:
-                alarm = lanes[0].queue._broker.keys.alarm(self.id)
-                alarms.append((lanes[0].scripts, alarm))
-                keys.append(alarm)
-            waits.append(self._blpop(client, keys, seconds + _ALARM_SLACK if due else seconds))
-        if burst and self._busy:
-            waits.append(self._changed.wait())
-        ring = asyncio.ensure_future(_ring(alarms, seconds)) if alarms else None
-        try:
-            if len(waits) == 1:
-                popped = await waits[0]
-            else:
-                popped = await _first_of(waits)
-        finally:
-            if ring is not None:
-                ring.cancel()
-        if inbox is not None and isinstance(popped, list | tuple) and popped[0] == inbox.encode():
-            packed = popped[1]
-            raw = packed if isinstance(packed, bytes) else packed.encode()
-            return handed_job(raw, self.queue)
-        return None
-
-    @staticmethod
-    async def _blpop(client: Client, keys: list[str], seconds: float) -> Any:
-        return await client.blocking(
-            seconds, lambda: client.redis.blpop(keys, timeout=seconds), "waiting for jobs"
-        )
-
     # -- recording completions ------------------------------------------------------------
 
     def _completions_waiting(self) -> None:
@@ -670,23 +614,7 @@ class Worker:
             running=list(lane.book.held),
             processed=self._processed,
         )
-        sent = dict(lane.book.held)
-        pairs: list[Arg] = [x for item in sent.items() for x in item]
-        lost, aborting = await lane.scripts.extend(
-            to_ms(self.settings.lease),
-            self.id,
-            beat.model_dump_json().encode(),
-            3 * to_ms(self.settings.heartbeat),
-            pairs,
-        )
-        for job_id in lost:
-            # A job recorded done or failed while this call was in flight is not lost.
-            if lane.book.lost(job_id, sent.get(job_id)):
-                logger.warning(
-                    "lease of job %s was lost: this worker did not extend it in time (blocked "
-                    "or cut off from Redis), so it was recovered and may run again elsewhere",
-                    job_id,
-                )
+        aborting = await lane.extend(self.settings, beat)
         if aborting:
             wanted = set(aborting)
             for slot in self._jobs.values():
@@ -708,23 +636,6 @@ class Worker:
                         self.settings.shutdown_grace.total_seconds(),
                     )
                     self.stop()
-
-
-_ALARM_SLACK = 0.25
-"""Seconds past a due time that a blocking wait ends by itself if its alarm did not ring."""
-
-
-async def _ring(alarms: list[tuple[Scripts, str]], seconds: float) -> None:
-    """Wake this worker's own blocking wait in ``seconds`` (see ``Worker._idle_wait``)."""
-    await asyncio.sleep(seconds)
-    for scripts, key in alarms:
-        try:
-            async with scripts.client.pipeline(transaction=False) as pipe:
-                pipe.rpush(key, "1")
-                pipe.pexpire(key, 1000)  # a ring the wait did not take must not linger
-                await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - the wait's own timeout still ends it
-            logger.debug("could not ring the alarm %s: %s", key, exc)
 
 
 _PREFETCH_WINDOW = 0.1
@@ -753,20 +664,6 @@ def _unique(hooks: list[Hook]) -> list[Hook]:
             seen.add(id(hook))
             kept.append(hook)
     return kept
-
-
-async def _first_of(waits: Sequence[Awaitable[Any]]) -> Any:
-    """Await several waits at once: the result of the first to end (its error, if it
-    failed); the others are cancelled."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    first = next(task for task in tasks if task in done)
-    return first.result()
 
 
 def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:

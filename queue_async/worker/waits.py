@@ -1,0 +1,125 @@
+"""How an idle worker waits: blocking calls on Redis, never a sleep loop.
+
+A worker blocks on its inbox, where enqueue.lua hands it new jobs already leased to it, and on
+each queue's wake list (a marker: more jobs are ready, or the next due time moved), once per
+server, on a connection of its own without a socket read timeout. A server ends a blocking
+call's timeout only at its next cron tick (up to 100 ms late at the default hz 10), so for a
+job that falls due the worker rings its own alarm key at the due time, and the call's timeout
+is a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from queue_async.worker.jobs import LeasedJob, handed_job
+
+if TYPE_CHECKING:
+    from queue_async.broker.connections import Client
+    from queue_async.broker.scripts import Scripts
+    from queue_async.worker.leasing import Lane
+
+__all__ = ["IdleWaits"]
+
+logger = logging.getLogger("queue_async.worker")
+
+_ALARM_SLACK = 0.25
+"""Seconds past a due time that a blocking wait ends by itself if its alarm did not ring."""
+
+
+class IdleWaits:
+    """One blocking wait per server the worker's queues live on."""
+
+    def __init__(self, lanes: Sequence[Lane], clients: list[Client]) -> None:
+        """``clients``: the worker's list of clients to close, to which these are added."""
+        self._first = lanes[0]
+        by_server: dict[tuple[Any, ...], list[Lane]] = {}
+        for lane in lanes:
+            by_server.setdefault(lane.queue._broker.connections.server, []).append(lane)
+        self._waits: list[tuple[Client, list[Lane]]] = []
+        for served in by_server.values():
+            client = served[0].queue._broker.connections.make_client(1, blocking_reads=True)
+            clients.append(client)
+            self._waits.append((client, served))
+
+    async def wait(
+        self,
+        seconds: float,
+        *,
+        worker_id: str,
+        inbox: bool,
+        due: bool,
+        also: Awaitable[Any] | None = None,
+    ) -> LeasedJob | None:
+        """Block for at most ``seconds``; return a job handed to the inbox, if one came.
+
+        ``inbox``: also wait on this worker's inbox (a worker of one queue, not in burst
+        mode). ``due``: a job falls due in ``seconds`` (ring the alarm then). ``also``:
+        another wait that ends this one (a burst worker wakes when one of its jobs ends).
+        """
+        seconds = max(seconds, 0.001)
+        inbox_key = self._first.queue._broker.keys.inbox(worker_id) if inbox else None
+        waits: list[Awaitable[Any]] = []
+        alarms: list[tuple[Scripts, str]] = []
+        for client, lanes in self._waits:
+            keys = [lane.queue._broker.keys.wake for lane in lanes]
+            if inbox_key:
+                keys.insert(0, inbox_key)
+            if due:
+                alarm = lanes[0].queue._broker.keys.alarm(worker_id)
+                alarms.append((lanes[0].scripts, alarm))
+                keys.append(alarm)
+            waits.append(_blpop(client, keys, seconds + _ALARM_SLACK if due else seconds))
+        if also is not None:
+            waits.append(also)
+        ring = asyncio.ensure_future(_ring(alarms, seconds)) if alarms else None
+        try:
+            popped = await waits[0] if len(waits) == 1 else await _first_of(waits)
+        finally:
+            if ring is not None:
+                ring.cancel()
+        if (
+            inbox_key is not None
+            and isinstance(popped, list | tuple)
+            and popped[0] == inbox_key.encode()
+        ):
+            packed = popped[1]
+            raw = packed if isinstance(packed, bytes) else packed.encode()
+            return handed_job(raw, self._first.queue)
+        return None
+
+
+async def _blpop(client: Client, keys: list[str], seconds: float) -> Any:
+    return await client.blocking(
+        seconds, lambda: client.redis.blpop(keys, timeout=seconds), "waiting for jobs"
+    )
+
+
+async def _ring(alarms: list[tuple[Scripts, str]], seconds: float) -> None:
+    """Wake this worker's own blocking wait in ``seconds``."""
+    await asyncio.sleep(seconds)
+    for scripts, key in alarms:
+        try:
+            async with scripts.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, "1")
+                pipe.pexpire(key, 1000)  # a ring the wait did not take must not linger
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the wait's own timeout still ends it
+            logger.debug("could not ring the alarm %s: %s", key, exc)
+
+
+async def _first_of(waits: Sequence[Awaitable[Any]]) -> Any:
+    """Await several waits at once: the result of the first to end (its error, if it
+    failed); the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = next(task for task in tasks if task in done)
+    return first.result()
