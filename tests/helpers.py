@@ -34,7 +34,7 @@ async def keys_of(queue: qa.Queue) -> set[str]:
 
 
 # A job enqueued ready lives as a compact record in the queue's `fresh` hash until it starts
-# (see lua/_lib.lua); these read and change it in either form.
+# (see lua/includes/records.lua); these read and change it in either form.
 
 
 async def stored_payload(queue: qa.Queue, job_id: str) -> bytes | None:
@@ -57,7 +57,7 @@ async def set_payload(queue: qa.Queue, job_id: str, payload: bytes) -> None:
 
 async def fifo_ids(queue: qa.Queue) -> list[str]:
     """Ids of the ready jobs of priority 0, oldest first; not the tombstones that cancelled
-    jobs leave in fifo (see remove_ready in lua/_lib.lua)."""
+    jobs leave in fifo (see remove_ready in lua/includes/ready.lua)."""
     ids = []
     for raw in await queue.client.lrange(queue._broker.keys.fifo, 0, -1):
         fresh = await queue.client.hexists(queue._broker.keys.fresh, raw)

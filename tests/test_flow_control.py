@@ -269,7 +269,7 @@ async def test_resume_of_many_held_jobs_goes_in_bounded_steps_and_keeps_their_or
     assert (await queue.stats()).held == 2500
 
     # One script call lets at most 1,000 go, so none holds the server for long.
-    assert await queue._broker.scripts._gate("resume", report.name, "", "") == 1000
+    assert await queue._broker.scripts.resume_step(report.name) == 1000
     assert await queue._broker.scripts.resume(report.name) == 1500
     stats = await queue.stats()
     assert (stats.held, stats.ready) == (0, 2500)

@@ -1,4 +1,4 @@
-"""The one place Python builds Redis key names (lua/keys.lua is the one place in Lua).
+"""The one place Python builds Redis key names (lua/includes/keys.lua is the one place in Lua).
 
 Every key of one queue starts with ``<prefix>:{<queue>}:``, so that the whole queue lives in
 one hash slot and each script touches one slot only. That is what Redis Cluster will need; it
@@ -19,7 +19,7 @@ class QueueKeys:
     prefix: str
     """``<prefix>:{<queue>}:``, the start of every key of this queue."""
     ready: str
-    """Ready jobs of a priority other than 0 (sorted set; see lua/_lib.lua)."""
+    """Ready jobs of a priority other than 0 (sorted set; see lua/includes/ready.lua)."""
     fifo: str
     """Ready jobs of priority 0, oldest first (list)."""
     fresh: str
@@ -33,7 +33,7 @@ class QueueKeys:
     workers: str
     idle: str
     gates: str
-    """Flow control settings: pause flags, task limits (see lua/_gates.lua)."""
+    """Flow control settings: pause flags, task limits (see lua/includes/gates.lua)."""
     gated: str
     """The gates holding jobs back now."""
     cron: str
@@ -77,7 +77,7 @@ class QueueKeys:
         return f"{self.prefix}worker:{worker_id}"
 
     def held(self, gate: str) -> str:
-        """Jobs a gate holds back, e.g. ``t:<task>`` (see lua/_gates.lua)."""
+        """Jobs a gate holds back, e.g. ``t:<task>`` (see lua/includes/gates.lua)."""
         return f"{self.prefix}held:{gate}"
 
     def alarm(self, worker_id: str) -> str:

@@ -2,7 +2,7 @@
 
 A job enqueued ready without unique or concurrency key is one field of the queue's ``fresh``
 hash (id -> record) until it leaves that form (leased, held, cancelled, watched), when it gets
-a job hash of its own (see the top of lua/_lib.lua). Everything that reads a stored job goes
+a job hash of its own (see lua/includes/records.lua). Everything that reads a stored job goes
 through ``job_fields_of`` and ``job_from_fields``.
 """
 

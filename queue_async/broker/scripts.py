@@ -1,20 +1,28 @@
 """Loads the Lua scripts in lua/ once, and gives each one a typed async method.
 
-Each script is the shared ``lua/_lib.lua``, ``_gates.lua`` and ``_enqueue.lua`` (the
-prelude) followed by the script's own file. On Redis 7+ and Valkey, all of them are one
-function library (FUNCTION LOAD), called with FCALL: the prelude's helpers are defined once
-when the library loads, not on every call, which saves about 5 us per call on a warm server
-and 20 us on an idle one. A server without functions (Redis 5 and 6), or a user whose ACL
-denies them, gets the same scripts by EVALSHA instead. Either way, a server that lost them
-(restart, FUNCTION FLUSH, SCRIPT FLUSH) gets the source again on the next call.
+A script is one file in ``lua/``, named after its transition. The helpers the scripts share
+are units in ``lua/includes/`` (as BullMQ's ``includes/``), each declaring in its header the
+units it needs (``-- needs: keys, packed``), as each script declares the units it uses. A
+directory rather than a ``_`` prefix, so that every file of ``lua/`` is a script and a unit's
+name is plainly its file's. The needs are resolved here, each unit once and after every unit
+it needs; a cycle or an unknown unit fails the import, so no broken script reaches a server.
+
+On Redis 7+ and Valkey, all scripts are one function library (FUNCTION LOAD), called with
+FCALL: every unit once, then each script as a function, so the helpers are defined when the
+library loads, not on every call. A server without functions (Redis 5 and 6), or a user whose
+ACL denies them, gets each script by EVALSHA instead, as the units it needs followed by its
+own file. Either way, a server that lost them (restart, FUNCTION FLUSH, SCRIPT FLUSH) gets the
+source again on the next call.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import redis.asyncio
@@ -26,37 +34,124 @@ from queue_async.broker.wire import pack_fields
 
 Arg = str | bytes | int
 
-_PRELUDE = ("_lib.lua", "_gates.lua", "_enqueue.lua")
-_RESUME_STEP = 1000  # held jobs gate.lua lets go per resume call
+_LUA = resources.files("queue_async.broker") / "lua"
+_INCLUDES = _LUA / "includes"
+_NEEDS = re.compile(r"-- needs:(.*)")
+_RESUME_STEP = 1000  # held jobs resume.lua lets go per call
 
 
-def _lua(part: str) -> str:
-    return (resources.files("queue_async.broker") / "lua" / part).read_text()
+class LuaDependencyError(RuntimeError):
+    """A script or unit needs a unit that does not exist, or units need each other in a
+    cycle: a mistake in lua/, found when the scripts are loaded."""
+
+
+def header(source: str) -> list[str]:
+    """The leading comment lines of a Lua file."""
+    lines = []
+    for line in source.splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line)
+    return lines
+
+
+def declared_needs(name: str, source: str) -> tuple[str, ...]:
+    """The units named on the ``-- needs:`` line of a file's header (one line, perhaps
+    empty)."""
+    found = [m.group(1) for line in header(source) if (m := _NEEDS.fullmatch(line))]
+    if len(found) != 1:
+        raise LuaDependencyError(
+            f"{name}: its header needs exactly one '-- needs: unit, ...' line, has {len(found)}"
+        )
+    return tuple(part.strip() for part in found[0].split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class LuaUnit:
+    """Helpers shared by scripts: one file of lua/includes/."""
+
+    name: str
+    source: str
+    needs: tuple[str, ...]
+
+    @classmethod
+    def read(cls, file: Traversable) -> LuaUnit:
+        name = file.name.removesuffix(".lua")
+        source = file.read_text()
+        return cls(name, source, declared_needs(f"includes/{file.name}", source))
+
+
+def in_dependency_order(
+    requester: str, needs: Iterable[str], units: Mapping[str, LuaUnit]
+) -> list[str]:
+    """``needs`` and every unit they need, transitively, each once and after every unit it
+    needs; in a stable order (depth first, in the order the needs are declared)."""
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in placed:
+            return
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise LuaDependencyError(f"Lua units need each other in a cycle: {cycle}")
+        if name not in units:
+            raise LuaDependencyError(
+                f"{path[-1] if path else requester} needs the unit {name!r}, which is not in "
+                f"lua/includes/ (units: {', '.join(sorted(units))})"
+            )
+        for need in units[name].needs:
+            visit(need, (*path, name))
+        placed.add(name)
+        order.append(name)
+
+    for name in needs:
+        visit(name, ())
+    return order
+
+
+def _load_units() -> dict[str, LuaUnit]:
+    return {
+        unit.name: unit
+        for unit in sorted(
+            (LuaUnit.read(f) for f in _INCLUDES.iterdir() if f.name.endswith(".lua")),
+            key=lambda unit: unit.name,
+        )
+    }
+
+
+UNITS = _load_units()
 
 
 @dataclass(frozen=True, slots=True)
 class LuaScript:
     name: str
     source: str
-    """The prelude and the script, for EVAL and EVALSHA."""
+    """The units the script needs and the script, for EVAL and EVALSHA."""
     sha: str
     body: str
     """The script's own file."""
+    needs: tuple[str, ...]
+    """The units its header declares."""
+    units: tuple[str, ...]
+    """The units its source holds: its needs and theirs, in dependency order."""
 
     @classmethod
-    def load(cls, name: str) -> LuaScript:
-        body = _lua(f"{name}.lua")
-        source = "\n".join([*(_lua(part) for part in _PRELUDE), body])
-        return cls(
-            name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest(), body
-        )
+    def load(cls, name: str, units: Mapping[str, LuaUnit] = UNITS) -> LuaScript:
+        body = (_LUA / f"{name}.lua").read_text()
+        needs = declared_needs(f"{name}.lua", body)
+        order = in_dependency_order(f"{name}.lua", needs, units)
+        source = "\n".join([*(units[unit].source for unit in order), body])
+        sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        return cls(name, source, sha, body, needs, tuple(order))
 
 
-# Every lua/*.lua except the shared _lib.lua is a script, named after its file.
+# Every lua/*.lua is a script, named after its file.
 SCRIPTS = {
-    entry.name.removesuffix(".lua"): LuaScript.load(entry.name.removesuffix(".lua"))
-    for entry in (resources.files("queue_async.broker") / "lua").iterdir()
-    if entry.name.endswith(".lua") and not entry.name.startswith("_")
+    name: LuaScript.load(name)
+    for name in sorted(
+        entry.name.removesuffix(".lua") for entry in _LUA.iterdir() if entry.name.endswith(".lua")
+    )
 }
 
 
@@ -67,21 +162,29 @@ class FunctionLibrary:
 
     name: str
     source: str
+    units: tuple[str, ...]
+    """The units at the library's top level, once each, in dependency order."""
 
     @classmethod
-    def build(cls, scripts: dict[str, LuaScript]) -> FunctionLibrary:
-        prelude = "\n".join(_lua(part) for part in _PRELUDE)
-        bodies = [scripts[name].body for name in sorted(scripts)]
+    def build(
+        cls, scripts: Mapping[str, LuaScript], units: Mapping[str, LuaUnit] = UNITS
+    ) -> FunctionLibrary:
+        names = sorted(scripts)
+        order = in_dependency_order(
+            "the function library", [need for s in names for need in scripts[s].needs], units
+        )
+        shared = [units[unit].source for unit in order]
+        bodies = [scripts[script].body for script in names]
         digest = hashlib.sha1(
-            "\n".join([prelude, *bodies]).encode(), usedforsecurity=False
+            "\n".join([*shared, *bodies]).encode(), usedforsecurity=False
         ).hexdigest()[:16]
         name = f"queue_async_{digest}"
         # The callback's parameters take the names the scripts use for EVAL's globals.
         functions = [
             f"redis.register_function('{name}_{script}', function(KEYS, ARGV)\n{body}\nend)"
-            for script, body in zip(sorted(scripts), bodies, strict=True)
+            for script, body in zip(names, bodies, strict=True)
         ]
-        return cls(name, "\n".join([f"#!lua name={name}", prelude, *functions]))
+        return cls(name, "\n".join([f"#!lua name={name}", *shared, *functions]), tuple(order))
 
     def function(self, script: LuaScript) -> str:
         return f"{self.name}_{script.name}"
@@ -101,7 +204,9 @@ DOING = {
     "extend": "extending leases (heartbeat)",
     "cancel": "cancelling a job",
     "cron": "enqueueing a cron tick",
-    "gate": "changing a pause or limit",
+    "pause": "pausing the queue or a task",
+    "resume": "resuming the queue or a task",
+    "set_limits": "setting a task's limits",
     "checkin": "recording a check-in",
     "recover": "recovering expired leases",
     "watch": "starting to wait for a job's result",
@@ -143,7 +248,13 @@ class Scripts:
             try:
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                await self.client.script_load(script.source)
+                # The server lost its scripts (restart, SCRIPT FLUSH): load them all again, so
+                # that the enqueue a producer in another language calls by its published sha
+                # comes back too, not only the script this worker calls.
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for each in SCRIPTS.values():
+                        pipe.script_load(each.source)
+                    await pipe.execute()
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
     async def _load_library(self) -> bool:
@@ -360,29 +471,32 @@ class Scripts:
 
     async def pause(self, task: str) -> None:
         """Pause the queue (task "") or one task."""
-        await self._gate("pause", task, "", "")
+        await self._call(SCRIPTS["pause"], [self.keys.gates], [task])
 
     async def resume(self, task: str) -> int:
         """Resume the queue (task "") or one task; returns how many held jobs were let go.
 
-        A task's held jobs go back 1,000 per call (see gate.lua), so one call never holds
+        A task's held jobs go back 1,000 per call (see resume.lua), so one call never holds
         the server for long however many there are.
         """
         moved = 0
         while True:
-            step = await self._gate("resume", task, "", "")
+            step = await self.resume_step(task)
             moved += step
             if not task or step < _RESUME_STEP:
                 return moved
 
+    async def resume_step(self, task: str) -> int:
+        """One bounded step of ``resume``: how many held jobs it let go."""
+        k = self.keys
+        moved: int = await self._call(SCRIPTS["resume"], [k.ready, k.wake], [k.prefix, task])
+        return moved
+
     async def set_limits(self, task: str, max_concurrency: str, rate: str) -> int:
         """Set a task's max concurrency and rate ("<jobs>:<period ms>"); "" for none."""
-        return await self._gate("limits", task, max_concurrency, rate)
-
-    async def _gate(self, action: str, task: str, max_concurrency: str, rate: str) -> int:
         k = self.keys
         moved: int = await self._call(
-            SCRIPTS["gate"], [k.ready, k.wake], [k.prefix, action, task, max_concurrency, rate]
+            SCRIPTS["set_limits"], [k.ready, k.wake], [k.prefix, task, max_concurrency, rate]
         )
         return moved
 

@@ -2,7 +2,7 @@
 
 Packed fields: fields joined as ``<length>:<bytes>`` each: binary-safe, and one Redis argument
 instead of many (redis-py spends more on packing an argument than the server does on using
-it). The positional formats below have the same names in lua/_lib.lua, and
+it). The positional formats below have the same names in lua/includes/wire.lua, and
 tests/lua/test_wire.py holds the two equal.
 """
 
@@ -138,7 +138,7 @@ def unpack_fields(packed: bytes) -> list[bytes]:
 
 
 def fresh_job_fields(record: bytes) -> dict[str, bytes]:
-    """The job hash fields of a fresh job's record (see the top of lua/_lib.lua)."""
+    """The job hash fields of a fresh job's record (see lua/includes/records.lua)."""
     enqueued, options, task, payload = unpack_fields(record)
     fields = {"state": b"ready", "attempts": b"0", "task": task, "payload": payload}
     fields["enqueued"] = enqueued

@@ -22,7 +22,7 @@ from queue_async.broker.wire import (
 from tests.helpers import fifo_ids
 
 PRIORITY_SHIFT = 2**32
-"""Ready score = priority * 2^32 + sequence number (see _lib.lua)."""
+"""Ready score = priority * 2^32 + sequence number (see lua/includes/ready.lua)."""
 LONG_MS = 3_600_000
 """A lease, delay or keep long enough never to run out during a test."""
 DEAD_AGE_MS = 7 * 86_400_000
@@ -154,7 +154,7 @@ async def lease(
 
 async def fields(queue: qa.Queue, job_id: str) -> dict[str, str]:
     """The job hash, decoded (payload and result included, as text); for a fresh job (see
-    _lib.lua), the fields its record stands for."""
+    lua/includes/records.lua), the fields its record stands for."""
     raw = await queue.client.hgetall(queue._broker.keys.job(job_id))
     record = await queue.client.hget(queue._broker.keys.fresh, job_id)
     if record is not None:
@@ -169,7 +169,7 @@ def _text(value: str | bytes) -> str:
 
 async def ready_ids(queue: qa.Queue) -> list[str]:
     """The ready jobs in the order lease.lua takes them: priorities below 0, fifo, the rest
-    (without the tombstones cancelled jobs leave in fifo: see remove_ready in _lib.lua)."""
+    (without the tombstones cancelled jobs leave in fifo: see remove_ready in lua/includes/ready.lua)."""
     ranked = await members(queue, queue._broker.keys.ready)
     fifo = await fifo_ids(queue)
     first = [m for m, score in ranked.items() if score < 0]
@@ -199,7 +199,7 @@ async def server_ms(queue: qa.Queue) -> int:
 
 async def expire_leases(queue: qa.Queue, *job_ids: str) -> None:
     """Move the lease deadlines of these active jobs into the past, as a stalled worker's,
-    with the grace that follows a first expiry (see recover_expired in _lib.lua) spent too."""
+    with the grace that follows a first expiry (see recover_expired in lua/includes/leases.lua) spent too."""
     past = await server_ms(queue) - 1000
     await queue.client.zadd(queue._broker.keys.active, dict.fromkeys(job_ids, past), xx=True)
     for job_id in job_ids:

@@ -6,6 +6,7 @@
 -- Reply: the job's state before the call ("ready", "scheduled", "active", "done", "dead",
 --   "cancelled"), or "missing". Only "ready" and "scheduled" were cancelled by this call.
 -- Minimum server: Redis 5.0.
+-- needs: clock, final, format, gates, keys, ready, records
 local prefix = ARGV[1]
 local id = ARGV[2]
 local key = job_key(prefix, id)

@@ -4,6 +4,7 @@
 -- ARGV[2] message ("" keeps the last one)   ARGV[3] progress ("" keeps the last one)
 -- Reply: 1 if recorded, 0 if the token is not current (the lease was lost).
 -- Minimum server: Redis 5.0.
+-- needs: clock, format
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
   return 0
 end

@@ -1,12 +1,13 @@
 -- complete.lua: record jobs as done, each only if its lease token is still current.
 -- KEYS[1] active  KEYS[2] meta  KEYS[3] ready  KEYS[4] wake
 -- ARGV[1] key prefix of the queue
--- ARGV[2] the jobs, packed (see pack in _lib.lua): four fields per job: id, token, result
+-- ARGV[2] the jobs, packed (see includes/packed.lua): four fields per job: id, token, result
 --   (codec bytes), keep (result TTL ms; 0 deletes the job hash at once)
 -- Reply: one integer per job: 1 recorded (now, or by an earlier send of the same call whose
 --   reply was lost: the job's 'spent' field holds the token of the try that finished it),
 --   0 lease lost (recovered elsewhere), 2 the job is gone (deleted, or recorded with keep 0).
 -- Minimum server: Redis 5.0.
+-- needs: clock, final, format, gates, keys, packed, ready, slices, wire
 local prefix = ARGV[1]
 local done_jobs = ARGV[2]
 local bounds, bad = parse_packed(done_jobs, COMPLETED_FIELDS)
@@ -31,7 +32,7 @@ for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
       drop_unique(prefix, key, id, f[3])
     end
     if f[4] then
-      redis.call('PUBLISH', prefix .. 'done', id)
+      redis.call('PUBLISH', done_channel(prefix), id)
     end
     local keep = tonumber(packed_field(done_jobs, bounds, at, COMPLETED.keep))
     if keep > 0 then
@@ -52,11 +53,9 @@ for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
     reply[#reply + 1] = 0
   end
 end
-for first = 1, #finished, 1000 do
-  redis.call('ZREM', KEYS[1], unpack(finished, first, math.min(first + 999, #finished)))
-end
 local done = #finished
 if done > 0 then
+  call_in_slices('ZREM', KEYS[1], finished)
   redis.call('HINCRBY', KEYS[2], 'processed', done)
 end
 if let_go > 0 then

@@ -6,13 +6,14 @@
 -- ARGV[4] the job, packed as in enqueue.lua's ARGV[2]
 -- Reply: 1 if this call enqueued the tick's job, 0 if this tick or a later one was already.
 -- Minimum server: Redis 5.0.
+-- needs: batch, packed, wire
 local tick = tonumber(ARGV[3])
 local last = tonumber(redis.call('HGET', KEYS[7], ARGV[2]))
 if last and last >= tick then
   return 0
 end
-local bounds = parse_packed(ARGV[4], 4)
-if not bounds or #bounds ~= 8 then
+local bounds = parse_packed(ARGV[4], ENQUEUED_FIELDS)
+if not bounds or #bounds ~= 2 * ENQUEUED_FIELDS then
   return redis.error_reply('ERR queue_async: malformed cron job')
 end
 redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])

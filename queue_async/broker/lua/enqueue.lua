@@ -1,6 +1,6 @@
 -- enqueue.lua: add one or more jobs. A job whose id already exists is left untouched.
 -- KEYS[1] ready      sorted set of ready jobs of a priority other than 0, score
---                    priority*2^32 + seq (priority 0: the list fifo, see _lib.lua)
+--                    priority*2^32 + seq (priority 0: the list fifo, see includes/ready.lua)
 -- KEYS[2] scheduled  sorted set, score due time (ms)
 -- KEYS[3] wake       list idle workers block on
 -- KEYS[4] seq        counter for FIFO order
@@ -9,16 +9,16 @@
 -- A ready job is handed straight to an idle worker (leased to it, packed into its inbox)
 -- while no other job is ready: the worker then starts it without a lease round trip.
 -- Otherwise a plain job (no delay, unique or concurrency key) is stored as a fresh record
--- (see _lib.lua), the rest as job hashes.
+-- (see includes/records.lua), the rest as job hashes.
 -- ARGV[1] key prefix of the queue, "<prefix>:{<queue>}:"
--- ARGV[2] the jobs, packed (see pack in _lib.lua): four fields per job: id, options, task,
+-- ARGV[2] the jobs, packed (see includes/packed.lua): four fields per job: id, options, task,
 --   payload (codec bytes), one job after another
 --   options: "" for all defaults, else packed fields, in order:
 --   priority (integer), delay (ms from now, "" = none), at (epoch ms, "" = none; wins over
 --   delay), retries, timeout (ms), keep (result TTL ms), concurrency key, concurrency
 --   limit, unique key, unique window (ms), "1" if the unique key also holds while the job
 --   runs, headers (packed name, value, ...): each "" (or absent at the end) when the default
---   applies; OPT in _lib.lua names each place
+--   applies; OPT in includes/wire.lua names each place
 -- Unique keys: unique:<key> names the job holding the key. A job whose key is held by a job
 --   that is ready or scheduled (or running, if that job asked so) is not enqueued: the reply
 --   names the holder instead. The key lasts at most the window, and is dropped when its job
@@ -26,6 +26,7 @@
 -- Reply: one per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job has that
 --   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
+-- needs: batch, packed, wire
 local jobs = ARGV[2]
 local bounds, bad = parse_packed(jobs, ENQUEUED_FIELDS)
 if not bounds then

@@ -7,6 +7,7 @@
 -- Reply: {lost, aborting}: the ids whose token is no longer current (lease lost: recovered
 --   elsewhere or gone), and the ids flagged for abort (cancel.lua), which the worker cancels.
 -- Minimum server: Redis 5.0.
+-- needs: clock, format, keys
 local prefix = ARGV[1]
 local now = now_ms()
 local deadline = fmt(now + tonumber(ARGV[2]))
@@ -30,7 +31,7 @@ for b = 6, #ARGV, 2 do
   end
 end
 local ttl = tonumber(ARGV[5])
-redis.call('SET', prefix .. 'worker:' .. ARGV[3], ARGV[4], 'PX', ttl)
+redis.call('SET', worker_key(prefix, ARGV[3]), ARGV[4], 'PX', ttl)
 redis.call('ZADD', KEYS[2], fmt(now), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - ttl))
 return {lost, aborting}

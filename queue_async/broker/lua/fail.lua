@@ -10,6 +10,7 @@
 --   A repeat of a call that took effect (its reply lost to a dropped connection, sent again)
 --   answers as the first did: the job's 'spent' field holds the token of the failed try.
 -- Minimum server: Redis 5.0.
+-- needs: clock, final, format, gates, keys, ready, scheduled, wire
 local prefix = ARGV[1]
 local id = ARGV[2]
 local key = job_key(prefix, id)

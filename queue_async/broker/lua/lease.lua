@@ -1,8 +1,8 @@
 -- lease.lua: take jobs for a worker. In order: take back the jobs handed to this worker's
 -- inbox (it is no longer idle), recover expired leases, promote due scheduled jobs, let
 -- rate-limited jobs go as tokens come back, take up to N ready jobs (holding back those a
--- gate stops: see _gates.lua), and if nothing is left in ready, register the worker as idle
--- so that enqueue.lua hands it new jobs directly. A paused queue hands out nothing.
+-- gate stops: see includes/gates.lua), and if nothing is left in ready, register the worker
+-- as idle so that enqueue.lua hands it new jobs directly. A paused queue hands out nothing.
 -- KEYS[1] ready  KEYS[2] scheduled  KEYS[3] active  KEYS[4] wake  KEYS[5] seq  KEYS[6] dead
 -- KEYS[7] idle (list of idle workers, in rotation)
 -- ARGV[1] key prefix of the queue
@@ -14,27 +14,30 @@
 -- ARGV[7] dead max age (ms)   ARGV[8] dead max length
 -- ARGV[9] the worker's longest idle wait (ms); 0: do not register as idle
 -- ARGV[10] lease grace (ms): how long an expired lease of this worker is only suspected
---   before it is recovered (see recover_expired in _lib.lua)
--- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see hand_off),
---   then ten fields per leased job (LEASED in _lib.lua): id, task, payload, attempts,
---   enqueued (ms), retries, timeout, keep (each "" when unset), token, headers (packed)}
+--   before it is recovered (see recover_expired in includes/leases.lua)
+-- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see
+--   includes/handoff.lua), then ten fields per leased job (LEASED in includes/wire.lua): id,
+--   task, payload, attempts, enqueued (ms), retries, timeout, keep (each "" when unset),
+--   token, headers (packed)}
 --   wait_ms: 0 if ready jobs remain, else ms until the next scheduled job is due, the next
 --   lease expires or a rate limit's next token is due, -1 if nothing is pending.
 --   scheduled: how many jobs wait for their time.
 -- Minimum server: Redis 5.0.
+-- needs: clock, final, format, gates, keys, leases, packed, ready, records, scheduled, slices, wire
 local prefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local worker = ARGV[5]
 local now = now_ms()
 local deadline = fmt(now + tonumber(ARGV[3]))
 local grace = ARGV[10]
-local configured = redis.call('EXISTS', prefix .. 'gates') == 1
-local paused = configured and redis.call('HEXISTS', prefix .. 'gates', 'paused') == 1
+local gates = gates_key(prefix)
+local configured = redis.call('EXISTS', gates) == 1
+local paused = configured and redis.call('HEXISTS', gates, 'paused') == 1
 
-local idle_key = prefix .. 'idle:' .. worker
-local inbox = prefix .. 'inbox:' .. worker
+local idle = idle_key(prefix, worker)
+local inbox = inbox_key(prefix, worker)
 redis.call('LREM', KEYS[7], 0, worker)
-redis.call('DEL', idle_key)
+redis.call('DEL', idle)
 local handed = redis.call('LRANGE', inbox, 0, -1)
 redis.call('DEL', inbox)
 count = count - #handed
@@ -83,7 +86,7 @@ for i, id in ipairs(ids) do
       -- A tombstone (see remove_ready): cancelled while in fifo, or gone since.
       task = nil
       if not scores[i] and tombstones(prefix) > 0 then
-        redis.call('HINCRBY', prefix .. 'meta', 'tombstones', -1)
+        redis.call('HINCRBY', meta_key(prefix), 'tombstones', -1)
       end
     end
   end
@@ -133,10 +136,8 @@ for i, id in ipairs(ids) do
     reply[n + LEASED.headers] = headers or ''
   end
 end
-for first = 1, #started, 1000 do
-  redis.call('HDEL', fresh, unpack(started, first, math.min(first + 999, #started)))
-end
-zadd_pairs(KEYS[3], active)
+call_in_slices('HDEL', fresh, started)
+call_in_slices('ZADD', KEYS[3], active)
 
 local function next_wait()
   local wait = next_due_in(KEYS[2], KEYS[3], now)
@@ -159,8 +160,8 @@ else
     if reply[1] >= 0 and reply[1] < wait then
       wait = reply[1]
     end
-    redis.call('HSET', idle_key, 'free', free, 'lease', ARGV[3], 'grace', grace)
-    redis.call('PEXPIRE', idle_key, wait + 500)
+    redis.call('HSET', idle, 'free', free, 'lease', ARGV[3], 'grace', grace)
+    redis.call('PEXPIRE', idle, wait + 500)
     redis.call('RPUSH', KEYS[7], worker)
   end
 end

@@ -6,6 +6,7 @@
 -- ARGV[3] dead max age (ms)   ARGV[4] dead max length
 -- Reply: {recovered, promoted}
 -- Minimum server: Redis 5.0.
+-- needs: clock, final, gates, leases, ready, scheduled
 local prefix = ARGV[1]
 local now = now_ms()
 local recovered = recover_expired(prefix, KEYS[3], KEYS[1], KEYS[4], KEYS[5], now,

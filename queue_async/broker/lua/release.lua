@@ -5,6 +5,7 @@
 -- ARGV[2..] two fields per job: id, token
 -- Reply: how many jobs were handed back (a job whose token is not current is skipped).
 -- Minimum server: Redis 5.0.
+-- needs: keys, leases, ready
 local prefix = ARGV[1]
 local released = 0
 for b = 2, #ARGV, 2 do

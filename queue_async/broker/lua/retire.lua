@@ -4,11 +4,12 @@
 -- ARGV[1] key prefix of the queue   ARGV[2] worker id
 -- Reply: how many jobs were handed back.
 -- Minimum server: Redis 5.0.
+-- needs: keys, leases, packed, ready
 local prefix = ARGV[1]
 local worker = ARGV[2]
 redis.call('LREM', KEYS[1], 0, worker)
-redis.call('DEL', prefix .. 'idle:' .. worker)
-local inbox = prefix .. 'inbox:' .. worker
+redis.call('DEL', idle_key(prefix, worker))
+local inbox = inbox_key(prefix, worker)
 local handed = redis.call('LRANGE', inbox, 0, -1)
 redis.call('DEL', inbox)
 local released = 0

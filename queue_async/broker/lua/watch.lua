@@ -4,6 +4,7 @@
 -- ARGV[1] key prefix of the queue   ARGV[2] job id
 -- Reply: the job's state, or nil if there is no such job.
 -- Minimum server: Redis 5.0.
+-- needs: records
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state and materialize(ARGV[1], ARGV[2], KEYS[1]) then
   state = 'ready'

@@ -1,5 +1,8 @@
--- _enqueue.lua: adding jobs, shared by enqueue.lua and cron.lua (prepended after
--- _gates.lua). Fields and replies are described in enqueue.lua.
+-- includes/batch.lua: adding jobs, for enqueue.lua and cron.lua: one batch per script call.
+-- Fields and replies are described in enqueue.lua.
+-- needs: clock, format, handoff, keys, packed, ready, scheduled, slices, wire
+-- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
+--   add_job existing_plain_ids finish_batch
 -- Minimum server: Redis 5.0.
 
 -- The state one script call shares between the jobs it adds. keys: ready, scheduled, wake,
@@ -13,9 +16,9 @@ local function new_batch(prefix, keys)
     -- records, reply slots, and every id of the batch so far (id -> true).
     -- (Counters instead of #t: the length operator is a search.)
     plain_ids = {}, plain_records = {}, plain_slots = {}, seen = {},
-    -- Hand-off skips the gates (_gates.lua): only while none is configured.
+    -- Hand-off skips the gates (includes/gates.lua): only while none is configured.
     handing = ready_count(prefix, keys[1]) == 0
-      and redis.call('EXISTS', prefix .. 'gates') == 0,
+      and redis.call('EXISTS', gates_key(prefix)) == 0,
   }
   batch.stamp = pack({fmt(batch.now)})
   return batch
@@ -23,7 +26,7 @@ end
 
 -- The job holding a unique key, if it still waits (or runs, when it asked to hold then).
 local function unique_holder(prefix, ukey)
-  local holder = redis.call('GET', prefix .. 'unique:' .. ukey)
+  local holder = redis.call('GET', unique_key(prefix, ukey))
   if holder then
     local h = redis.call('HMGET', job_key(prefix, holder), 'state', 'urun')
     if h[1] == 'ready' or h[1] == 'scheduled' or (h[1] == 'active' and h[2]) then
@@ -120,7 +123,7 @@ local function add_job(batch, jobs, bounds, at, slot)
     due = now + tonumber(opts[OPT.delay])
   end
   local plain = (opts[OPT.ckey] or '') == '' and (opts[OPT.ukey] or '') == ''
-  -- Stored as a fresh record, ready now (see _lib.lua).
+  -- Stored as a fresh record, ready now (see includes/records.lua).
   local fresh = plain and due <= now and not batch.handing
   if fresh and priority == 0 then
     local n = batch.plain_n + 1
@@ -155,9 +158,9 @@ local function add_job(batch, jobs, bounds, at, slot)
     end
     local window = tonumber(opts[OPT.uwindow])
     if window then
-      redis.call('SET', prefix .. 'unique:' .. ukey, id, 'PX', window)
+      redis.call('SET', unique_key(prefix, ukey), id, 'PX', window)
     else
-      redis.call('SET', prefix .. 'unique:' .. ukey, id)
+      redis.call('SET', unique_key(prefix, ukey), id)
     end
   end
   if due > now then
@@ -197,8 +200,10 @@ end
 -- none does.
 local function existing_plain_ids(batch)
   local ids, prefix, found = batch.plain_ids, batch.prefix, {}
-  for first = 1, batch.plain_n, 1000 do
-    local last = math.min(first + 999, batch.plain_n)
+  local n = batch.plain_n
+  -- One EXISTS of many keys per slice (EXISTS takes keys only: no call_in_slices).
+  for first = 1, n, SLICE do
+    local last = math.min(first + SLICE - 1, n)
     local keys = {}
     for i = first, last do
       keys[i - first + 1] = job_key(prefix, ids[i])
@@ -210,11 +215,11 @@ local function existing_plain_ids(batch)
         end
       end
     end
-    local records = redis.call('HMGET', batch.fresh, unpack(ids, first, last))
-    for i = first, last do
-      if records[i - first + 1] then
-        found[ids[i]] = true
-      end
+  end
+  local records = hmget_many(batch.fresh, ids)
+  for i = 1, n do
+    if records[i] then
+      found[ids[i]] = true
     end
   end
   return found
@@ -238,9 +243,7 @@ local function finish_batch(batch, reply)
         n = n + 2
       end
     end
-    for first = 1, n, 1000 do
-      redis.call('HSET', batch.fresh, unpack(pairs_, first, math.min(first + 999, n)))
-    end
+    call_in_slices('HSET', batch.fresh, pairs_)
     if next(existing) then
       local kept = {}
       for _, id in ipairs(fifo) do
@@ -255,8 +258,8 @@ local function finish_batch(batch, reply)
       batch.woke = true
     end
   end
-  for first = 1, #fifo, 1000 do
-    redis.call('RPUSH', fifo_key(batch.prefix), unpack(fifo, first, math.min(first + 999, #fifo)))
+  if #fifo > 0 then
+    call_in_slices('RPUSH', fifo_key(batch.prefix), fifo)
   end
   if batch.woke then
     wake(batch.wake)

@@ -1,0 +1,51 @@
+-- includes/final.lua: what every job reaching a final state (done, dead, cancelled, aborted)
+-- goes through, and the dead set.
+-- needs: format, keys
+-- provides: announce drop_unique to_dead trim_dead
+-- Minimum server: Redis 5.0.
+
+-- Tell result() waiters that the job reached a final state: its id on the queue's one
+-- "done" channel, which every waiting process subscribes to once.
+local function announce(prefix, key, id)
+  if redis.call('HEXISTS', key, 'waiters') == 1 then
+    redis.call('PUBLISH', done_channel(prefix), id)
+  end
+end
+
+-- The job's unique key (see enqueue.lua) no longer points at it.
+-- ukey: the job's unique key if the caller read it already, else nil.
+local function drop_unique(prefix, key, id, ukey)
+  ukey = ukey or redis.call('HGET', key, 'ukey')
+  if ukey then
+    local lock = unique_key(prefix, ukey)
+    if redis.call('GET', lock) == id then
+      redis.call('DEL', lock)
+    end
+  end
+end
+
+-- Move a job to the dead set with its reason; the hash is kept until the dead set is trimmed.
+local function to_dead(prefix, dead, id, key, now, reason)
+  redis.call('ZADD', dead, fmt(now), id)
+  redis.call('HSET', key, 'state', 'dead', 'error', reason, 'finished', fmt(now))
+  redis.call('HDEL', key, 'token', 'due')
+  drop_unique(prefix, key, id)
+  announce(prefix, key, id)
+end
+
+-- Drop dead jobs older than max_age_ms and beyond max_len, oldest first, with their hashes.
+local function trim_dead(prefix, dead, now, max_age_ms, max_len)
+  local old = redis.call('ZRANGEBYSCORE', dead, '-inf', fmt(now - max_age_ms), 'LIMIT', 0, 1000)
+  for _, id in ipairs(old) do
+    redis.call('DEL', job_key(prefix, id))
+    redis.call('ZREM', dead, id)
+  end
+  local excess = redis.call('ZCARD', dead) - max_len
+  if excess > 0 then
+    local ids = redis.call('ZRANGE', dead, 0, math.min(excess, 1000) - 1)
+    for _, id in ipairs(ids) do
+      redis.call('DEL', job_key(prefix, id))
+      redis.call('ZREM', dead, id)
+    end
+  end
+end
