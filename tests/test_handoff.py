@@ -64,7 +64,8 @@ async def test_a_handed_job_carries_its_options_as_a_leased_one_would(queue: qa.
     assert job.payload == stored[b"payload"]
     assert job.enqueued_ms == int(stored[b"enqueued"]) == int(stored[b"started"])
     assert (stored[b"attempts"], stored[b"state"], stored[b"worker"]) == (b"1", b"active", b"w1")
-    # The idle worker's lease grace travels with the job (see recover_expired in lua/includes/leases.lua).
+    # The idle worker's lease grace travels with the job (see recover_expired in
+    # lua/includes/leases.lua).
     assert stored[b"grace"] == b"20000"
     assert (stored[b"retries"], stored[b"timeout"], stored[b"keep"]) == (b"4", b"2500", b"60000")
 

@@ -48,6 +48,10 @@ def job_from_fields(job_id: str, queue: str, codec: Codec, fields: dict[str, byt
         value = fields.get(name)
         return ms_to_datetime(int(value)) if value is not None else None
 
+    headers: dict[str, str] = {}
+    with contextlib.suppress(ValueError):  # as the payload: the worker reports it
+        headers = unpack_headers(fields.get("headers", b""))
+
     def text(name: str) -> str | None:
         value = fields.get(name)
         return value.decode(errors="replace") if value is not None else None
@@ -59,8 +63,8 @@ def job_from_fields(job_id: str, queue: str, codec: Codec, fields: dict[str, byt
         status=JobStatus(fields["state"].decode()),
         args=args,
         kwargs=kwargs,
-        attempts=int(fields.get("attempts", 0)),
-        priority=int(fields.get("priority", 0)),
+        attempts=_int(fields.get("attempts")),
+        priority=_int(fields.get("priority")),
         enqueued_at=ms("enqueued"),
         scheduled_for=ms("due"),
         started_at=ms("started"),
@@ -71,8 +75,16 @@ def job_from_fields(job_id: str, queue: str, codec: Codec, fields: dict[str, byt
         checkin=text("checkin"),
         progress=float(fields["progress"]) if "progress" in fields else None,
         checkin_at=ms("checkin_at"),
-        headers=unpack_headers(fields.get("headers", b"")),
+        headers=headers,
     )
+
+
+def _int(value: bytes | None) -> int:
+    """An integer field; 0 when unset or not an integer (written by a foreign producer)."""
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def _raw(value: bytes | str) -> bytes:

@@ -115,10 +115,17 @@ def pack_headers(headers: dict[str, str]) -> bytes:
 
 
 def unpack_headers(packed: bytes) -> dict[str, str]:
-    """The inverse of ``pack_headers``; {} for ""."""
+    """The inverse of ``pack_headers``; {} for "". ValueError if malformed."""
     if not packed:
         return {}
-    parts = unpack_fields(packed)
+    try:
+        parts = unpack_fields(packed)
+    except ValueError:
+        raise ValueError(f"the job's headers are malformed: {packed[:100]!r}") from None
+    if len(parts) % 2:
+        raise ValueError(
+            f"the job's headers are malformed (a name without value): {packed[:100]!r}"
+        )
     return {
         parts[i].decode(errors="replace"): parts[i + 1].decode(errors="replace")
         for i in range(0, len(parts) - 1, 2)

@@ -501,7 +501,8 @@ class Queue:
                     for gate in gated:
                         pipe.zcard(k.held(_text(gate)))
                     held = sum(await pipe.execute())
-        # Cancelled jobs wait in fifo as tombstones until a lease drops them (see lua/includes/ready.lua).
+        # Cancelled jobs wait in fifo as tombstones until a lease drops them (see
+        # lua/includes/ready.lua).
         processed, failed, retried, tombstones = (int(v or 0) for v in counters)
         return QueueStats(
             queue=self.name,

@@ -75,8 +75,12 @@ class Executor:
             error = f"task {job.task!r} is not registered with worker {self.worker_id}"
             await self.record_failure(job, error, None)
             return
+        if job.malformed is not None:
+            await self.record_failure(job, job.malformed, None)
+            return
         try:
             args, kwargs = decode_payload(queue.codec, job.payload)
+            headers = unpack_headers(job.headers)
         except ValueError as exc:
             await self.record_failure(job, str(exc), None)
             return
@@ -90,7 +94,7 @@ class Executor:
             state=self.state,
             worker_id=self.worker_id,
             enqueued_ms=job.enqueued_ms,
-            headers=unpack_headers(job.headers),
+            headers=headers,
             token=job.token,
             _checkin=lane.scripts.checkin,
         )

@@ -32,6 +32,9 @@ class LeasedJob:
     """Packed (see wire.pack_headers); b"" for none."""
     queue: Queue
     """The queue it came from."""
+    malformed: str | None = None
+    """Why the job's stored options cannot be used (written by a producer that did not follow
+    the wire format): the job goes to dead with this reason instead of running."""
 
 
 def _optional_int(raw: bytes) -> int | None:
@@ -40,19 +43,30 @@ def _optional_int(raw: bytes) -> int | None:
 
 def _job(f: list[Any], queue: Queue) -> LeasedJob:
     """A job from its lease fields (see lease.lua)."""
-    return LeasedJob(
+    job = LeasedJob(
         id=f[Leased.ID].decode(),
-        task=f[Leased.TASK].decode(),
+        task=f[Leased.TASK].decode(errors="replace"),
         payload=f[Leased.PAYLOAD],
         attempt=int(f[Leased.ATTEMPTS]),
         enqueued_ms=int(f[Leased.ENQUEUED]),
-        retries=_optional_int(f[Leased.RETRIES]),
-        timeout_ms=_optional_int(f[Leased.TIMEOUT]),
-        keep_ms=_optional_int(f[Leased.KEEP]),
+        retries=None,
+        timeout_ms=None,
+        keep_ms=None,
         token=f[Leased.TOKEN].decode(),
         headers=f[Leased.HEADERS],
         queue=queue,
     )
+    try:
+        job.retries = _optional_int(f[Leased.RETRIES])
+        job.timeout_ms = _optional_int(f[Leased.TIMEOUT])
+        job.keep_ms = _optional_int(f[Leased.KEEP])
+    except ValueError:
+        job.retries = job.timeout_ms = job.keep_ms = None
+        job.malformed = (
+            "the job's options are malformed (retries, timeout and keep must be integers, got "
+            f"{f[Leased.RETRIES]!r}, {f[Leased.TIMEOUT]!r}, {f[Leased.KEEP]!r})"
+        )
+    return job
 
 
 def handed_job(packed: bytes, queue: Queue) -> LeasedJob:

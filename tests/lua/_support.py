@@ -169,7 +169,8 @@ def _text(value: str | bytes) -> str:
 
 async def ready_ids(queue: qa.Queue) -> list[str]:
     """The ready jobs in the order lease.lua takes them: priorities below 0, fifo, the rest
-    (without the tombstones cancelled jobs leave in fifo: see remove_ready in lua/includes/ready.lua)."""
+    (without the tombstones cancelled jobs leave in fifo: see remove_ready in
+    lua/includes/ready.lua)."""
     ranked = await members(queue, queue._broker.keys.ready)
     fifo = await fifo_ids(queue)
     first = [m for m, score in ranked.items() if score < 0]
@@ -199,7 +200,8 @@ async def server_ms(queue: qa.Queue) -> int:
 
 async def expire_leases(queue: qa.Queue, *job_ids: str) -> None:
     """Move the lease deadlines of these active jobs into the past, as a stalled worker's,
-    with the grace that follows a first expiry (see recover_expired in lua/includes/leases.lua) spent too."""
+    with the grace that follows a first expiry (see recover_expired in
+    lua/includes/leases.lua) spent too."""
     past = await server_ms(queue) - 1000
     await queue.client.zadd(queue._broker.keys.active, dict.fromkeys(job_ids, past), xx=True)
     for job_id in job_ids:

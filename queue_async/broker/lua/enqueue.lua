@@ -23,6 +23,8 @@
 --   that is ready or scheduled (or running, if that job asked so) is not enqueued: the reply
 --   names the holder instead. The key lasts at most the window, and is dropped when its job
 --   reaches a final state.
+-- A batch with a job whose id is empty or whose options break the format (see bad_options
+--   in includes/batch.lua) is refused whole, before anything is written.
 -- Reply: one per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job has that
 --   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
@@ -32,9 +34,19 @@ local bounds, bad = parse_packed(jobs, ENQUEUED_FIELDS)
 if not bounds then
   return redis.error_reply('ERR queue_async: malformed job batch at byte ' .. bad)
 end
+local step = 2 * ENQUEUED_FIELDS
+for at = 0, #bounds - 1, step do
+  local options = bounds[at + 2 * ENQUEUED.options - 1] <= bounds[at + 2 * ENQUEUED.options]
+  local empty_id = bounds[at + 2 * ENQUEUED.id - 1] > bounds[at + 2 * ENQUEUED.id]
+  local why = empty_id and 'its id is empty'
+    or (options and bad_options(packed_field(jobs, bounds, at, ENQUEUED.options)))
+  if why then
+    return redis.error_reply('ERR queue_async: job ' .. (at / step + 1) .. ' of the batch: '
+      .. why .. '; nothing was enqueued')
+  end
+end
 local batch = new_batch(ARGV[1], KEYS)
 local reply = {}
-local step = 2 * ENQUEUED_FIELDS
 for at = 0, #bounds - 1, step do
   local slot = at / step + 1
   reply[slot] = add_job(batch, jobs, bounds, at, slot)

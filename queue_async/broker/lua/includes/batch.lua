@@ -2,8 +2,43 @@
 -- Fields and replies are described in enqueue.lua.
 -- needs: clock, format, handoff, keys, packed, ready, scheduled, slices, wire
 -- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
---   add_job existing_plain_ids finish_batch
+--   add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS
 -- Minimum server: Redis 5.0.
+
+-- Integer options and their bounds (what the Python producer checks before sending).
+local INTEGER_OPTIONS = {
+  {'priority', -1048576, 1048576}, {'delay', 0, nil}, {'at', 0, nil}, {'retries', 0, nil},
+  {'timeout', 1, nil}, {'keep', 0, nil}, {'climit', 1, nil}, {'uwindow', 1, nil},
+}
+
+-- Why a job's packed options break the wire format (docs/wire-format.md), or nil. Checked for
+-- every job of a batch before anything is written, so that a bad job changes nothing.
+local function bad_options(packed)
+  local opts = unpack_fields(packed)
+  for _, spec in ipairs(INTEGER_OPTIONS) do
+    local value = opts[OPT[spec[1]]]
+    if value and value ~= '' then
+      local n = string.find(value, '^%-?%d+$') and tonumber(value)
+      if not n or n < spec[2] or (spec[3] and n > spec[3]) then
+        return 'option ' .. spec[1] .. ' must be an integer'
+          .. (spec[3] and (' from ' .. spec[2] .. ' to ' .. spec[3]) or (' >= ' .. spec[2]))
+          .. ', not ' .. string.format('%q', string.sub(value, 1, 40))
+      end
+    end
+  end
+  if (opts[OPT.ckey] or '') ~= '' and (opts[OPT.climit] or '') == '' then
+    return 'option ckey needs climit'
+  end
+  local running = opts[OPT.urunning]
+  if running and running ~= '' and running ~= '1' then
+    return 'option urunning must be "" or "1"'
+  end
+  local headers = opts[OPT.headers]
+  if headers and headers ~= '' and not parse_packed(headers, 2) then
+    return 'option headers must be packed name, value pairs'
+  end
+  return nil
+end
 
 -- The state one script call shares between the jobs it adds. keys: ready, scheduled, wake,
 -- seq, idle, active (enqueue.lua's KEYS[1..6]).
