@@ -36,10 +36,12 @@ if not bounds then
 end
 local step = 2 * ENQUEUED_FIELDS
 for at = 0, #bounds - 1, step do
-  local options = bounds[at + 2 * ENQUEUED.options - 1] <= bounds[at + 2 * ENQUEUED.options]
-  local empty_id = bounds[at + 2 * ENQUEUED.id - 1] > bounds[at + 2 * ENQUEUED.id]
-  local why = empty_id and 'its id is empty'
-    or (options and bad_options(packed_field(jobs, bounds, at, ENQUEUED.options)))
+  local why = nil
+  if bounds[at + ID_FIRST] > bounds[at + ID_LAST] then
+    why = 'its id is empty'
+  elseif bounds[at + OPTIONS_FIRST] <= bounds[at + OPTIONS_LAST] then
+    why = bad_options(string.sub(jobs, bounds[at + OPTIONS_FIRST], bounds[at + OPTIONS_LAST]))
+  end
   if why then
     return redis.error_reply('ERR queue_async: job ' .. (at / step + 1) .. ' of the batch: '
       .. why .. '; nothing was enqueued')

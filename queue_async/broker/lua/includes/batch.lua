@@ -2,8 +2,17 @@
 -- Fields and replies are described in enqueue.lua.
 -- needs: clock, format, handoff, keys, packed, ready, scheduled, slices, wire
 -- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
---   add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS
+--   add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS ID_FIRST ID_LAST
+--   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY
 -- Minimum server: Redis 5.0.
+
+-- Where a job's id and options start and end among its parse_packed bounds (as packed_field
+-- finds them, without a call: add_job runs for every job).
+local ID_FIRST, ID_LAST = 2 * ENQUEUED.id - 1, 2 * ENQUEUED.id
+local OPTIONS_FIRST, OPTIONS_LAST = 2 * ENQUEUED.options - 1, 2 * ENQUEUED.options
+-- The option places add_job reads for every job, as plain numbers (no table lookup per job).
+local O_PRIORITY, O_DELAY, O_AT, O_CKEY, O_UKEY = OPT.priority, OPT.delay, OPT.at, OPT.ckey,
+  OPT.ukey
 
 -- Integer options and their bounds (what the Python producer checks before sending).
 local INTEGER_OPTIONS = {
@@ -141,23 +150,22 @@ end
 local function add_job(batch, jobs, bounds, at, slot)
   local sub = string.sub
   local prefix = batch.prefix
-  local id = packed_field(jobs, bounds, at, ENQUEUED.id)
+  local id = sub(jobs, bounds[at + ID_FIRST], bounds[at + ID_LAST])
   if batch.seen[id] then
     return 0
   end
   batch.seen[id] = true
   local opts = NO_OPTIONS
-  local packed = packed_field(jobs, bounds, at, ENQUEUED.options)
-  if packed ~= '' then
-    opts = unpack_fields(packed)
+  if bounds[at + OPTIONS_LAST] >= bounds[at + OPTIONS_FIRST] then
+    opts = unpack_fields(sub(jobs, bounds[at + OPTIONS_FIRST], bounds[at + OPTIONS_LAST]))
   end
   local now = batch.now
-  local priority = tonumber(opts[OPT.priority]) or 0
-  local due = tonumber(opts[OPT.at]) or 0
-  if due <= 0 and (tonumber(opts[OPT.delay]) or 0) > 0 then
-    due = now + tonumber(opts[OPT.delay])
+  local priority = tonumber(opts[O_PRIORITY]) or 0
+  local due = tonumber(opts[O_AT]) or 0
+  if due <= 0 and (tonumber(opts[O_DELAY]) or 0) > 0 then
+    due = now + tonumber(opts[O_DELAY])
   end
-  local plain = (opts[OPT.ckey] or '') == '' and (opts[OPT.ukey] or '') == ''
+  local plain = (opts[O_CKEY] or '') == '' and (opts[O_UKEY] or '') == ''
   -- Stored as a fresh record, ready now (see includes/records.lua).
   local fresh = plain and due <= now and not batch.handing
   if fresh and priority == 0 then
