@@ -15,14 +15,19 @@ if not bounds then
   return redis.error_reply('ERR queue_async: malformed completions at byte ' .. bad)
 end
 local now = fmt(now_ms())
+-- Where each field of a completion starts and ends among its bounds (see packed_field),
+-- worked out once per call rather than once per job.
+local ID, TOKEN = 2 * COMPLETED.id, 2 * COMPLETED.token
+local RESULT, KEEP = 2 * COMPLETED.result, 2 * COMPLETED.keep
+local sub = string.sub
 local reply = {}
 local let_go = 0
 local finished = {}
 for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
-  local id = packed_field(done_jobs, bounds, at, COMPLETED.id)
+  local id = sub(done_jobs, bounds[at + ID - 1], bounds[at + ID])
   local key = job_key(prefix, id)
   local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters', 'spent')
-  local token = packed_field(done_jobs, bounds, at, COMPLETED.token)
+  local token = sub(done_jobs, bounds[at + TOKEN - 1], bounds[at + TOKEN])
   if f[1] == token then
     finished[#finished + 1] = id
     if f[2] then
@@ -34,11 +39,11 @@ for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
     if f[4] then
       redis.call('PUBLISH', done_channel(prefix), id)
     end
-    local keep = tonumber(packed_field(done_jobs, bounds, at, COMPLETED.keep))
+    local keep = tonumber(sub(done_jobs, bounds[at + KEEP - 1], bounds[at + KEEP]))
     if keep > 0 then
       -- The token is blanked rather than deleted (one call less): no token is empty.
       redis.call('HSET', key, 'state', 'done', 'result',
-        packed_field(done_jobs, bounds, at, COMPLETED.result), 'finished', now,
+        sub(done_jobs, bounds[at + RESULT - 1], bounds[at + RESULT]), 'finished', now,
         'token', '', 'spent', token)
       redis.call('PEXPIRE', key, keep)
     else

@@ -65,6 +65,11 @@ local taken = 0
 local cache = {}
 local started = {}
 local now_text = fmt(now)
+-- The places of a leased job's fields, as plain numbers: looked up once, not per job.
+local L_ID, L_TASK, L_PAYLOAD, L_ATTEMPTS = LEASED.id, LEASED.task, LEASED.payload,
+  LEASED.attempts
+local L_ENQUEUED, L_RETRIES, L_TIMEOUT = LEASED.enqueued, LEASED.retries, LEASED.timeout
+local L_KEEP, L_TOKEN, L_HEADERS = LEASED.keep, LEASED.token, LEASED.headers
 for i, id in ipairs(ids) do
   local key = job_key(prefix, id)
   local record = records[i]
@@ -124,16 +129,16 @@ for i, id in ipairs(ids) do
     active[2 * taken - 1] = deadline
     active[2 * taken] = id
     local n = first_job + (taken - 1) * LEASED_FIELDS
-    reply[n + LEASED.id] = id
-    reply[n + LEASED.task] = task
-    reply[n + LEASED.payload] = payload or ''
-    reply[n + LEASED.attempts] = attempts
-    reply[n + LEASED.enqueued] = enqueued or '0'
-    reply[n + LEASED.retries] = retries or ''
-    reply[n + LEASED.timeout] = timeout or ''
-    reply[n + LEASED.keep] = keep or ''
-    reply[n + LEASED.token] = token
-    reply[n + LEASED.headers] = headers or ''
+    reply[n + L_ID] = id
+    reply[n + L_TASK] = task
+    reply[n + L_PAYLOAD] = payload or ''
+    reply[n + L_ATTEMPTS] = attempts
+    reply[n + L_ENQUEUED] = enqueued or '0'
+    reply[n + L_RETRIES] = retries or ''
+    reply[n + L_TIMEOUT] = timeout or ''
+    reply[n + L_KEEP] = keep or ''
+    reply[n + L_TOKEN] = token
+    reply[n + L_HEADERS] = headers or ''
   end
 end
 call_in_slices('HDEL', fresh, started)
