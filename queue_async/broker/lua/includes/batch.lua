@@ -1,6 +1,6 @@
 -- includes/batch.lua: adding jobs, for enqueue.lua and cron.lua: one batch per script call.
 -- Fields and replies are described in enqueue.lua.
--- needs: clock, format, handoff, keys, packed, ready, scheduled, slices, wire
+-- needs: clock, format, handoff, keys, packed, ready, records, scheduled, slices, wire
 -- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
 --   add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS ID_FIRST ID_LAST
 --   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY
@@ -85,13 +85,7 @@ end
 local function job_fields(batch, id, task, payload, opts)
   local fields = {'task', task, 'payload', payload, 'priority',
     fmt(tonumber(opts[OPT.priority]) or 0), 'enqueued', fmt(batch.now), 'attempts', '0'}
-  for _, name in ipairs(OPTIONAL) do
-    local value = opts[OPT[name]]
-    if value and value ~= '' then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = value
-    end
-  end
+  add_optional(fields, opts)
   local ckey = opts[OPT.ckey]
   if ckey and ckey ~= '' then
     fields[#fields + 1] = 'ckey'

@@ -9,7 +9,7 @@
 --   "" (no lease token is empty).
 -- States: scheduled ready active done dead cancelled aborted.
 -- needs: format, keys, packed, wire
--- provides: record_parts read_record record_hash materialize
+-- provides: record_parts read_record add_optional record_hash materialize
 -- Minimum server: Redis 5.0 (multi-field HSET).
 
 -- A fresh job's record as its four parts: enqueued, packed options ("" for defaults), task,
@@ -32,6 +32,17 @@ local function read_record(record)
   return enqueued, opts, task, payload
 end
 
+-- Append to a job hash's fields those OPTIONAL options that are set.
+local function add_optional(fields, opts)
+  for _, name in ipairs(OPTIONAL) do
+    local value = opts[OPT[name]]
+    if value and value ~= '' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+  end
+end
+
 -- The job hash fields of a fresh job's record, but for state and attempts.
 local function record_hash(enqueued, opts, task, payload)
   local fields = {'task', task, 'payload', payload, 'enqueued', enqueued}
@@ -40,13 +51,7 @@ local function record_hash(enqueued, opts, task, payload)
     fields[#fields + 1] = 'priority'
     fields[#fields + 1] = fmt(priority)
   end
-  for _, name in ipairs(OPTIONAL) do
-    local value = opts[OPT[name]]
-    if value and value ~= '' then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = value
-    end
-  end
+  add_optional(fields, opts)
   return fields
 end
 
