@@ -89,6 +89,13 @@ async def test_without_functions_every_script_goes_by_evalsha_and_reloads(
     async with qa.Queue(url, name="old") as queue:
         await _each_call_survives(queue, queue.client.script_flush)
         assert queue._broker.scripts.functions is False
+        # One script found missing reloads them all: the enqueue a producer in another
+        # language calls by its published sha comes back with the worker's own scripts.
+        assert await queue._broker.scripts.publish_entry() == f"evalsha {SCRIPTS['enqueue'].sha}"
+        await queue.client.script_flush()
+        await queue._broker.scripts.recover(3, 60_000, 100)
+        shas = [script.sha for script in SCRIPTS.values()]
+        assert await queue.client.script_exists(*shas) == [True] * len(shas)
     async with redis.asyncio.Redis.from_url(private_server.url) as admin:
         assert await admin.function_list() == []
 
