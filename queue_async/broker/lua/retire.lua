@@ -4,7 +4,7 @@
 -- ARGV[1] key prefix of the queue   ARGV[2] worker id
 -- Reply: how many jobs were handed back.
 -- Minimum server: Redis 5.0.
--- needs: keys, leases, packed, ready
+-- needs: keys, leases, packed, ready, wire
 local prefix = ARGV[1]
 local worker = ARGV[2]
 redis.call('LREM', KEYS[1], 0, worker)
@@ -14,9 +14,10 @@ local handed = redis.call('LRANGE', inbox, 0, -1)
 redis.call('DEL', inbox)
 local released = 0
 for _, item in ipairs(handed) do
-  local id = unpack_fields(item)[1]
+  local id = unpack_fields(item)[LEASED.id]
   local key = job_key(prefix, id)
-  if redis.call('HGET', key, 'worker') == worker and redis.call('HGET', key, 'state') == 'active' then
+  local f = redis.call('HMGET', key, 'worker', 'state')
+  if f[1] == worker and f[2] == 'active' then
     release_job(prefix, KEYS[2], KEYS[3], KEYS[5], id, key)
     released = released + 1
   end
