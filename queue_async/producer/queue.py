@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -28,6 +29,7 @@ from queue_async.exceptions import (
 from queue_async.identifiers import check_job_id, check_task_name
 from queue_async.models import Job, JobStatus, QueueStats
 from queue_async.options import EnqueueOptions, TaskOptions
+from queue_async.producer.coalesce import Coalescer
 from queue_async.producer.cron import CronSchedule
 from queue_async.producer.encode import encode_job
 from queue_async.producer.handle import JobHandle
@@ -124,6 +126,7 @@ class Queue:
         self._waiters = ResultWaiters(self._broker.connections, self._broker.keys.done_channel)
         self.allow_eviction = allow_eviction
         self._server_checked = False
+        self._server_check_lock = asyncio.Lock()
         if codec is not None and not isinstance(codec, Codec):
             raise ConfigurationError(f"codec {codec!r} has no encode/decode methods")
         if max_payload_bytes < 1:
@@ -131,6 +134,9 @@ class Queue:
         self.codec: Codec = codec or JsonCodec()
         self.strict = strict
         self.max_payload_bytes = max_payload_bytes
+        self._coalescer = Coalescer(
+            self._broker.scripts.enqueue, max_jobs=_CHUNK, max_bytes=_CHUNK_BYTES
+        )
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
@@ -348,9 +354,24 @@ class Queue:
     async def enqueue_spec(
         self, spec: JobSpec[R], *, pipeline: redis.asyncio.client.Pipeline | None = None
     ) -> JobHandle[R]:
-        """Enqueue one prepared job (``task.call(...)``); see ``enqueue_many`` for ``pipeline``."""
-        handles = await self.enqueue_many([spec], pipeline=pipeline)
-        return handles[0]
+        """Enqueue one prepared job (``task.call(...)``); see ``enqueue_many`` for ``pipeline``.
+
+        Concurrent calls in one process (from any task) travel together: a call goes out at
+        once when none is in flight, and those that come meanwhile go out as one script call
+        right after it. Each gets its own handle and outcome; a call inside ``pipeline`` is
+        not combined with others.
+        """
+        if pipeline is not None:
+            handles = await self.enqueue_many([spec], pipeline=pipeline)
+            return handles[0]
+        job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec)
+        if not self._server_checked:
+            # One check for all the first callers; the lock lets them on in the order they came.
+            async with self._server_check_lock:
+                if not self._server_checked:
+                    await self.check_server()
+        reply = await self._coalescer.enqueue(packed)
+        return JobHandle(self, _text(reply) if isinstance(reply, _TEXT) else job_id)
 
     async def enqueue_many(
         self,

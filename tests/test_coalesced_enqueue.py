@@ -1,0 +1,177 @@
+"""Concurrent single enqueues travel together: few script calls, each caller its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+import redis.asyncio
+
+import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def _fcalls(queue: qa.Queue) -> int:
+    """Script calls the server has run since the last reset (FCALL and EVALSHA)."""
+    stats = await queue.client.info("commandstats")
+    return sum(
+        int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_fcall", "cmdstat_evalsha")
+    )
+
+
+async def test_a_thousand_concurrent_enqueues_take_a_handful_of_script_calls(
+    queue: qa.Queue,
+) -> None:
+    @queue.task
+    async def job(n: int) -> int:
+        return n
+
+    await job.enqueue(-1)  # loads the scripts and checks the server once
+    await queue.client.config_resetstat()
+    handles = await asyncio.gather(*(job.enqueue(n) for n in range(1000)))
+
+    assert len({h.id for h in handles}) == 1000
+    assert (await queue.stats()).ready == 1001
+    calls = await _fcalls(queue)
+    assert calls <= 20, calls
+    infos = await asyncio.gather(*(h.info() for h in handles[:50]))
+    assert [info.args for info in infos] == [[n] for n in range(50)]
+
+
+async def test_a_lone_enqueue_is_one_script_call(queue: qa.Queue) -> None:
+    @queue.task
+    async def job() -> None: ...
+
+    await job.enqueue()
+    await queue.client.config_resetstat()
+    handle = await job.enqueue()
+    assert await _fcalls(queue) == 1
+    assert await handle.status() is qa.JobStatus.READY
+
+
+async def test_an_encoding_error_stays_with_its_caller(queue: qa.Queue) -> None:
+    @queue.task
+    async def job(x: object) -> None: ...
+
+    results = await asyncio.gather(
+        *(job.enqueue(object() if n == 5 else n) for n in range(20)), return_exceptions=True
+    )
+    assert isinstance(results[5], qa.EncodeError)
+    landed = [r for r in results if isinstance(r, qa.JobHandle)]
+    assert len(landed) == 19
+    assert (await queue.stats()).ready == 19
+
+
+async def test_concurrent_callers_with_one_job_id_get_the_same_job(queue: qa.Queue) -> None:
+    @queue.task
+    async def job(n: int) -> None: ...
+
+    handles = await asyncio.gather(*(job.options(job_id="only").enqueue(n) for n in range(50)))
+    assert {h.id for h in handles} == {"only"}
+    assert (await queue.stats()).ready == 1
+    assert (await queue.job("only").info()).args == [0]  # the first caller's
+
+
+async def test_concurrent_unique_jobs_answer_per_job(queue: qa.Queue) -> None:
+    @queue.task(unique=True)
+    async def job(n: int) -> None: ...
+
+    handles = await asyncio.gather(*(job.enqueue(n % 3) for n in range(30)))
+    assert len({h.id for h in handles}) == 3
+    by_arg = {}
+    for n, handle in enumerate(handles):
+        by_arg.setdefault(n % 3, set()).add(handle.id)
+    assert all(len(ids) == 1 for ids in by_arg.values())
+    assert (await queue.stats()).ready == 3
+
+
+async def test_a_refused_call_fails_its_callers_with_the_reason_and_writes_nothing(
+    private_server: EmbeddedServer,
+) -> None:
+    async with qa.Queue(private_server.url, name="refused") as queue:
+
+        @queue.task
+        async def job(n: int) -> None: ...
+
+        await job.enqueue(0)
+        await queue.client.config_set("maxmemory", "1")  # every write is refused: OOM
+        try:
+            results = await asyncio.gather(
+                *(job.enqueue(n) for n in range(1, 101)), return_exceptions=True
+            )
+        finally:
+            await queue.client.config_set("maxmemory", "0")
+        assert all(isinstance(r, qa.BrokerError) for r in results), results
+        assert all("out of memory" in str(r) for r in results)
+        assert (await queue.stats()).ready == 1
+        # The calls after it are their own: they land.
+        handles = await asyncio.gather(*(job.enqueue(n) for n in range(10)))
+        assert len({h.id for h in handles}) == 10
+        assert (await queue.stats()).ready == 11
+
+
+async def test_cancelled_callers_neither_lose_nor_duplicate_other_jobs(queue: qa.Queue) -> None:
+    @queue.task
+    async def job(n: int) -> None: ...
+
+    await job.enqueue(-1)
+    outcomes: dict[int, str] = {}
+
+    async def call(n: int) -> None:
+        try:
+            handle = await job.options(job_id=f"j{n}").enqueue(n)
+        except asyncio.CancelledError:
+            outcomes[n] = "cancelled"
+            raise
+        outcomes[n] = handle.id
+
+    first = asyncio.ensure_future(call(-2))
+    while not queue._coalescer._sender or queue._coalescer._waiting:
+        await asyncio.sleep(0)  # until the first call is in flight
+    tasks = [asyncio.ensure_future(call(n)) for n in range(300)]
+    await asyncio.sleep(0)  # they wait behind it
+    assert len(queue._coalescer._waiting) == 300
+    for task in tasks[100:200]:
+        task.cancel()
+    await asyncio.gather(first, *tasks, return_exceptions=True)
+
+    stored = {raw.decode() for raw in await queue.client.hkeys(queue._broker.keys.fresh)}
+    landed = {f"j{n}" for n, outcome in outcomes.items() if outcome != "cancelled"}
+    cancelled = {f"j{n}" for n, outcome in outcomes.items() if outcome == "cancelled"}
+    assert cancelled == {f"j{n}" for n in range(100, 200)}
+    assert landed == {f"j{n}" for n in [-2, *range(100), *range(200, 300)]}
+    assert all(outcomes[int(i[1:])] == i for i in landed)
+    # Those cancelled while waiting were never sent; everyone else landed once.
+    ours = {f"j{n}" for n in range(-2, 300)}
+    assert stored & ours == landed
+
+
+async def test_enqueue_inside_a_users_transaction_is_not_combined(queue: qa.Queue) -> None:
+    @queue.task
+    async def job() -> None: ...
+
+    client: redis.asyncio.Redis = queue.client
+    async with client.pipeline(transaction=True) as pipe:
+        handle = await queue.enqueue_spec(job.call(), pipeline=pipe)
+        assert await handle.status() is None  # not sent until the transaction runs
+        await pipe.execute()
+    assert await handle.status() is qa.JobStatus.READY
+
+
+async def test_enqueues_from_many_tasks_of_a_task_group_all_land(queue: qa.Queue) -> None:
+    @queue.task
+    async def job(n: int) -> None: ...
+
+    got: list[str] = []
+
+    async def one(n: int) -> None:
+        got.append((await job.enqueue(n)).id)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(500):
+            tg.start_soon(one, n)
+    assert len(set(got)) == 500
+    assert (await queue.stats()).ready == 500
