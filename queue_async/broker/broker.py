@@ -16,6 +16,7 @@ from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_fields_of
 from queue_async.broker.scripts import Scripts
+from queue_async.broker.wire import as_text
 from queue_async.exceptions import ConfigurationError
 from queue_async.models import JobStatus
 
@@ -60,7 +61,7 @@ class Broker:
             return JobStatus.READY
         if raw is None:
             return None
-        return JobStatus(raw.decode() if isinstance(raw, bytes) else raw)
+        return JobStatus(as_text(raw))
 
     async def check_eviction_policy(self) -> None:
         """Refuse a server whose ``maxmemory-policy`` may evict keys (see
@@ -76,7 +77,7 @@ class Broker:
                     exc,
                 )
                 return
-        values = {_text(k or b""): _text(v or b"") for k, v in reply.items()}
+        values = {as_text(k or b""): as_text(v or b"") for k, v in reply.items()}
         policy = values.get("maxmemory-policy") or "noeviction"
         if policy != "noeviction":
             raise ConfigurationError(
@@ -89,7 +90,3 @@ class Broker:
     async def ping(self) -> None:
         with translate_errors("pinging the server"):
             await self.client.ping()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value

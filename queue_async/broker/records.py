@@ -12,7 +12,7 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from queue_async.broker.wire import fresh_job_fields, unpack_headers
+from queue_async.broker.wire import as_bytes, as_text, fresh_job_fields, unpack_headers
 from queue_async.codec import Codec, decode_payload
 from queue_async.models import Job, JobStatus, ms_to_datetime
 
@@ -24,9 +24,9 @@ def job_fields_of(
 ) -> dict[str, bytes] | None:
     """Job hash fields from what was read: the fresh record (or None) and the job hash."""
     if raw and (b"state" in raw or "state" in raw):
-        return {_text(k): _raw(v) for k, v in raw.items()}
+        return {as_text(k): as_bytes(v) for k, v in raw.items()}
     if record is not None:
-        return fresh_job_fields(_raw(record))
+        return fresh_job_fields(as_bytes(record))
     return None
 
 
@@ -85,11 +85,3 @@ def _int(value: bytes | None) -> int:
         return int(value) if value is not None else 0
     except ValueError:
         return 0
-
-
-def _raw(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value

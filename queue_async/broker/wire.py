@@ -19,6 +19,8 @@ __all__ = [
     "OPTIONAL",
     "Leased",
     "Opt",
+    "as_bytes",
+    "as_text",
     "fresh_job_fields",
     "pack_fields",
     "pack_headers",
@@ -83,6 +85,16 @@ FAIL_DEAD = -1
 """fail.lua's retry delay for "no next try: to dead"."""
 FAIL_ABORTED = -2
 """fail.lua's retry delay for "ends as aborted"."""
+
+
+def as_text(value: bytes | str) -> str:
+    """A reply or field as text (redis-py gives bytes, or str with decode_responses)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    """A reply or field as bytes."""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def pack_fields(fields: list[bytes | str | int]) -> bytes:

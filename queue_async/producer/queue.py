@@ -17,6 +17,7 @@ from queue_async.broker.broker import Broker
 from queue_async.broker.connections import Limits
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.records import job_from_fields
+from queue_async.broker.wire import as_text
 from queue_async.codec import Codec, JsonCodec
 from queue_async.context import JobContext
 from queue_async.exceptions import (
@@ -365,13 +366,8 @@ class Queue:
             handles = await self.enqueue_many([spec], pipeline=pipeline)
             return handles[0]
         job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec)
-        if not self._server_checked:
-            # One check for all the first callers; the lock lets them on in the order they came.
-            async with self._server_check_lock:
-                if not self._server_checked:
-                    await self.check_server()
-        reply = await self._coalescer.enqueue(packed)
-        return JobHandle(self, _text(reply) if isinstance(reply, _TEXT) else job_id)
+        await self._check_server_once()
+        return self._handle(job_id, await self._coalescer.enqueue(packed))
 
     async def enqueue_many(
         self,
@@ -401,8 +397,7 @@ class Queue:
         encoded = [encode_job(codec, limit, spec) for spec in specs]
         ids = [job_id for job_id, _ in encoded]
         chunks = _chunks([job for _, job in encoded])
-        if not self._server_checked:
-            await self.check_server()
+        await self._check_server_once()
         scripts = self._broker.scripts
         if pipeline is not None:
             for _, chunk in chunks:
@@ -423,13 +418,21 @@ class Queue:
                     raise self._incomplete(specs, ids, replies, transaction, exc) from exc
         return self._handles(ids, replies)
 
-    def _handles(self, ids: list[str], replies: list[int | bytes]) -> list[JobHandle[Any]]:
-        """Handles for enqueue.lua's replies: the job's own id, or the id of the job that
+    async def _check_server_once(self) -> None:
+        """``check_server`` before the first enqueue: one check for all the first callers,
+        who go on in the order they came (the lock's)."""
+        if not self._server_checked:
+            async with self._server_check_lock:
+                if not self._server_checked:
+                    await self.check_server()
+
+    def _handle(self, job_id: str, reply: int | bytes) -> JobHandle[Any]:
+        """The handle for enqueue.lua's reply: the job's own id, or the id of the job that
         holds its unique key (a tuple of types: ``bytes | str`` would build a union per job)."""
-        return [
-            JobHandle(self, _text(reply) if isinstance(reply, _TEXT) else job_id)
-            for job_id, reply in zip(ids, replies, strict=False)
-        ]
+        return JobHandle(self, as_text(reply) if isinstance(reply, _TEXT) else job_id)
+
+    def _handles(self, ids: list[str], replies: list[int | bytes]) -> list[JobHandle[Any]]:
+        return [self._handle(job_id, reply) for job_id, reply in zip(ids, replies, strict=False)]
 
     def _incomplete(
         self,
@@ -520,7 +523,7 @@ class Queue:
             if gated:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for gate in gated:
-                        pipe.zcard(k.held(_text(gate)))
+                        pipe.zcard(k.held(as_text(gate)))
                     held = sum(await pipe.execute())
         # Cancelled jobs wait in fifo as tombstones until a lease drops them (see
         # lua/includes/ready.lua).
@@ -581,10 +584,6 @@ def _is_job_id(job_id: str) -> bool:
     except ConfigurationError:
         return False
     return True
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _pinned(spec: JobSpec[Any], job_id: str) -> JobSpec[Any]:

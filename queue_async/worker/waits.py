@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from queue_async.broker.wire import as_bytes
 from queue_async.worker.jobs import LeasedJob, handed_job
 
 if TYPE_CHECKING:
@@ -86,9 +87,7 @@ class IdleWaits:
             and isinstance(popped, list | tuple)
             and popped[0] == inbox_key.encode()
         ):
-            packed = popped[1]
-            raw = packed if isinstance(packed, bytes) else packed.encode()
-            return handed_job(raw, self._first.queue)
+            return handed_job(as_bytes(popped[1]), self._first.queue)
         return None
 
 
