@@ -143,6 +143,9 @@ class Queue:
         self._shutdown_hooks: list[Hook] = []
         self._middlewares: list[Middleware] = []
         self._crons: dict[str, CronSchedule] = {}
+        # Views made once: the worker reads ``tasks`` for every job it runs.
+        self._tasks_view = MappingProxyType(self._tasks)
+        self._crons_view = MappingProxyType(self._crons)
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} keys {self._broker.keys.prefix}*>"
@@ -155,12 +158,12 @@ class Queue:
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """The registered tasks by name (read-only: register with ``@queue.task``)."""
-        return MappingProxyType(self._tasks)
+        return self._tasks_view
 
     @property
     def crons(self) -> Mapping[str, CronSchedule]:
         """The cron schedules by name (read-only: add with ``queue.cron``)."""
-        return MappingProxyType(self._crons)
+        return self._crons_view
 
     @property
     def startup_hooks(self) -> tuple[Hook, ...]:

@@ -43,30 +43,31 @@ def _optional_int(raw: bytes) -> int | None:
 
 def _job(f: list[Any], queue: Queue) -> LeasedJob:
     """A job from its lease fields (see lease.lua)."""
-    job = LeasedJob(
+    malformed = None
+    try:
+        retries = _optional_int(f[Leased.RETRIES])
+        timeout_ms = _optional_int(f[Leased.TIMEOUT])
+        keep_ms = _optional_int(f[Leased.KEEP])
+    except ValueError:
+        retries = timeout_ms = keep_ms = None
+        malformed = (
+            "the job's options are malformed (retries, timeout and keep must be integers, got "
+            f"{f[Leased.RETRIES]!r}, {f[Leased.TIMEOUT]!r}, {f[Leased.KEEP]!r})"
+        )
+    return LeasedJob(
         id=f[Leased.ID].decode(),
         task=f[Leased.TASK].decode(errors="replace"),
         payload=f[Leased.PAYLOAD],
         attempt=int(f[Leased.ATTEMPTS]),
         enqueued_ms=int(f[Leased.ENQUEUED]),
-        retries=None,
-        timeout_ms=None,
-        keep_ms=None,
+        retries=retries,
+        timeout_ms=timeout_ms,
+        keep_ms=keep_ms,
         token=f[Leased.TOKEN].decode(),
         headers=f[Leased.HEADERS],
         queue=queue,
+        malformed=malformed,
     )
-    try:
-        job.retries = _optional_int(f[Leased.RETRIES])
-        job.timeout_ms = _optional_int(f[Leased.TIMEOUT])
-        job.keep_ms = _optional_int(f[Leased.KEEP])
-    except ValueError:
-        job.retries = job.timeout_ms = job.keep_ms = None
-        job.malformed = (
-            "the job's options are malformed (retries, timeout and keep must be integers, got "
-            f"{f[Leased.RETRIES]!r}, {f[Leased.TIMEOUT]!r}, {f[Leased.KEEP]!r})"
-        )
-    return job
 
 
 def handed_job(packed: bytes, queue: Queue) -> LeasedJob:
