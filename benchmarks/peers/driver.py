@@ -3,6 +3,7 @@
     python benchmarks/peers/driver.py [--rounds 3] [--scenarios throughput,latency,io,...]
         [--libs queue_async,arq,...] [--jobs 20000] [--latency-jobs 500]
         [--backlog-jobs 1000000] [--backlog-libs queue_async]
+        [--web-producers 1,10,200] [--web-jobs 20000] [--roundtrip-seconds 20]
 
 Run it with ``nox -s bench_peers``, which creates one virtualenv per peer under
 ``.nox/peers-<lib>`` and runs this driver under queue_async's own. Each round runs every
@@ -28,10 +29,18 @@ from typing import Any
 
 from harness import LIBRARIES, PEERS, AdapterError, Library, Server, run_role
 from report import Meta, run_facts, write_report
-from scenarios import SCALEOUT_WORKERS, SCENARIOS, Sizes, scaleout
+from scenarios import SCALEOUT_WORKERS, SCENARIOS, WEB_PRODUCERS, Sizes, scaleout, web_enqueue
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_SCENARIOS = ("throughput", "latency", "io", "backlog", "scaleout")
+ALL_SCENARIOS = (
+    "throughput",
+    "latency",
+    "io",
+    "backlog",
+    "scaleout",
+    "web_enqueue",
+    "web_roundtrip",
+)
 # Peers' 1M-job backlogs take minutes per run to enqueue (no bulk path or a slow one), which
 # the default budget of one full run (~25 minutes on 2 cores) cannot hold.
 DEFAULT_BACKLOG_LIBS = ("queue_async",)
@@ -45,6 +54,16 @@ def _names(value: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {','.join(allowed)}")
     return names
+
+
+def _counts(value: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(n) for n in value.split(",") if n.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {value}") from exc
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"need one or more numbers >= 1, not {value}")
+    return counts
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -70,6 +89,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=lambda v: _names(v, LIBRARIES),
         default=DEFAULT_BACKLOG_LIBS,
         help="libraries that run the backlog scenario (default: queue_async; 'all' for every one)",
+    )
+    parser.add_argument(
+        "--web-producers",
+        type=_counts,
+        default=WEB_PRODUCERS,
+        help="web_enqueue's concurrent producers, one run each (default: 1,10,200)",
+    )
+    parser.add_argument("--web-jobs", type=int, default=20_000, help="web_enqueue jobs per run")
+    parser.add_argument(
+        "--web-single-jobs",
+        type=int,
+        default=None,
+        help="web_enqueue jobs with one producer (default: --web-jobs)",
+    )
+    parser.add_argument(
+        "--roundtrip-seconds", type=float, default=20.0, help="web_roundtrip's length per run"
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="per adapter process")
     parser.add_argument(
@@ -108,7 +143,15 @@ class Run:
         self.records: list[dict[str, Any]] = []
         self.libs = {name: Library.find(name, args.venvs) for name in args.libs}
         self.info: dict[str, dict[str, Any]] = {}
-        self.sizes = Sizes(args.jobs, args.latency_jobs, args.backlog_jobs, args.timeout)
+        self.sizes = Sizes(
+            jobs=args.jobs,
+            latency_jobs=args.latency_jobs,
+            backlog_jobs=args.backlog_jobs,
+            timeout=args.timeout,
+            web_jobs=args.web_jobs,
+            web_single_jobs=args.web_single_jobs or args.web_jobs,
+            roundtrip_seconds=args.roundtrip_seconds,
+        )
         args.results.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(self, record: dict[str, Any]) -> None:
@@ -141,6 +184,8 @@ class Run:
         try:
             if scenario == "scaleout":
                 metrics = scaleout(lib, self.server, self.sizes, extra["workers"])
+            elif scenario == "web_enqueue":
+                metrics = web_enqueue(lib, self.server, self.sizes, extra["producers"])
             else:
                 metrics = SCENARIOS[scenario](lib, self.server, self.sizes)
         except (AdapterError, RuntimeError, KeyError, ValueError) as exc:
@@ -156,6 +201,11 @@ class Run:
                     if "queue_async" in self.libs:
                         for workers in SCALEOUT_WORKERS:
                             self.one(round_, scenario, self.libs["queue_async"], workers=workers)
+                    continue
+                if scenario == "web_enqueue":
+                    for producers in self.args.web_producers:
+                        for lib in self.libs.values():
+                            self.one(round_, scenario, lib, producers=producers)
                     continue
                 for name, lib in self.libs.items():
                     if scenario == "backlog" and name not in self.args.backlog_libs:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,12 @@ class WorkerProcess:
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
 
+    def stop(self) -> None:
+        """Stop a worker started with ``--until-stop``."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+
     def result(self, timeout: float = 900.0) -> dict[str, Any]:
         """The worker's final report, once it has exited."""
         try:
@@ -198,3 +205,41 @@ class CpuWindow:
     def stop(self) -> float:
         """Server CPU seconds per wall second since ``start()`` (1.0 = one full core)."""
         return self.used() / max(time.monotonic() - self.wall, 1e-9)
+
+
+class ConnectionPeak:
+    """The most clients connected to the server at once while in the ``with`` block, less the
+    driver's own: a thread polls ``INFO clients`` every ``interval`` seconds.
+
+    The driver's connections are the server's ``connected_clients`` on entry (this poller's
+    and the driver's client), before any adapter process of the run has started.
+    """
+
+    def __init__(self, server: Server, interval: float = 0.2) -> None:
+        self.client = redis.Redis.from_url(server.url, single_connection_client=True)
+        self.interval = interval
+        self.baseline = 0
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def connected(self) -> int:
+        """Clients connected now, less the driver's."""
+        total = int(self.client.info("clients")["connected_clients"])
+        return total - self.baseline
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.connected())
+            self.samples += 1
+
+    def __enter__(self) -> ConnectionPeak:
+        self.baseline = self.connected()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()

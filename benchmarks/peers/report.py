@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +22,8 @@ from harness import LIBRARIES
 Record = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 
-# (scenario, metric, label, higher is better)
-ROWS: tuple[tuple[str, str, str, bool], ...] = (
+# (scenario, metric, label, higher is better; None: no ratio)
+ROWS: tuple[tuple[str, str, str, bool | None], ...] = (
     ("throughput", "enqueue_jobs_per_s", "enqueue, jobs/s", True),
     ("throughput", "process_jobs_per_s", "process, jobs/s", True),
     ("throughput", "process_from_start_jobs_per_s", "process from worker start, jobs/s", True),
@@ -35,7 +35,25 @@ ROWS: tuple[tuple[str, str, str, bool], ...] = (
     ("backlog", "enqueue_jobs_per_s", "enqueue, jobs/s", True),
     ("backlog", "bytes_per_job", "server memory, bytes/job", False),
     ("backlog", "backlog_process_jobs_per_s", "process first jobs, jobs/s", True),
+    ("web_enqueue", "jobs_per_s", "enqueue, jobs/s", True),
+    ("web_enqueue", "p50_ms", "p50 of one enqueue, ms", False),
+    ("web_enqueue", "p99_ms", "p99 of one enqueue, ms", False),
+    ("web_enqueue", "client_cpu_us_per_call", "client CPU per enqueue, us", False),
+    ("web_enqueue", "peak_connections", "peak server connections", False),
+    ("web_roundtrip", "roundtrips_per_s", "round trips/s", True),
+    ("web_roundtrip", "p50_ms", "p50 of one round trip, ms", False),
+    ("web_roundtrip", "p99_ms", "p99 of one round trip, ms", False),
+    ("web_roundtrip", "peak_connections", "peak server connections (worker + clients)", False),
+    ("web_roundtrip", "timeouts", "round trips timed out (10 s), per run", None),
 )
+# Scenarios run once per value of a parameter: the record field that holds it, and how a
+# row names it. (Scale-out has a table of its own.)
+VARIANTS = {"scaleout": "workers", "web_enqueue": "producers"}
+VARIANT_LABEL: dict[str, Callable[[Any], str]] = {
+    "scaleout": lambda n: f"x{n}",
+    "web_enqueue": lambda n: f"{n} producer{'' if n == 1 else 's'}",
+}
+NOT_MEDIANS = {"round", "ts", "workers", "producers", "clients", "duplicates", "stop_hung"}
 
 
 @dataclass
@@ -101,19 +119,25 @@ def medians(records: Iterable[Record]) -> dict[tuple[str, str, Any], dict[str, A
     for record in records:
         if record.get("scenario") in (None, "setup", "meta"):
             continue
-        groups[record["scenario"], record["library"], record.get("workers")].append(record)
+        variant = VARIANTS.get(record["scenario"])
+        key = (record["scenario"], record["library"], record.get(variant) if variant else None)
+        groups[key].append(record)
     out: dict[tuple[str, str, Any], dict[str, Any]] = {}
     for key, runs in groups.items():
-        ok = [r for r in runs if "error" not in r]
+        ok = [r for r in runs if "error" not in r and "skipped" not in r]
         summary: dict[str, Any] = {
             "runs": len(ok),
             "of": len(runs),
             "errors": [r["error"] for r in runs if "error" in r],
+            "skipped": next((r["skipped"] for r in runs if "skipped" in r), None),
             "duplicates": sum(int(r.get("duplicates", 0)) for r in ok),
             "stop_hung": sum(bool(r.get("stop_hung")) for r in ok),
+            "timeouts_total": sum(int(r.get("timeouts", 0)) for r in ok),
+            "call_errors_total": sum(int(r.get("call_errors", 0)) for r in ok),
+            "first_call_error": next((r["first_error"] for r in ok if "first_error" in r), None),
         }
         metrics = {k for r in ok for k, v in r.items() if isinstance(v, int | float)}
-        for metric in metrics - {"round", "ts", "workers", "duplicates", "stop_hung"}:
+        for metric in metrics - NOT_MEDIANS:
             values = [r[metric] for r in ok if isinstance(r.get(metric), int | float)]
             if values:
                 summary[metric] = statistics.median(values)
@@ -133,15 +157,15 @@ def fmt(value: float | None, metric: str) -> str:
     return f"{value:,.0f}"
 
 
-def _ratio(ours: float | None, theirs: float | None, higher_better: bool) -> str:
-    if not ours or not theirs:
+def _ratio(ours: float | None, theirs: float | None, higher_better: bool | None) -> str:
+    if higher_better is None or not ours or not theirs:
         return ""
     ratio = ours / theirs if higher_better else theirs / ours
     return f" ({ratio:.1f}x)" if ratio < 10 else f" ({ratio:.0f}x)"
 
 
 def _cell(summary: dict[str, Any] | None, metric: str) -> tuple[str, float | None]:
-    if summary is None:
+    if summary is None or summary["skipped"]:
         return "skipped", None
     if summary["runs"] == 0:
         return "failed", None
@@ -158,15 +182,20 @@ def main_table(stats: dict[tuple[str, str, Any], dict[str, Any]], libs: list[str
         "| scenario | metric | " + " | ".join(libs) + " |",
         "|---|---|" + "---:|" * len(libs),
     ]
-    for scenario, metric, label, higher in ROWS:
-        if not any((scenario, lib, None) in stats for lib in libs):
-            continue
-        ours_text, ours = _cell(stats.get((scenario, "queue_async", None)), metric)
-        cells = [ours_text] if "queue_async" in libs else []
-        for lib in peers:
-            text, theirs = _cell(stats.get((scenario, lib, None)), metric)
-            cells.append(text + _ratio(ours, theirs, higher))
-        lines.append(f"| {scenario} | {label} | " + " | ".join(cells) + " |")
+    for scenario in dict.fromkeys(row[0] for row in ROWS):
+        variants = sorted({k[2] for k in stats if k[0] == scenario}, key=lambda v: v or 0)
+        for variant in variants:
+            name = scenario
+            if variant is not None:
+                name += ", " + VARIANT_LABEL[scenario](variant)
+            for _, metric, label, higher in (row for row in ROWS if row[0] == scenario):
+                key = (scenario, "queue_async", variant)
+                ours_text, ours = _cell(stats.get(key), metric)
+                cells = [ours_text] if "queue_async" in libs else []
+                for lib in peers:
+                    text, theirs = _cell(stats.get((scenario, lib, variant)), metric)
+                    cells.append(text + _ratio(ours, theirs, higher))
+                lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -270,8 +299,9 @@ def _machine(meta: Meta) -> list[str]:
 
 def _versions(meta: Meta, libs: list[str]) -> list[str]:
     lines = [
-        "| library | versions | enqueue path | prefetch | polling | per-job logging | other |",
-        "|---|---|---|---|---|---|---|",
+        "| library | versions | enqueue path | prefetch | polling | per-job logging "
+        "| single enqueue (web) | result wait (web) | other |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for lib in libs:
         info = meta.info.get(lib)
@@ -279,7 +309,8 @@ def _versions(meta: Meta, libs: list[str]) -> list[str]:
             continue
         versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k != "python")
         config = dict(info["config"])
-        cells = [config.pop(k, "") for k in ("enqueue", "prefetch", "polling", "logging")]
+        columns = ("enqueue", "prefetch", "polling", "logging", "single enqueue", "result wait")
+        cells = [config.pop(k, "") for k in columns]
         other = "; ".join(f"{k}: {v}" for k, v in config.items())
         lines.append(f"| {lib} | {versions} | " + " | ".join([*cells, other]) + " |")
     return lines
@@ -294,7 +325,9 @@ def _problems(
         if record.get("scenario") == "setup"
     ]
     for (scenario, lib, workers), summary in sorted(stats.items(), key=str):
-        name = f"{scenario}{f' x{workers}' if workers else ''}"
+        name = scenario
+        if workers is not None:
+            name += " " + VARIANT_LABEL[scenario](workers)
         if summary["errors"]:
             lines.append(
                 f"- {lib} {name}: {len(summary['errors'])} of {summary['of']} runs failed; "
@@ -304,6 +337,15 @@ def _problems(
             lines.append(
                 f"- {lib} {name}: {summary['duplicates']} job(s) ran twice "
                 "(a handler saw a job index it had already seen), over all runs"
+            )
+        if summary["skipped"]:
+            lines.append(f"- {lib} {name}: skipped: {summary['skipped']}")
+        if summary["timeouts_total"] or summary["call_errors_total"]:
+            first = summary["first_call_error"]
+            lines.append(
+                f"- {lib} {name}: {summary['timeouts_total']} call(s) timed out and "
+                f"{summary['call_errors_total']} raised, over all {summary['runs']} runs"
+                + (f"; first error: `{first[:300]}`" if first else "")
             )
         if summary["stop_hung"]:
             lines.append(
@@ -336,6 +378,30 @@ Seen while building this benchmark, from each library's installed source:
   such a worker 10 s after its last job, and the numbers taken before stand.
 - Where a library has no bulk enqueue, the gather is cut into chunks of 1,000: unbounded,
   a gather of 20,000 opens a connection per job and can exceed the server's `maxclients`.
+
+In the web scenarios every library keeps its defaults; these are what limit them:
+
+- arq: `job.result()` polls (a GET and a ZSCORE) every `poll_delay`, 0.5 s by default, and
+  its worker polls for new jobs every 0.5 s too, so a round trip takes 0.5 to 1 s whatever the
+  load. Its pool (redis-py, unbounded) opens a connection per concurrent call.
+- saq: one `Queue` lets at most `max_concurrent_ops` (default 20) operations run at once,
+  enqueues and job reads alike; more producers queue behind that semaphore. The round trip
+  uses the README's `job.refresh(until_complete=...)`, which listens on the queue's one
+  pub/sub multiplexer (`Queue.apply` would poll every 0.5 s instead). Its worker opens a
+  connection per concurrency slot (each blocks on its own BLMOVE).
+- streaq: each `task.result()` opens a pub/sub subscription of its own, on a connection of
+  the client's coredis pool, then needs a second connection for its GET. The pool has 64
+  connections by default: with more than about 60 waiting calls every connection is held by
+  a subscription, the GETs wait for a free one, and every wait ends at its timeout (a
+  deadlock until then). So with 200 clients and its defaults streaq completes no round trip;
+  `STREAQ_MAX_CONNECTIONS=1000` (an adapter switch, off in these runs) gives it a bigger pool,
+  with which 200 concurrent round trips completed in about 1 s in a one-off check.
+- taskiq: results need a result backend (the adapter configures taskiq-redis's
+  `RedisAsyncResultBackend`, as its README does); `wait_result()` polls it every
+  `check_interval`, 0.2 s by default. Its pools (redis-py BlockingConnectionPool, no
+  `max_connection_pool_size` given) grow with the concurrent calls.
+- queue_async: concurrent single enqueues in one process are coalesced into one script call;
+  `handle.result()` waits on the process's one shared pub/sub subscription.
 """
 
 METHOD = """\
@@ -364,6 +430,17 @@ METHOD = """\
   `used_cpu_sys + used_cpu_user` (INFO cpu), the workers' the sum of their processes' CPU
   time from release to their stop, each over the time from release to the last job's end
   (100% = one core).
+- web_enqueue: `--web-producers` (default 1, 10 and 200; one run each) coroutines in one
+  process, each awaiting the library's single enqueue call (no bulk path) for one no-op job
+  at a time, `--web-jobs` jobs in all (`--web-single-jobs` with one producer); no worker
+  runs. One call per producer goes first, untimed, so pools and scripts are warm. Latency is
+  one awaited call (`time.perf_counter()` around it); client CPU is the producing process's
+  CPU time per job; peak connections polls `INFO clients` every 0.05 s, less the driver's own.
+- web_roundtrip: one worker process (concurrency 200); 200 clients in one other process,
+  each in a loop enqueueing a no-op job and awaiting its result through the library's own
+  result wait (10 s timeout per call), for `--roundtrip-seconds` (default 20); calls in
+  flight at the end finish and count. Peak connections polls `INFO clients` every 0.2 s over
+  the worker's and the clients' lives, less the driver's own connections.
 - Every handler records which job index it ran, so lost or repeated jobs would show (see
   *Problems*). Per-job logging is off everywhere; prefetch and polling are at each library's
   defaults (table above).

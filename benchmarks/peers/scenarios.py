@@ -1,4 +1,4 @@
-"""The five scenarios. Each runs one library once on a flushed server and returns its metrics.
+"""The scenarios. Each runs one library once on a flushed server and returns its metrics.
 
 Processing rates are measured inside the worker process: from the start of the first job to
 the end of the job that completed the set (``*_jobs_per_s``), and from the moment the worker
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness import CpuWindow, Library, Server, WorkerProcess, run_role
+from harness import ConnectionPeak, CpuWindow, Library, Server, WorkerProcess, run_role
 
 Metrics = dict[str, Any]
 
@@ -21,6 +21,9 @@ THROUGHPUT_CONCURRENCY = 100
 LATENCY_CONCURRENCY = 100
 IO_CONCURRENCY = 1_000
 LATENCY_GAP_S = 0.005
+ROUNDTRIP_CLIENTS = 200
+ROUNDTRIP_CONCURRENCY = 200
+ROUNDTRIP_CALL_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,10 @@ class Sizes:
     latency_jobs: int = 500
     backlog_jobs: int = 1_000_000
     timeout: float = 900.0
+    web_jobs: int = 20_000
+    web_single_jobs: int = 20_000
+    """web_enqueue's jobs with one producer (a slow single enqueue makes that run long)."""
+    roundtrip_seconds: float = 20.0
 
 
 def _rate(jobs: int, seconds: float) -> float:
@@ -199,10 +206,84 @@ def scaleout(lib: Library, server: Server, sizes: Sizes, workers: int) -> Metric
     }
 
 
+def _calls(report: Metrics, rate: str) -> Metrics:
+    """An adapter's call statistics (base._calls) under the report's names."""
+    return {
+        rate: report.get("per_s", 0.0),
+        **{k: report[k] for k in ("p50_ms", "p99_ms", "max_ms") if k in report},
+        "client_cpu_us_per_call": report.get("client_cpu_us_per_call"),
+        "timeouts": report["timeouts"],
+        "call_errors": report["errors"],
+        **({"first_error": report["first_error"]} if "first_error" in report else {}),
+    }
+
+
+def web_enqueue(lib: Library, server: Server, sizes: Sizes, producers: int) -> Metrics:
+    """``producers`` coroutines in one process, each awaiting one single enqueue at a time
+    (the web pattern), no worker: the rate, one call's latency, the connections it opened."""
+    server.flush()
+    jobs = sizes.web_single_jobs if producers == 1 else sizes.web_jobs
+    # A 20,000-job run of the fastest library lasts about a second: poll more often.
+    with ConnectionPeak(server, interval=0.05) as connections:
+        report = run_role(
+            lib,
+            "web_enqueue",
+            *("--url", server.url, "--producers", str(producers), "--count", str(jobs)),
+            timeout=sizes.timeout,
+        )
+    return {
+        "producers": producers,
+        "jobs": report["calls"],
+        **_calls(report, "jobs_per_s"),
+        "peak_connections": connections.peak,
+    }
+
+
+def web_roundtrip(lib: Library, server: Server, sizes: Sizes) -> Metrics:
+    """200 clients in one process, each enqueueing a no-op job and awaiting its result, in a
+    loop for ``roundtrip_seconds``, against one worker (concurrency 200)."""
+    server.flush()
+    seconds = sizes.roundtrip_seconds
+    with ConnectionPeak(server) as connections:
+        worker = WorkerProcess(
+            lib,
+            *("--url", server.url, "--until-stop", "--concurrency", str(ROUNDTRIP_CONCURRENCY)),
+            *("--timeout", str(seconds + sizes.timeout)),
+        )
+        try:
+            worker.wait_ready()
+            worker_connections = connections.connected()
+            report = run_role(
+                lib,
+                "roundtrip",
+                *("--url", server.url, "--clients", str(ROUNDTRIP_CLIENTS)),
+                *("--seconds", str(seconds), "--call-timeout", str(ROUNDTRIP_CALL_TIMEOUT_S)),
+                timeout=seconds + sizes.timeout,
+            )
+            worker.stop()
+            work = worker.result(timeout=60)
+        finally:
+            worker.kill()
+    if "skipped" in report:
+        return {"skipped": report["skipped"]}
+    return {
+        "clients": ROUNDTRIP_CLIENTS,
+        "seconds": report.get("seconds"),
+        "roundtrips": report["calls"],
+        **_calls(report, "roundtrips_per_s"),
+        "peak_connections": connections.peak,
+        "worker_connections": worker_connections,
+        "jobs_run": work["handled"],
+        **_stop(work),
+    }
+
+
 SCENARIOS: dict[str, Callable[[Library, Server, Sizes], Metrics]] = {
     "throughput": throughput,
     "latency": latency,
     "io": io,
     "backlog": backlog,
+    "web_roundtrip": web_roundtrip,
 }
 SCALEOUT_WORKERS = (1, 2, 4)
+WEB_PRODUCERS = (1, 10, 200)

@@ -29,6 +29,16 @@ class _Producer:
     async def enqueue_stamp(self, i: int, sent: float) -> None:
         await self.pool.enqueue_job("stamp", i, sent)
 
+    async def enqueue_noop(self, i: int) -> None:
+        await self.pool.enqueue_job("noop", i)
+
+    async def roundtrip(self, i: int, timeout: float) -> None:
+        job = await self.pool.enqueue_job("noop", i)
+        if job is None:
+            raise RuntimeError(f"enqueue_job returned None for noop({i}) (a duplicate job id)")
+        # Job.result polls every poll_delay (default 0.5 s); asyncio.TimeoutError past timeout.
+        await job.result(timeout=timeout)
+
 
 class ArqAdapter:
     """arq's adapter."""
@@ -40,6 +50,9 @@ class ArqAdapter:
         "prefetch": "queue_read_limit default: max(max_jobs * 5, 100) ids per poll",
         "polling": "poll_delay default 0.5 s (ZRANGEBYSCORE poll, no blocking wait)",
         "logging": "arq.worker logger at WARNING (the arq CLI would log every job at INFO)",
+        "single enqueue": "await pool.enqueue_job('noop', i) (one WATCH/MULTI transaction)",
+        "result wait": "await job.result(timeout=...): polls GET + ZSCORE every poll_delay "
+        "(default 0.5 s); results kept 1 h (keep_result default)",
     }
 
     @contextlib.asynccontextmanager

@@ -14,14 +14,21 @@ Roles (``python -m adapters LIB ROLE ...``, one JSON object per output line):
 * ``info``: library versions and the configuration the adapter uses;
 * ``enqueue``: enqueue ``--count`` jobs of ``--task`` through the library's bulk path;
 * ``stamps``: enqueue ``--count`` stamp jobs one at a time, ``--gap`` seconds apart;
+* ``web_enqueue``: ``--producers`` coroutines in this one process, each awaiting one single
+  enqueue of a ``noop`` job at a time, ``--count`` jobs in all (no worker runs): the web
+  pattern; the rate, and the latency of one call;
+* ``roundtrip``: ``--clients`` coroutines, each in a loop enqueueing a ``noop`` job and
+  awaiting its result through the library's own result wait, for ``--seconds``;
 * ``work``: run one worker until ``--expect`` distinct jobs ran (or, with ``--burst``, until
-  the queue is empty, where the library has such a mode), then stop it.
+  the queue is empty, where the library has such a mode; or, with ``--until-stop``, until a
+  line on stdin), then stop it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -73,6 +80,8 @@ class Recorder:
     first_at: float = 0.0
     last_at: float = 0.0
     duplicates: int = 0
+    stop_at: float = 0.0
+    """With ``--until-stop``: when the driver's stop line came."""
     latencies_ms: list[float] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -144,6 +153,16 @@ class Producer(Protocol):
         """Enqueue one ``stamp(i, sent)`` job."""
         ...
 
+    async def enqueue_noop(self, i: int) -> None:
+        """Enqueue one ``noop(i)`` job through the library's normal single enqueue call."""
+        ...
+
+    async def roundtrip(self, i: int, timeout: float) -> None:
+        """Enqueue one ``noop(i)`` job and await its result through the library's own result
+        wait; raise ``TimeoutError`` if it has not come after ``timeout`` seconds (or
+        ``NotImplementedError`` if the library cannot wait for a result)."""
+        ...
+
 
 class Adapter(Protocol):
     """One library, set up the way its README shows."""
@@ -207,10 +226,116 @@ async def _stamps(adapter: Adapter, args: argparse.Namespace) -> None:
         emit({"enqueue_s": time.perf_counter() - started, "count": args.count})
 
 
+def _percentile(ordered: list[float], share: float) -> float:
+    return ordered[max(0, int(len(ordered) * share) - 1)]
+
+
+def _calls(latencies_s: list[float], seconds: float, cpu_s: float) -> dict[str, Any]:
+    """Rate and latency of ``len(latencies_s)`` calls that took ``seconds`` of wall time."""
+    ordered = sorted(latencies_s)
+    if not ordered:
+        return {"calls": 0}
+    return {
+        "calls": len(ordered),
+        "seconds": round(seconds, 3),
+        "per_s": round(len(ordered) / seconds, 1),
+        "p50_ms": round(_percentile(ordered, 0.5) * 1000, 3),
+        "p99_ms": round(_percentile(ordered, 0.99) * 1000, 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+        "client_cpu_us_per_call": round(cpu_s / len(ordered) * 1e6, 1),
+    }
+
+
+@dataclass
+class _Failures:
+    """Calls that raised: timeouts apart, and the first other error's text."""
+
+    timeouts: int = 0
+    errors: int = 0
+    first_error: str = ""
+
+    def add(self, exc: Exception) -> None:
+        if isinstance(exc, TimeoutError):
+            self.timeouts += 1
+            return
+        self.errors += 1
+        if not self.first_error:
+            self.first_error = f"{type(exc).__name__}: {exc}"[:500]
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"timeouts": self.timeouts, "errors": self.errors}
+        if self.first_error:
+            out["first_error"] = self.first_error
+        return out
+
+
+async def _web_enqueue(adapter: Adapter, args: argparse.Namespace) -> None:
+    async with adapter.producer(args.url) as producer:
+        # One call per producer first, untimed: connections, pools and scripts are warm, as
+        # they are in a web app that has served a request.
+        await asyncio.gather(*(producer.enqueue_noop(-1 - n) for n in range(args.producers)))
+        jobs = iter(range(args.count))
+        latencies: list[float] = []
+        failures = _Failures()
+
+        async def one_producer() -> None:
+            for i in jobs:
+                started = time.perf_counter()
+                try:
+                    await producer.enqueue_noop(i)
+                except Exception as exc:  # counted, and the run goes on
+                    failures.add(exc)
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one_producer() for _ in range(args.producers)))
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        emit({"producers": args.producers, **_calls(latencies, seconds, cpu), **failures.record()})
+
+
+async def _roundtrip(adapter: Adapter, args: argparse.Namespace) -> None:
+    async with adapter.producer(args.url) as producer:
+        try:
+            await producer.roundtrip(-1, args.call_timeout)  # untimed: warm, and supported?
+        except NotImplementedError as exc:
+            emit({"skipped": str(exc) or "no result wait"})
+            return
+        jobs = itertools.count()
+        latencies: list[float] = []
+        failures = _Failures()
+        deadline = time.perf_counter() + args.seconds
+
+        async def one_client() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    await producer.roundtrip(next(jobs), args.call_timeout)
+                except Exception as exc:  # counted, and the run goes on
+                    failures.add(exc)
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(args.clients)))
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        emit({"clients": args.clients, **_calls(latencies, seconds, cpu), **failures.record()})
+
+
+async def _stop_on_line(recorder: Recorder) -> None:
+    await asyncio.to_thread(sys.stdin.readline)
+    recorder.stop_at = time.time()
+    recorder.done.set()
+
+
 async def _work(adapter: Adapter, args: argparse.Namespace) -> None:
     recorder = Recorder(
-        expect=None if args.burst else args.expect, gate=args.gate, ready_after=args.ready_after
+        expect=None if args.burst or args.until_stop else args.expect,
+        gate=args.gate,
+        ready_after=args.ready_after,
     )
+    if args.until_stop:
+        stopper = asyncio.ensure_future(_stop_on_line(recorder))
     work = asyncio.ensure_future(adapter.work(args.url, args.concurrency, recorder, args.burst))
     done = asyncio.ensure_future(recorder.done.wait())
     await asyncio.wait([work, done], timeout=args.timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -223,7 +348,9 @@ async def _work(adapter: Adapter, args: argparse.Namespace) -> None:
             _leave({"stop_s": None, "stop_hung": True, **recorder.summary()})
     done.cancel()
     work.result()  # the worker failed: raise its error
-    emit({"stop_s": time.time() - recorder.last_at, **recorder.summary()})
+    if args.until_stop:
+        await stopper
+    emit({"stop_s": time.time() - (recorder.stop_at or recorder.last_at), **recorder.summary()})
 
 
 def _leave(record: dict[str, Any]) -> None:
@@ -238,23 +365,36 @@ def main(adapter: Adapter, argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog=f"adapters {adapter.name}")
     sub = parser.add_subparsers(dest="role", required=True)
     sub.add_parser("info")
-    for role in ("enqueue", "stamps", "work"):
+    for role in ("enqueue", "stamps", "web_enqueue", "roundtrip", "work"):
         p = sub.add_parser(role)
         p.add_argument("--url", required=True)
     sub.choices["enqueue"].add_argument("--task", choices=TASKS, default="noop")
     sub.choices["enqueue"].add_argument("--count", type=int, required=True)
     sub.choices["stamps"].add_argument("--count", type=int, required=True)
     sub.choices["stamps"].add_argument("--gap", type=float, default=0.005)
+    sub.choices["web_enqueue"].add_argument("--producers", type=int, default=10)
+    sub.choices["web_enqueue"].add_argument("--count", type=int, required=True)
+    roundtrip = sub.choices["roundtrip"]
+    roundtrip.add_argument("--clients", type=int, default=200)
+    roundtrip.add_argument("--seconds", type=float, default=20.0)
+    roundtrip.add_argument("--call-timeout", type=float, default=10.0, help="per round trip")
     work = sub.choices["work"]
     work.add_argument("--concurrency", type=int, default=100)
     work.add_argument("--expect", type=int, default=0)
     work.add_argument("--burst", action="store_true")
     work.add_argument("--gate", action="store_true")
+    work.add_argument("--until-stop", action="store_true", help="run until a line on stdin")
     work.add_argument("--ready-after", type=float, default=1.0)
     work.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     if args.role == "info":
         emit({"versions": versions(adapter.distributions), "config": adapter.config})
         return
-    roles = {"enqueue": _enqueue, "stamps": _stamps, "work": _work}
+    roles = {
+        "enqueue": _enqueue,
+        "stamps": _stamps,
+        "web_enqueue": _web_enqueue,
+        "roundtrip": _roundtrip,
+        "work": _work,
+    }
     asyncio.run(roles[args.role](adapter, args))

@@ -18,6 +18,12 @@ class _Producer:
     def __init__(self, queue: qa.Queue) -> None:
         self.queue = queue
 
+        # A web app imports its task module: the same name, a body only the worker runs.
+        @queue.task(name="bench.noop")
+        async def noop(i: int) -> None: ...
+
+        self.noop = noop
+
     async def enqueue_bulk(self, task: str, start: int, count: int) -> None:
         name = f"bench.{task}"
         await self.queue.enqueue_many(
@@ -26,6 +32,13 @@ class _Producer:
 
     async def enqueue_stamp(self, i: int, sent: float) -> None:
         await self.queue.enqueue("bench.stamp", i, sent)
+
+    async def enqueue_noop(self, i: int) -> None:
+        await self.noop.enqueue(i)
+
+    async def roundtrip(self, i: int, timeout: float) -> None:
+        # JobTimeout is a TimeoutError.
+        await (await self.noop.enqueue(i)).result(timeout=timeout)
 
 
 class QueueAsyncAdapter:
@@ -41,6 +54,10 @@ class QueueAsyncAdapter:
         ),
         "polling": "no polling: an idle worker blocks on its inbox (enqueue hands it jobs)",
         "logging": "no per-job logging",
+        "single enqueue": "await noop.enqueue(i) (concurrent calls in one process are coalesced "
+        "into one script call)",
+        "result wait": "await handle.result(timeout=...): one shared pub/sub subscription per "
+        "process wakes every waiter; results kept 1 h (keep_result default)",
     }
 
     @contextlib.asynccontextmanager

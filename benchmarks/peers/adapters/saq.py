@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any, ClassVar
 
-from saq import Queue, Worker
+from saq import Queue, Status, Worker
 from saq.types import Context
 
 from adapters.base import Producer, Recorder, gather_chunked
@@ -29,6 +29,19 @@ class _Producer:
     async def enqueue_stamp(self, i: int, sent: float) -> None:
         await self.queue.enqueue("stamp", i=i, sent=sent)
 
+    async def enqueue_noop(self, i: int) -> None:
+        await self.queue.enqueue("noop", i=i)
+
+    async def roundtrip(self, i: int, timeout: float) -> None:
+        # The README's "wait for the job to complete": refresh(until_complete) listens on the
+        # queue's one pub/sub multiplexer (Queue.apply instead polls every 0.5 s).
+        job = await self.queue.enqueue("noop", i=i)
+        if job is None:
+            raise RuntimeError(f"enqueue returned None for noop({i}) (a duplicate job key)")
+        await job.refresh(until_complete=timeout)  # asyncio.TimeoutError past timeout
+        if job.status != Status.COMPLETE:
+            raise RuntimeError(f"noop({i}) ended {job.status}: {job.error}")
+
 
 class SaqAdapter:
     """saq's adapter."""
@@ -41,6 +54,10 @@ class SaqAdapter:
         "prefetch": "none: each of the `concurrency` tasks BLMOVEs one job at a time",
         "polling": "dequeue_timeout default 0 (BLMOVE blocks, no polling)",
         "logging": "saq logger at WARNING (the saq CLI's default is ERROR)",
+        "single enqueue": "await queue.enqueue('noop', i=i) (an enqueue script; at most "
+        "max_concurrent_ops=20 queue operations in flight per Queue, the default)",
+        "result wait": "job = await queue.enqueue(...); await job.refresh(until_complete=...): "
+        "the queue's one pub/sub multiplexer; job reads also under max_concurrent_ops",
     }
 
     @contextlib.asynccontextmanager

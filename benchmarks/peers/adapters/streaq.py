@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from streaq import Worker
@@ -25,7 +27,14 @@ def _app(url: str, concurrency: int, recorder: Recorder | None) -> _App:
 
     ``silent=True`` is streaq's switch for per-task logs.
     """
-    worker: Worker[Any] = Worker(redis_url=url, concurrency=concurrency)
+    # Unset (the default user's setup) unless $STREAQ_MAX_CONNECTIONS asks for a bigger
+    # coredis pool than its 64 connections, for a one-off look at what the pool limits.
+    pool = os.environ.get("STREAQ_MAX_CONNECTIONS")
+    worker: Worker[Any] = Worker(
+        redis_url=url,
+        concurrency=concurrency,
+        redis_kwargs={"max_connections": int(pool)} if pool else None,
+    )
     rec = recorder or Recorder(expect=None)
 
     @worker.task(name="noop", silent=True)
@@ -57,6 +66,17 @@ class _Producer:
     async def enqueue_stamp(self, i: int, sent: float) -> None:
         await self.app.tasks["stamp"].enqueue(i, sent)
 
+    async def enqueue_noop(self, i: int) -> None:
+        await self.app.tasks["noop"].enqueue(i)
+
+    async def roundtrip(self, i: int, timeout: float) -> None:
+        task = await self.app.tasks["noop"].enqueue(i)
+        # Worker.result_by_id: a pub/sub subscription of its own per waiting call, under
+        # anyio.fail_after (TimeoutError past timeout).
+        result = await task.result(timeout=timedelta(seconds=timeout))
+        if not result.success:
+            raise RuntimeError(f"noop({i}) failed: {result.exception!r}")
+
 
 class StreaqAdapter:
     """streaq's adapter."""
@@ -68,6 +88,9 @@ class StreaqAdapter:
         "prefetch": "prefetch default: concurrency (buffer = 2 x concurrency)",
         "polling": "XREADGROUP BLOCK (idle_timeout 60 s), no polling",
         "logging": "tasks registered with silent=True (streaq's per-task log switch)",
+        "single enqueue": "await noop.enqueue(i) (a Task, awaited: one enqueue script call)",
+        "result wait": "await (await noop.enqueue(i)).result(timeout=...): each waiting call "
+        "opens its own pub/sub subscription, then GETs the result",
     }
 
     @contextlib.asynccontextmanager

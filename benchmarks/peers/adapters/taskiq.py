@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
+from taskiq.exceptions import TaskiqResultTimeoutError
 from taskiq.receiver import Receiver
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
@@ -65,6 +66,19 @@ class _Producer:
     async def enqueue_stamp(self, i: int, sent: float) -> None:
         await self.app.tasks["stamp"].kiq(i, sent)
 
+    async def enqueue_noop(self, i: int) -> None:
+        await self.app.tasks["noop"].kiq(i)
+
+    async def roundtrip(self, i: int, timeout: float) -> None:
+        task = await self.app.tasks["noop"].kiq(i)
+        # wait_result polls the result backend every check_interval (default 0.2 s).
+        try:
+            result = await task.wait_result(timeout=timeout)
+        except TaskiqResultTimeoutError as exc:
+            raise TimeoutError(f"no result for noop({i}) after {timeout}s") from exc
+        if result.is_err:
+            raise RuntimeError(f"noop({i}) failed: {result.error!r}")
+
 
 class TaskiqAdapter:
     """taskiq's adapter."""
@@ -77,6 +91,9 @@ class TaskiqAdapter:
         "polling": "XREADGROUP BLOCK 2000 ms (xread_block default), no polling",
         "logging": "taskiq logger at WARNING (the taskiq worker command logs every task at INFO)",
         "results": f"RedisAsyncResultBackend(result_ex_time={RESULT_EX_TIME}), as in the README",
+        "single enqueue": "await noop.kiq(i) (one XADD)",
+        "result wait": "await (await noop.kiq(i)).wait_result(timeout=...): polls the result "
+        "backend (EXISTS, then GET) every check_interval (default 0.2 s)",
     }
 
     @contextlib.asynccontextmanager
