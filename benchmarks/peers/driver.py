@@ -8,7 +8,8 @@
 Run it with ``nox -s bench_peers``, which creates one virtualenv per peer under
 ``.nox/peers-<lib>`` and runs this driver under queue_async's own. Each round runs every
 selected scenario for every library in turn (A B C D E, A B C D E, ...), each run a fresh
-subprocess in the library's venv on a flushed server. Every run is one JSON line on stdout
+subprocess in the library's venv on a flushed server (web_enqueue once per producer count,
+every library in turn). Every run is one JSON line on stdout
 and in benchmarks/results/peers.jsonl; the medians go to benchmarks/peers/RESULTS.md.
 """
 
