@@ -7,6 +7,7 @@ of a job's stored record, in either of its two forms (see ``records``).
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import redis.asyncio
 import redis.exceptions
@@ -16,11 +17,23 @@ from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_fields_of
 from queue_async.broker.scripts import Scripts
-from queue_async.broker.wire import as_text
+from queue_async.broker.wire import as_bytes, as_text, fresh_job_fields
 from queue_async.exceptions import ConfigurationError
 from queue_async.models import JobStatus
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "Outcome"]
+
+_OUTCOME_FIELDS = "state task result error"
+
+
+class Outcome(NamedTuple):
+    """What a result wait reads of a finished job: no more than it needs."""
+
+    state: str
+    task: str
+    result: bytes | None
+    error: bytes | None
+
 
 logger = logging.getLogger("queue_async")
 
@@ -42,13 +55,26 @@ class Broker:
     async def job_fields(self, job_id: str) -> dict[str, bytes] | None:
         """The job's stored fields as job hash fields (a fresh record is read as the fields it
         stands for); None if there is no such job."""
-        with translate_errors("reading a job"):
-            # A fresh job only ever becomes a job hash (atomically): read in that order.
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hget(self.keys.fresh, job_id)
-                pipe.hgetall(self.keys.job(job_id))
-                record, raw = await pipe.execute()
-        return job_fields_of(record, raw)
+        return (await self.jobs_fields([job_id]))[0]
+
+    async def jobs_fields(self, job_ids: list[str]) -> list[dict[str, bytes] | None]:
+        """``job_fields`` of many jobs in one round trip."""
+        return [job_fields_of(job) for job in await self.scripts.read(job_ids, "")]
+
+    async def outcomes(self, job_ids: list[str]) -> list[Outcome | None]:
+        """How each job ended (or stands), in one round trip: its state, task, stored
+        result and error; None if there is no such job."""
+        outcomes: list[Outcome | None] = []
+        for job in await self.scripts.read(job_ids, _OUTCOME_FIELDS):
+            if isinstance(job, list) and job[0] is not None:
+                state, task, result, error = job
+                outcomes.append(Outcome(as_text(state), as_text(task or b""), result, error))
+            elif job is not None and not isinstance(job, list):  # still a fresh record
+                fields = fresh_job_fields(as_bytes(job))
+                outcomes.append(Outcome("ready", as_text(fields["task"]), None, None))
+            else:
+                outcomes.append(None)
+        return outcomes
 
     async def job_status(self, job_id: str) -> JobStatus | None:
         """The job's state alone, or None if there is no such job."""

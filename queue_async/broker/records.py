@@ -19,14 +19,13 @@ from queue_async.models import Job, JobStatus, ms_to_datetime
 __all__ = ["job_fields_of", "job_from_fields"]
 
 
-def job_fields_of(
-    record: bytes | str | None, raw: dict[Any, Any] | None
-) -> dict[str, bytes] | None:
-    """Job hash fields from what was read: the fresh record (or None) and the job hash."""
-    if raw and (b"state" in raw or "state" in raw):
-        return {as_text(k): as_bytes(v) for k, v in raw.items()}
-    if record is not None:
-        return fresh_job_fields(as_bytes(record))
+def job_fields_of(job: bytes | list[bytes] | None) -> dict[str, bytes] | None:
+    """Job hash fields from what read.lua returns for a job (all fields): its fresh
+    record, its hash's flat field list, or None."""
+    if isinstance(job, list):
+        return {as_text(job[i]): as_bytes(job[i + 1]) for i in range(0, len(job), 2)}
+    if job is not None:
+        return fresh_job_fields(as_bytes(job))
     return None
 
 

@@ -210,6 +210,7 @@ DOING = {
     "checkin": "recording a check-in",
     "recover": "recovering expired leases",
     "watch": "starting to wait for a job's result",
+    "read": "reading jobs",
 }
 
 
@@ -519,9 +520,25 @@ class Scripts:
         )
         return int(recovered), int(promoted)
 
+    async def read(self, job_ids: list[str], names: str) -> list[bytes | list[bytes] | None]:
+        """Many jobs in one call (see read.lua): per job None, its fresh record, or its
+        fields (``names`` "": HGETALL's flat list; otherwise HMGET's values of those names)."""
+        keys = self.keys
+        jobs: list[bytes | list[bytes] | None] = await self._call(
+            SCRIPTS["read"],
+            [keys.fresh, *(keys.job(job_id) for job_id in job_ids)],
+            [names, *job_ids],
+        )
+        return jobs
+
     async def watch(self, job_id: str) -> str | None:
         """Flag a job as awaited; returns its state, or None if it does not exist."""
-        state: bytes | None = await self._call(
-            SCRIPTS["watch"], [self.keys.job(job_id)], [self.keys.prefix, job_id]
+        return (await self.watch_many([job_id]))[0]
+
+    async def watch_many(self, job_ids: list[str]) -> list[str | None]:
+        """Flag jobs as awaited; per job its state, or None if it does not exist."""
+        keys = self.keys
+        states: list[bytes | None] = await self._call(
+            SCRIPTS["watch"], [keys.job(job_id) for job_id in job_ids], [keys.prefix, *job_ids]
         )
-        return None if state is None else state.decode()
+        return [None if state is None else state.decode() for state in states]

@@ -1,15 +1,15 @@
-"""Concurrent single enqueues of one process travel together.
+"""Concurrent single calls of one process travel together.
 
-A web app enqueues one job per request, from many requests at once; one script call per job
-makes round trips the limit. Here a call goes out at once when nothing is in flight; the
-calls that arrive while one is in flight wait, and go out together as one script call right
-after it (no timer: a lone caller waits for nothing). Each caller gets its own reply; a
-failed call fails only the callers whose jobs it carried.
+A web app enqueues one job per request, and awaits one result per request, from many
+requests at once; one round trip per call makes round trips the limit. Here a call goes out
+at once when nothing is in flight; the calls that arrive while one is in flight wait, and go
+out together as one server call right after it (no timer: a lone caller waits for nothing).
+Each caller gets its own reply; a failed call fails only the callers whose items it carried.
 
-Jobs are encoded by their callers before they get here, so an encoding error stays with its
-caller. A caller cancelled while its job still waits takes the job out (it is never sent); one
-cancelled after its job went out leaves it to land or not with the rest of that call, as a
-lone call cut off in flight would.
+Items are prepared (encoded) by their callers before they get here, so an encoding error
+stays with its caller. A caller cancelled while its item still waits takes the item out (it
+is never sent); one cancelled after its item went out leaves it to land or not with the rest
+of that call, as a lone call cut off in flight would.
 """
 
 from __future__ import annotations
@@ -18,30 +18,50 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 __all__ = ["Coalescer"]
 
-Send = Callable[[bytes], Awaitable[list[int | bytes]]]
-"""Sends packed jobs in one script call; one reply per job (see enqueue.lua)."""
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-class Coalescer:
-    """Batches the packed jobs of concurrent callers into script calls of bounded size."""
+def _one(_: object) -> int:
+    return 1
 
-    def __init__(self, send: Send, *, max_jobs: int, max_bytes: int) -> None:
+
+class Coalescer(Generic[T, R]):
+    """Batches the items of concurrent callers into server calls of bounded size.
+
+    ``send`` takes the items of one call and returns one reply per item, in order. ``size``
+    weighs an item against ``max_size`` (by default each item weighs 1).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[list[T]], Awaitable[list[R]]],
+        *,
+        max_items: int,
+        max_size: int | None = None,
+        size: Callable[[T], int] = _one,
+    ) -> None:
         self._send = send
-        self._max_jobs = max_jobs
-        self._max_bytes = max_bytes
-        self._waiting: deque[tuple[bytes, asyncio.Future[int | bytes]]] = deque()
+        self._max_items = max_items
+        self._max_size = max_size if max_size is not None else max_items
+        self._size = size
+        self._waiting: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._sender: asyncio.Task[None] | None = None
 
-    async def enqueue(self, packed: bytes) -> int | bytes:
-        """Send one packed job with whatever else is waiting; its reply from enqueue.lua."""
+    async def call(self, item: T) -> R:
+        """Send one item with whatever else is waiting; its own reply."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[int | bytes] = loop.create_future()
-        entry = (packed, future)
+        future: asyncio.Future[R] = loop.create_future()
+        entry = (item, future)
         self._waiting.append(entry)
-        if self._sender is None:
+        if self._sender is None or self._sender.get_loop() is not loop:
+            # First call, or a Queue reused on a new event loop: what waited on the old one
+            # can never be answered there.
+            self._waiting = deque(e for e in self._waiting if e[1].get_loop() is loop)
             self._sender = loop.create_task(self._send_all())
         try:
             return await future
@@ -60,7 +80,7 @@ class Coalescer:
                 if not batch:
                     break
                 try:
-                    replies = await self._send(b"".join(packed for packed, _ in batch))
+                    replies = await self._send([item for item, _ in batch])
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()
@@ -81,19 +101,20 @@ class Coalescer:
                     future.cancel()
             self._waiting.clear()
 
-    def _take(self) -> list[tuple[bytes, asyncio.Future[int | bytes]]]:
-        """The waiting jobs that fit one call (at least one, at most max_jobs / max_bytes),
-        less those whose callers were cancelled meanwhile."""
-        batch: list[tuple[bytes, asyncio.Future[int | bytes]]] = []
-        size = 0
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        """The waiting items that fit one call (at least one, at most max_items and
+        max_size), less those whose callers were cancelled meanwhile."""
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        total = 0
         waiting = self._waiting
-        while waiting and len(batch) < self._max_jobs:
-            packed, future = waiting[0]
+        while waiting and len(batch) < self._max_items:
+            item, future = waiting[0]
             if future.done():
                 waiting.popleft()
                 continue
-            if batch and size + len(packed) > self._max_bytes:
+            weight = self._size(item)
+            if batch and total + weight > self._max_size:
                 break
             batch.append(waiting.popleft())
-            size += len(packed)
+            total += weight
         return batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -9,11 +10,14 @@ from queue_async.exceptions import JobAborted, JobCancelled, JobFailed, JobNotFo
 from queue_async.models import Job, JobStatus
 
 if TYPE_CHECKING:
+    from queue_async.broker.broker import Outcome
     from queue_async.producer.queue import Queue
 
 __all__ = ["JobHandle"]
 
 R = TypeVar("R")
+
+_FINAL = frozenset(status.value for status in JobStatus if status.finished)
 
 
 class JobHandle(Generic[R]):
@@ -79,27 +83,39 @@ class JobHandle(Generic[R]):
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         if seconds is not None and not seconds >= 0:
             raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
-        if not await self.queue.wait_finished(self.id, seconds):
-            raise JobNotFound(
-                f"job {self.id} does not exist (or it finished and its result is not kept)",
-                job_id=self.id,
-            )
-        return await self._final_result()
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            if not await self.queue.wait_finished(self.id, seconds):
+                raise JobNotFound(
+                    f"job {self.id} does not exist (or it finished and its result is not kept)",
+                    job_id=self.id,
+                )
+            outcome = await self.queue.read_outcome(self.id)
+            if outcome is None:
+                raise JobNotFound(
+                    f"job {self.id} finished and its result is not kept "
+                    "(keep_result=0, or it expired)",
+                    job_id=self.id,
+                )
+            if outcome.state in _FINAL:
+                return self._result_of(outcome)
+            # Requeued between its end and this read (an operator's retry): wait again.
+            if deadline is not None:
+                seconds = max(0.0, deadline - time.monotonic())
 
-    async def _final_result(self) -> R:
-        job = await self.queue.read_job(self.id)
-        if job is None:
-            raise JobNotFound(
-                f"job {self.id} finished and its result is not kept (keep_result=0, or it expired)",
-                job_id=self.id,
-            )
-        if job.status is JobStatus.DEAD:
-            raise JobFailed(
-                f"job {self.id} ({job.task}) failed: {job.error}", job_id=self.id, error=job.error
-            )
-        if job.status is JobStatus.ABORTED:
-            raise JobAborted(f"job {self.id} ({job.task}) was aborted", job_id=self.id)
-        if job.status is JobStatus.CANCELLED:
-            raise JobCancelled(f"job {self.id} ({job.task}) was cancelled", job_id=self.id)
-        result: R = job.result
-        return result
+    def _result_of(self, outcome: Outcome) -> R:
+        state, task = outcome.state, outcome.task
+        if state == "done":
+            if outcome.result is None:
+                return None  # type: ignore[return-value]  # a result not stored (e.g. by a foreign worker)
+            try:
+                result: R = self.queue.codec.decode(outcome.result)
+            except Exception:  # noqa: BLE001 - shown as text, as info() does
+                return outcome.result.decode(errors="replace")  # type: ignore[return-value]
+            return result
+        if state == "dead":
+            error = None if outcome.error is None else outcome.error.decode(errors="replace")
+            raise JobFailed(f"job {self.id} ({task}) failed: {error}", job_id=self.id, error=error)
+        if state == "aborted":
+            raise JobAborted(f"job {self.id} ({task}) was aborted", job_id=self.id)
+        raise JobCancelled(f"job {self.id} ({task}) was cancelled", job_id=self.id)

@@ -13,7 +13,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import redis.asyncio
 
-from queue_async.broker.broker import Broker
+from queue_async.broker.broker import Broker, Outcome
 from queue_async.broker.connections import Limits
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.records import job_from_fields
@@ -53,6 +53,10 @@ DEFAULT_URL = "redis://localhost:6379/0"
 # one script never holds the server for long; a chunk also ends past _CHUNK_BYTES.
 _CHUNK = 1000
 _CHUNK_BYTES = 1 << 20
+# Concurrent result waits and job reads per round trip. A read's reply holds whole jobs
+# (results and errors included), hence the smaller bound.
+_WATCH_BATCH = 1000
+_READ_BATCH = 100
 # Chunks per transaction (MULTI): a batch larger than this is sent as several transactions,
 # one after the other, so that no client waits behind one huge EXEC.
 _TXN_CHUNKS = 5
@@ -135,9 +139,17 @@ class Queue:
         self.codec: Codec = codec or JsonCodec()
         self.strict = strict
         self.max_payload_bytes = max_payload_bytes
-        self._coalescer = Coalescer(
-            self._broker.scripts.enqueue, max_jobs=_CHUNK, max_bytes=_CHUNK_BYTES
+        # Concurrent single calls of the process share round trips (see coalesce.py).
+        scripts = self._broker.scripts
+        self._enqueues: Coalescer[bytes, int | bytes] = Coalescer(
+            lambda jobs: scripts.enqueue(b"".join(jobs)),
+            max_items=_CHUNK,
+            max_size=_CHUNK_BYTES,
+            size=len,
         )
+        self._watches = Coalescer(scripts.watch_many, max_items=_WATCH_BATCH)
+        self._reads = Coalescer(self._broker.jobs_fields, max_items=_READ_BATCH)
+        self._outcomes = Coalescer(self._broker.outcomes, max_items=_READ_BATCH)
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
@@ -370,7 +382,7 @@ class Queue:
             return handles[0]
         job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec)
         await self._check_server_once()
-        return self._handle(job_id, await self._coalescer.enqueue(packed))
+        return self._handle(job_id, await self._enqueues.call(packed))
 
     async def enqueue_many(
         self,
@@ -492,10 +504,15 @@ class Queue:
 
     async def read_job(self, job_id: str) -> Job | None:
         """The job as a ``Job`` model, or None if it does not exist."""
-        fields = await self._broker.job_fields(job_id)
+        fields = await self._reads.call(job_id)
         if fields is None:
             return None
         return job_from_fields(job_id, self.name, self.codec, fields)
+
+    async def read_outcome(self, job_id: str) -> Outcome | None:
+        """How the job ended (or stands): state, task, stored result and error; None if it
+        does not exist. Lighter than ``read_job``: what ``result()`` needs."""
+        return await self._outcomes.call(job_id)
 
     async def job_status(self, job_id: str) -> JobStatus | None:
         """The job's status alone (one cheap read), or None if it does not exist."""
@@ -504,7 +521,7 @@ class Queue:
     async def wait_finished(self, job_id: str, timeout: float | None) -> bool:
         """Wait until the job is in a final state (True) or gone (False); ``JobTimeout`` if
         ``timeout`` seconds pass first (see ``JobHandle.result``)."""
-        return await self._waiters.wait_finished(self._broker.scripts, job_id, timeout)
+        return await self._waiters.wait_finished(self._watches.call, job_id, timeout)
 
     async def stats(self) -> QueueStats:
         """Counts per state and lifetime counters, in one round trip."""

@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,7 +26,6 @@ from queue_async.models import JobStatus
 
 if TYPE_CHECKING:
     from queue_async.broker.connections import Client, Connections
-    from queue_async.broker.scripts import Scripts
 
 logger = logging.getLogger("queue_async.results")
 
@@ -35,6 +33,7 @@ logger = logging.getLogger("queue_async.results")
 # answered within as long again counts as a dead connection.
 _PING_AFTER = 5.0
 _RECONNECT_MAX = 2.0
+_FINAL = frozenset(status.value for status in JobStatus if status.finished)
 
 
 class Waiter:
@@ -79,25 +78,36 @@ class ResultWaiters:
         """How many ``result()`` calls wait now."""
         return sum(len(waiters) for waiters in self._waiting.values())
 
-    async def wait_finished(self, scripts: Scripts, job_id: str, seconds: float | None) -> bool:
+    async def wait_finished(
+        self, watch: Callable[[str], Awaitable[str | None]], job_id: str, seconds: float | None
+    ) -> bool:
         """Wait for the job's end: True once it is in a final state, False if there is no
-        such job (or it ended and was not kept). ``JobTimeout`` once ``seconds`` pass."""
-        deadline = math.inf if seconds is None else anyio.current_time() + seconds
+        such job (or it ended and was not kept). ``JobTimeout`` once ``seconds`` pass.
+
+        ``watch`` flags the job as awaited and returns its state (watch.lua)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
         async with self.waiter(job_id) as waiter:
             # Flagged as awaited only once the subscription is confirmed (waiter() waits for
             # it), so the job's end cannot slip by between the two.
-            state = await scripts.watch(job_id)
-            while state is not None and not JobStatus(state).finished:
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    raise JobTimeout(
-                        f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
-                    )
-                with anyio.move_on_after(remaining):
-                    if await waiter.wait():
-                        break
+            state = await watch(job_id)
+            while state is not None and state not in _FINAL:
+                if deadline is None:
+                    announced = await waiter.wait()
+                else:
+                    if loop.time() >= deadline:
+                        raise JobTimeout(
+                            f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
+                        )
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            announced = await waiter.wait()
+                    except TimeoutError:
+                        announced = False
+                if announced:
+                    break
                 # The subscription was renewed (an end may have been missed), or time is up.
-                state = await scripts.watch(job_id)
+                state = await watch(job_id)
         return state is not None
 
     @contextlib.asynccontextmanager
@@ -118,6 +128,8 @@ class ResultWaiters:
 
     async def _subscribed(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._ready.is_set() and self._loop is loop:
+            return
         if self._task is None or self._task.done() or self._loop is not loop:
             # First use, or a Queue reused on a new event loop (e.g. one per test).
             self._loop = loop

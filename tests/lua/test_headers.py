@@ -32,6 +32,8 @@ class Header:
     lines: list[str]
     keys: dict[int, str] = field(default_factory=dict)
     """KEYS index -> the first word after it (a QueueKeys field name, for most)."""
+    variadic_keys_from: int | None = None
+    """``KEYS[n..]``: one key per repeated ARGV group from here on (a job's hash)."""
     argv: set[int] = field(default_factory=set)
     """Fixed ARGV indexes."""
     variadic_from: int | None = None
@@ -50,12 +52,14 @@ def header(name: str) -> Header:
     text = "\n".join(lines)
     for index, word in re.findall(r"KEYS\[(\d+)\]\s+(\S+)", text):
         head.keys[int(index)] = word
+    for index in re.findall(r"KEYS\[(\d+)\.\.\]", text):
+        head.variadic_keys_from = int(index)
     for index, dots in re.findall(r"ARGV\[(\d+)(\.\.)?\]", text):
         if dots:
             head.variadic_from = int(index)
         else:
             head.argv.add(int(index))
-    group = re.search(r"\b(\w+) fields per job", text)
+    group = re.search(r"\b(\w+) fields? per job", text)
     if group:
         head.group = NUMBERS[group.group(1)]
     return head
@@ -78,7 +82,12 @@ def test_header_declares_contiguous_keys_and_argv(name: str) -> None:
     head = header(name)
     assert head.lines[0].startswith(f"-- {name}.lua: ")
     assert sorted(head.keys) == list(range(1, len(head.keys) + 1)), head.keys
-    assert head.keys, f"{name}.lua declares no KEYS: a cluster client could not route it"
+    assert head.keys or head.variadic_keys_from == 1, (
+        f"{name}.lua declares no KEYS: a cluster client could not route it"
+    )
+    if head.variadic_keys_from is not None:
+        assert head.variadic_keys_from == len(head.keys) + 1
+        assert head.variadic_from is not None, f"{name}.lua: KEYS[n..] without ARGV[n..]"
     fixed = sorted(head.argv)
     assert fixed == list(range(1, len(fixed) + 1)), fixed
     if head.variadic_from is not None:
@@ -162,6 +171,8 @@ def _sample_args(method: str) -> list[Any]:
             args.append("x")
         elif hint is bytes:  # enqueue's and cron_tick's packed jobs
             args.append(SAMPLE_JOB)
+        elif hint == list[str]:  # job ids
+            args.append(["x", "y"])
         elif hint == list[bytes]:
             args.append([SAMPLE_JOB] * 2)
         elif hint == list[_scripts.Arg]:
@@ -204,7 +215,14 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
     for name, calls in called.items():
         head = header(name)
         for call in calls:
-            assert len(call.keys) == len(head.keys), (name, call.keys, head.keys)
+            if head.variadic_keys_from is None:
+                assert len(call.keys) == len(head.keys), (name, call.keys, head.keys)
+            else:
+                assert head.group is not None
+                jobs = (len(call.args) - len(head.argv)) // head.group
+                assert len(call.keys) == len(head.keys) + jobs, (name, call.keys, call.args)
+                for key in call.keys[len(head.keys) :]:
+                    assert key.startswith(queue._broker.keys.prefix), (name, key)
             for index, word in head.keys.items():
                 if word in key_fields:
                     assert call.keys[index - 1] == getattr(queue._broker.keys, word), (name, index)

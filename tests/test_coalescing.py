@@ -1,4 +1,5 @@
-"""Concurrent single enqueues travel together: few script calls, each caller its own outcome."""
+"""Concurrent single calls travel together (enqueue, result waits, job reads): few round trips,
+each caller its own outcome."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 import redis.asyncio
 
 import queue_async as qa
+from queue_async.broker.broker import Outcome
 from queue_async.embedded import EmbeddedServer
+from tests.helpers import drain
 
 pytestmark = pytest.mark.anyio
 
@@ -129,11 +132,11 @@ async def test_cancelled_callers_neither_lose_nor_duplicate_other_jobs(queue: qa
         outcomes[n] = handle.id
 
     first = asyncio.ensure_future(call(-2))
-    while not queue._coalescer._sender or queue._coalescer._waiting:
+    while not queue._enqueues._sender or queue._enqueues._waiting:
         await asyncio.sleep(0)  # until the first call is in flight
     tasks = [asyncio.ensure_future(call(n)) for n in range(300)]
     await asyncio.sleep(0)  # they wait behind it
-    assert len(queue._coalescer._waiting) == 300
+    assert len(queue._enqueues._waiting) == 300
     for task in tasks[100:200]:
         task.cancel()
     await asyncio.gather(first, *tasks, return_exceptions=True)
@@ -175,3 +178,100 @@ async def test_enqueues_from_many_tasks_of_a_task_group_all_land(queue: qa.Queue
             tg.start_soon(one, n)
     assert len(set(got)) == 500
     assert (await queue.stats()).ready == 500
+
+
+# -- result waits and job reads -------------------------------------------------------------
+
+
+async def test_a_thousand_concurrent_result_waits_take_a_handful_of_round_trips(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @queue.task
+    async def double(n: int) -> int:
+        return 2 * n
+
+    handles = await asyncio.gather(*(double.enqueue(n) for n in range(1000)))
+    reads: list[int] = []
+    outcomes = queue._outcomes._send
+
+    async def counted(job_ids: list[str]) -> list[Outcome | None]:
+        reads.append(len(job_ids))
+        return await outcomes(job_ids)
+
+    monkeypatch.setattr(queue._outcomes, "_send", counted)
+    await queue.client.config_resetstat()
+    async with anyio.create_task_group() as tg:
+        results: dict[int, int] = {}
+
+        async def wait(n: int) -> None:
+            results[n] = await handles[n].result(timeout=30)
+
+        for n in range(1000):
+            tg.start_soon(wait, n)
+        with anyio.fail_after(10):
+            while queue._waiters.waiting < 1000:
+                await anyio.sleep(0.01)
+        # Every job is flagged as awaited (watch.lua) before its waiter sleeps.
+        watches = await _fcalls(queue)
+        assert watches <= 10, watches
+        await drain(queue)
+    assert results == {n: 2 * n for n in range(1000)}
+    assert sum(reads) == 1000
+    assert len(reads) <= 100, reads  # a read carries up to 100 jobs
+
+
+async def test_concurrent_info_calls_share_reads_and_each_gets_its_job(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @queue.task
+    async def job(n: int) -> None: ...
+
+    handles = await asyncio.gather(*(job.enqueue(n) for n in range(300)))
+    reads: list[int] = []
+    jobs_fields = queue._reads._send
+
+    async def counted(job_ids: list[str]) -> list[dict[str, bytes] | None]:
+        reads.append(len(job_ids))
+        return await jobs_fields(job_ids)
+
+    monkeypatch.setattr(queue._reads, "_send", counted)
+    missing = queue.job("not-a-job")
+    infos = await asyncio.gather(
+        *(h.info() for h in handles), missing.info(), return_exceptions=True
+    )
+    assert [info.args for info in infos[:300]] == [[n] for n in range(300)]  # type: ignore[union-attr]
+    assert isinstance(infos[300], qa.JobNotFound)
+    assert len(reads) <= 5, reads
+
+
+async def test_a_failed_read_fails_only_the_callers_it_carried(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @queue.task
+    async def job(n: int) -> None: ...
+
+    handles = await asyncio.gather(*(job.enqueue(n) for n in range(20)))
+    jobs_fields = queue._reads._send
+    in_flight, fail = anyio.Event(), anyio.Event()
+    sent: list[list[str]] = []
+
+    async def first_fails(job_ids: list[str]) -> list[dict[str, bytes] | None]:
+        sent.append(job_ids)
+        if len(sent) == 1:
+            in_flight.set()
+            await fail.wait()
+            raise qa.BrokerConnectionError("connection lost while reading a job")
+        return await jobs_fields(job_ids)
+
+    monkeypatch.setattr(queue._reads, "_send", first_fails)
+    first = asyncio.ensure_future(handles[0].info())
+    await in_flight.wait()
+    # These come while the first read is in flight: they wait, and go out together after it.
+    rest = asyncio.gather(*(h.info() for h in handles[1:]))
+    while len(queue._reads._waiting) < 19:
+        await anyio.sleep(0.001)
+    fail.set()
+    with pytest.raises(qa.BrokerConnectionError, match="reading a job"):
+        await first
+    assert [info.args for info in await rest] == [[n] for n in range(1, 20)]
+    assert [len(ids) for ids in sent] == [1, 19]

@@ -1,0 +1,121 @@
+"""The web round trip: many clients in one process, each enqueueing a job and awaiting its result.
+
+    python benchmarks/web_roundtrip.py [--clients N] [--seconds S] [--concurrency N]
+
+One worker process (benchmarks/_worker.py) runs the jobs. Prints one JSON line: completed
+round trips/s, p50/p99 of one round trip, the client's CPU per round trip, the server's, and
+the peak number of server connections while it ran (``INFO clients``, less the probe's own).
+Uses only the public API, so it runs on older trees too
+(``PYTHONPATH=/tmp/old python benchmarks/web_roundtrip.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis.asyncio
+
+import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+
+WORKER = Path(__file__).with_name("_worker.py")
+
+
+async def _cpu(client: redis.asyncio.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def run(url: str, clients: int, seconds: float, concurrency: int) -> dict[str, float]:
+    name = f"rt{time.monotonic_ns()}"
+    probe = redis.asyncio.Redis.from_url(url)
+    worker = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
+        [sys.executable, str(WORKER), url, name, "soak", str(concurrency)]
+    )
+    try:
+        async with qa.Queue(url, name=name) as queue:
+
+            @queue.task(name="bench.noop")
+            async def noop(n: int) -> None: ...
+
+            # The worker is up once it has run a job.
+            await (await noop.enqueue(-1)).result(timeout=60)
+            latencies: list[float] = []
+            errors = 0
+            peak = 0
+            stop_at = time.perf_counter() + seconds
+
+            async def client() -> None:
+                nonlocal errors
+                n = 0
+                while time.perf_counter() < stop_at:
+                    started = time.perf_counter()
+                    try:
+                        await (await noop.enqueue(n)).result(timeout=30)
+                    except qa.QueueAsyncError:
+                        errors += 1
+                        continue
+                    latencies.append(time.perf_counter() - started)
+                    n += 1
+
+            async def watch_connections() -> None:
+                nonlocal peak
+                while time.perf_counter() < stop_at:
+                    connected = int((await probe.info("clients"))["connected_clients"])
+                    peak = max(peak, connected - 1)
+                    await asyncio.sleep(0.2)
+
+            server_before = await _cpu(probe)
+            cpu_before, wall_before = time.process_time(), time.perf_counter()
+            await asyncio.gather(watch_connections(), *(client() for _ in range(clients)))
+            wall = time.perf_counter() - wall_before
+            cpu = time.process_time() - cpu_before
+            server = await _cpu(probe) - server_before
+            await queue.enqueue("bench.stop")
+    finally:
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        await probe.aclose()
+    done = len(latencies)
+    latencies.sort()
+    return {
+        "clients": clients,
+        "round_trips_per_s": round(done / wall),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[int(done * 0.99)] * 1000, 2),
+        "errors": errors,
+        "peak_connections": peak,
+        "client_cpu_us_per_rt": round(cpu / done * 1e6, 1),
+        "server_cpu_us_per_rt": round(server / done * 1e6, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[200])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--url", help="an existing server (default: a private embedded one)")
+    args = parser.parse_args()
+    if args.url:
+        for clients in args.clients:
+            result = asyncio.run(run(args.url, clients, args.seconds, args.concurrency))
+            print(json.dumps(result), flush=True)
+        return
+    with EmbeddedServer() as server:
+        for clients in args.clients:
+            result = asyncio.run(run(server.url, clients, args.seconds, args.concurrency))
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
