@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -83,7 +84,8 @@ def main() -> None:
         await queue.client.delete(f"bench:{name}:ready")
         await queue.close()
 
-    anyio.run(run)
+    # BENCH_LOOP=uvloop runs the worker on uvloop (see web_roundtrip.py --loop).
+    anyio.run(run, backend_options={"use_uvloop": os.environ.get("BENCH_LOOP") == "uvloop"})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The web round trip: many clients in one process, each enqueueing a job and awaiting its result.
 
     python benchmarks/web_roundtrip.py [--clients N] [--seconds S] [--concurrency N]
+                                       [--loop asyncio|uvloop]
 
 One worker process (benchmarks/_worker.py) runs the jobs. Prints one JSON line: completed
 round trips/s, p50/p99 of one round trip, the client's CPU per round trip, the server's, and
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,11 +36,14 @@ async def _cpu(client: redis.asyncio.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def run(url: str, clients: int, seconds: float, concurrency: int) -> dict[str, float]:
+async def run(
+    url: str, clients: int, seconds: float, concurrency: int, loop: str
+) -> dict[str, float | str]:
     name = f"rt{time.monotonic_ns()}"
     probe = redis.asyncio.Redis.from_url(url)
     worker = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
-        [sys.executable, str(WORKER), url, name, "soak", str(concurrency)]
+        [sys.executable, str(WORKER), url, name, "soak", str(concurrency)],
+        env={**os.environ, "BENCH_LOOP": loop},
     )
     try:
         async with qa.Queue(url, name=name) as queue:
@@ -88,6 +94,7 @@ async def run(url: str, clients: int, seconds: float, concurrency: int) -> dict[
     done = len(latencies)
     latencies.sort()
     return {
+        "loop": loop,
         "clients": clients,
         "round_trips_per_s": round(done / wall),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
@@ -105,16 +112,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--url", help="an existing server (default: a private embedded one)")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        nargs="+",
+        default=["asyncio"],
+        help="event loop of the clients and the worker; several are run interleaved",
+    )
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    if args.url:
-        for clients in args.clients:
-            result = asyncio.run(run(args.url, clients, args.seconds, args.concurrency))
-            print(json.dumps(result), flush=True)
-        return
-    with EmbeddedServer() as server:
-        for clients in args.clients:
-            result = asyncio.run(run(server.url, clients, args.seconds, args.concurrency))
-            print(json.dumps(result), flush=True)
+    with contextlib.ExitStack() as stack:
+        url = args.url or stack.enter_context(EmbeddedServer()).url
+        for _ in range(args.rounds):
+            for loop in args.loop:
+                for clients in args.clients:
+                    main = run(url, clients, args.seconds, args.concurrency, loop)
+                    if loop == "uvloop":
+                        import uvloop  # noqa: PLC0415 - optional, only when asked for
+
+                        result = uvloop.run(main)
+                    else:
+                        result = asyncio.run(main)
+                    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
