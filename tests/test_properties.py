@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 import queue_async as qa
+from queue_async.broker.keys import QueueKeys
 from queue_async.codec import decode_payload
 from queue_async.embedded import EmbeddedServer
 from queue_async.worker.jobs import handed_job
@@ -266,13 +267,15 @@ async def queue_snapshot(queue: qa.Queue) -> dict[bytes, bytes | None]:
 
 
 async def clear(queue: qa.Queue) -> None:
-    """Delete the queue's keys, so the next example starts from nothing."""
+    """Delete the queue's keys and its name in the registry of queues, so the next example
+    starts from nothing."""
     keys = [
         key
         async for key in queue.client.scan_iter(match=f"{queue._broker.keys.prefix}*", count=1000)
     ]
     if keys:
         await queue.client.delete(*keys)
+    await queue.client.srem(QueueKeys.registry(queue.prefix), queue.name)
 
 
 def assert_confined(
@@ -281,8 +284,15 @@ def assert_confined(
     """Keys outside the queue's namespace are exactly as they were; every key inside it hashes
     to the slot of the queue's tag."""
     namespace = queue._broker.keys.prefix.encode()
-    outside_before = {k: v for k, v in before.items() if not k.startswith(namespace)}
-    outside_after = {k: v for k, v in after.items() if not k.startswith(namespace)}
+    # The registry of queues is the one key of a prefix outside every queue (see
+    # Admin.queues): the queue's name is its only change there.
+    registry = QueueKeys.registry(queue.prefix).encode()
+    outside_before = {
+        k: v for k, v in before.items() if not k.startswith(namespace) and k != registry
+    }
+    outside_after = {
+        k: v for k, v in after.items() if not k.startswith(namespace) and k != registry
+    }
     assert outside_after == outside_before, "a key outside the queue's namespace was written"
     slot = key_slot(queue.name.encode())
     assert {key: key_slot(key) for key in after if key.startswith(namespace)} == {

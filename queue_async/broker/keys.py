@@ -38,6 +38,15 @@ class QueueKeys:
     """The gates holding jobs back now."""
     cron: str
     """Cron schedules: name -> the last tick enqueued (epoch ms)."""
+    retrying: str
+    """The scheduled jobs that wait out a retry's backoff (sorted set, a subset of
+    ``scheduled`` with the same scores): what tells a retry from a delayed job."""
+    done: str
+    """Finished jobs whose results are kept, by finish time (sorted set, trimmed; members
+    whose hash expired are dropped as listings meet them)."""
+    crons: str
+    """The cron schedules workers run (hash: name -> JSON {spec, task, timezone, recorded}),
+    written by each worker at start (see record_crons.lua)."""
 
     @classmethod
     def for_queue(cls, prefix: str, queue: str) -> QueueKeys:
@@ -58,7 +67,17 @@ class QueueKeys:
             gates=base + "gates",
             gated=base + "gated",
             cron=base + "cron",
+            retrying=base + "retrying",
+            done=base + "done",
+            crons=base + "crons",
         )
+
+    @staticmethod
+    def registry(prefix: str) -> str:
+        """Every queue of a key prefix that was used on this server (set of names), kept by
+        producers and workers so that no one needs ``KEYS`` to find them. Outside every
+        queue's hash slot: no script touches it."""
+        return f"{check_name('key prefix', prefix)}:queues"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,10 +16,30 @@ from queue_async.producer.cron import CronSchedule, tick_ms
 from queue_async.producer.encode import encode_job
 
 if TYPE_CHECKING:
-    from queue_async.broker.scripts import Scripts
+    from queue_async.broker.scripts import Arg, Scripts
     from queue_async.producer.queue import Queue
 
 logger = logging.getLogger("queue_async.worker")
+
+
+CRON_FORGET_MS = 7 * 86_400_000
+"""A schedule no worker recorded for this long, and that no live worker fires, is dropped
+from the queue's ``crons`` hash by the next worker start (see record_crons.lua)."""
+
+
+async def record_crons(queue: Queue, scripts: Scripts) -> None:
+    """Record on the server the schedules of ``queue`` this worker fires (for
+    ``Admin.crons``): name, spec, task and timezone."""
+    fields: list[Arg] = []
+    for schedule in queue.crons.values():
+        entry = {
+            "spec": schedule.spec,
+            "task": schedule.task.name,
+            "timezone": schedule.timezone.key,
+        }
+        fields += [schedule.name, json.dumps(entry)]
+    if fields:
+        await scripts.record_crons(CRON_FORGET_MS, fields)
 
 
 async def run_crons(

@@ -60,6 +60,8 @@ class Executor:
         """Lane by ``id()`` of its queue."""
         self._completions_waiting = completions_waiting
         """Called when a completion is buffered: the worker's flush loop sends it."""
+        self.failed = 0
+        """Tries whose failure was recorded (retried or gone to dead), for the heartbeat."""
 
     async def run(self, slot: JobSlot) -> None:
         """Run one job to its end and record the outcome; never raises but on cancellation.
@@ -209,6 +211,8 @@ class Executor:
                     break
                 except BrokerError as refused:
                     await backoff.wait(refused)
+        if outcome in ("retry", "dead"):
+            self.failed += 1
         if outcome == "unrecorded":
             logger.warning(
                 "job %s failed but the failure could not be recorded: Redis stayed away longer "

@@ -98,6 +98,9 @@ class JobSlot:
     abandon_at: float | None = None
     """Event-loop time past which a handler that ignores cancellation is abandoned."""
     abandoned: bool = False
+    started_at: float = 0.0
+    """When the handler's task was started (``time.time()``, the worker's clock), for the
+    heartbeat: a float here, as this is set for every job."""
 
     def time_out(self) -> None:
         self.timed_out = True

@@ -145,7 +145,7 @@ class Lane:
         lost, aborting = await self.scripts.extend(
             to_ms(settings.lease),
             beat.id,
-            beat.model_dump_json().encode(),
+            beat.model_dump_json(exclude_defaults=True).encode(),
             3 * to_ms(settings.heartbeat),
             pairs,
         )

@@ -16,6 +16,7 @@ import random
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -30,10 +31,10 @@ from queue_async.broker.connections import Client
 from queue_async.broker.reconnect import Backoff
 from queue_async.broker.scripts import Scripts
 from queue_async.exceptions import BrokerError, ConfigurationError
-from queue_async.models import WorkerHeartbeat
+from queue_async.models import RunningJob, WorkerHeartbeat
 from queue_async.options import WorkerSettings, to_ms
 from queue_async.producer.queue import Hook, Middleware, Queue
-from queue_async.worker.crons import run_crons
+from queue_async.worker.crons import record_crons, run_crons
 from queue_async.worker.deadlines import Deadlines
 from queue_async.worker.executor import Executor
 from queue_async.worker.jobs import JobSlot, LeasedJob, job_timeout_ms
@@ -146,6 +147,7 @@ class Worker:
         self._started_at = datetime.now(UTC)
         self._lease_seq = 0
         self._ran = False
+        self._runs_crons = False
 
     def _make_lanes(
         self, queues: list[Queue], weights: list[int], middleware: tuple[Middleware, ...]
@@ -314,7 +316,8 @@ class Worker:
             loops.start_soon(self._flush_loop)
             loops.start_soon(self._heartbeat_loop)
             loops.start_soon(self._watchdog_loop)
-            if not burst and any(q.crons for q in self.queues):
+            self._runs_crons = not burst and any(q.crons for q in self.queues)
+            if self._runs_crons:
                 loops.start_soon(self._cron_loop)
             if handle_signals:
                 loops.start_soon(self._signal_loop)
@@ -406,6 +409,8 @@ class Worker:
                     await lane.queue.check_server()
                     await lane.set_task_limits()
                     await lane.scripts.publish_entry()
+                    if self._runs_crons:
+                        await record_crons(lane.queue, lane.scripts)
                     break
                 except BrokerError as exc:
                     await backoff.wait(exc)
@@ -500,7 +505,7 @@ class Worker:
     def _launch(self, job: LeasedJob) -> None:
         self._busy += 1
         loop = asyncio.get_running_loop()
-        slot = JobSlot(job)
+        slot = JobSlot(job, started_at=time.time())
         slot.task = task = loop.create_task(self._executor.run(slot))
         timeout_ms = job_timeout_ms(job.queue, job)
         if timeout_ms is not None:
@@ -604,15 +609,29 @@ class Worker:
             await anyio.sleep(interval)
 
     async def _heartbeat(self, lane: Lane) -> None:
+        queue = lane.queue
+        jobs = [
+            RunningJob(
+                id=slot.job.id,
+                task=slot.job.task,
+                started_at=datetime.fromtimestamp(slot.started_at, UTC),
+            )
+            for slot in self._jobs.values()
+            if slot.job.queue is queue and not slot.abandoned
+        ]
         beat = WorkerHeartbeat(
             id=self.id,
-            queue=lane.queue.name,
+            queue=queue.name,
             host=socket.gethostname(),
             pid=os.getpid(),
             started_at=self._started_at,
             concurrency=self.settings.concurrency,
-            running=list(lane.book.held),
+            active=len(jobs),
+            prefetched=sum(1 for job in self._waiting if job.queue is queue),
             processed=self._processed,
+            failed=self._executor.failed,
+            crons=sorted(queue.crons) if self._runs_crons else [],
+            jobs=jobs,
         )
         aborting = await lane.extend(self.settings, beat)
         if aborting:

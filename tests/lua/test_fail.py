@@ -13,6 +13,7 @@ from tests.lua._support import (
     fields,
     lease,
     lease_one,
+    make_due,
     members,
     meta,
     server_ms,
@@ -103,7 +104,7 @@ async def test_fail_with_negative_delay_moves_to_dead_and_trims(queue: qa.Queue)
     assert not {"token", "due"} & job_hash.keys()
     assert await queue.client.ttl(queue._broker.keys.job("a")) == -1
     assert await members(queue, queue._broker.keys.active) == {}
-    assert await meta(queue) == {"failed": 2}
+    assert await meta(queue) == {"failed": 2, "dead": 2}
 
 
 async def test_fail_to_dead_trims_jobs_older_than_max_age(queue: qa.Queue) -> None:
@@ -193,3 +194,67 @@ async def test_a_fail_of_an_earlier_try_after_the_job_was_leased_again_is_not_lo
     # The first try's call, repeated after another try finished the job: lost, nothing moves.
     assert await queue._broker.scripts.fail("a", token, "boom", 0, DEAD_AGE_MS, DEAD_LEN) == "lost"
     assert (await fields(queue, "a"))["state"] == "dead"
+
+
+# -- the retrying set: the scheduled jobs that wait out a retry's backoff ---------------------
+
+
+async def test_a_retry_scheduled_for_later_joins_the_retrying_set_with_its_due_time(
+    queue: qa.Queue,
+) -> None:
+    token = await lease_one(queue, "a")
+    await enqueue(queue, "later", delay_ms=60_000)
+
+    assert await queue._broker.scripts.fail("a", token, "boom", 5000, DEAD_AGE_MS, DEAD_LEN) == (
+        "retry"
+    )
+
+    keys = queue._broker.keys
+    due = int((await fields(queue, "a"))["due"])
+    assert await members(queue, keys.retrying) == {"a": due}
+    # A job delayed by its producer is scheduled but not retrying.
+    assert set(await members(queue, keys.scheduled)) == {"a", "later"}
+
+
+async def test_a_retry_at_once_or_to_dead_is_not_retrying(queue: qa.Queue) -> None:
+    await enqueue(queue, "now", "dead")
+    reply = await lease(queue, 2)
+    scripts = queue._broker.scripts
+    assert await scripts.fail("now", reply.token("now"), "e", 0, DEAD_AGE_MS, DEAD_LEN) == "retry"
+    assert await scripts.fail("dead", reply.token("dead"), "e", -1, DEAD_AGE_MS, DEAD_LEN) == (
+        "dead"
+    )
+
+    assert await queue.client.exists(queue._broker.keys.retrying) == 0
+
+
+async def test_a_promoted_retry_leaves_the_retrying_set(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    await queue._broker.scripts.fail("a", token, "boom", 5000, DEAD_AGE_MS, DEAD_LEN)
+    await make_due(queue, "a")
+
+    _, promoted = await queue._broker.scripts.recover(3, DEAD_AGE_MS, DEAD_LEN)
+
+    assert promoted == 1
+    assert await queue.client.exists(queue._broker.keys.retrying) == 0
+    assert (await fields(queue, "a"))["state"] == "ready"
+
+
+async def test_a_retry_leased_when_due_leaves_the_retrying_set(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    await queue._broker.scripts.fail("a", token, "boom", 5000, DEAD_AGE_MS, DEAD_LEN)
+    await make_due(queue, "a")
+
+    assert (await lease(queue, 1, lease_id="second")).ids == ["a"]
+
+    assert await queue.client.exists(queue._broker.keys.retrying) == 0
+
+
+async def test_a_cancelled_retry_leaves_the_retrying_set(queue: qa.Queue) -> None:
+    token = await lease_one(queue, "a")
+    await queue._broker.scripts.fail("a", token, "boom", 5000, DEAD_AGE_MS, DEAD_LEN)
+
+    assert await queue.cancel("a")
+
+    keys = queue._broker.keys
+    assert await queue.client.exists(keys.retrying, keys.scheduled) == 0

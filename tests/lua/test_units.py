@@ -248,6 +248,9 @@ BOTH_SIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "held_key": (("t:some.task",), "held:t:some.task"),
     "worker_key": (("w-1",), "worker:w-1"),
     "inbox_key": (("w-1",), "inbox:w-1"),
+    "retrying_key": ((), "retrying"),
+    "dead_key": ((), "dead"),
+    "done_key": ((), "done"),
     "done_channel": ((), "done"),
 }
 LUA_ONLY: dict[str, tuple[str, ...]] = {
@@ -270,6 +273,9 @@ def python_name(keys: QueueKeys, lua: str) -> str:
         "held_key": keys.held("t:some.task"),
         "worker_key": keys.worker("w-1"),
         "inbox_key": keys.inbox("w-1"),
+        "retrying_key": keys.retrying,
+        "dead_key": keys.dead,
+        "done_key": keys.done,
         "done_channel": keys.done_channel,
     }[lua]
 

@@ -20,6 +20,7 @@ end
 if state == 'ready' or state == 'scheduled' then
   if state == 'scheduled' then
     redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', retrying_key(prefix), id)
   elseif not unhold_one(prefix, id, key) then
     remove_ready(prefix, KEYS[1], id)
   end

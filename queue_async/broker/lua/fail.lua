@@ -6,6 +6,7 @@
 -- ARGV[5] retry delay (ms); -1 sends the job to dead; -2 ends it as aborted (see cancel.lua)
 -- ARGV[6] dead max age (ms)   ARGV[7] dead max length
 -- ARGV[8] how long an aborted job's record is kept (ms)
+-- A try scheduled again also joins the retrying set (what tells a retry from a delayed job).
 -- Reply: "retry", "dead", "aborted", or "lost" when the token is not current (nothing changed).
 --   A repeat of a call that took effect (its reply lost to a dropped connection, sent again)
 --   answers as the first did: the job's 'spent' field holds the token of the failed try.
@@ -50,11 +51,12 @@ redis.call('HSET', key, 'error', ARGV[4], 'spent', ARGV[3])
 redis.call('HDEL', key, 'token', 'worker')
 redis.call('HINCRBY', KEYS[7], 'retried', 1)
 if delay == 0 then
-  push_ready(prefix, KEYS[3], KEYS[6], id, key)
+  push_ready(prefix, KEYS[3], KEYS[6], id, key, now)
   wake(KEYS[5])
 else
   local due = now + delay
   redis.call('HSET', key, 'state', 'scheduled', 'due', fmt(due))
+  redis.call('ZADD', retrying_key(prefix), fmt(due), id)
   if add_scheduled(KEYS[2], id, due) then
     wake(KEYS[5])
   end

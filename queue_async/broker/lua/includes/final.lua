@@ -25,8 +25,10 @@ local function drop_unique(prefix, key, id, ukey)
 end
 
 -- Move a job to the dead set with its reason; the hash is kept until the dead set is trimmed.
+-- Counts it in meta's "dead" (jobs gone to dead since the queue was created, any cause).
 local function to_dead(prefix, dead, id, key, now, reason)
   redis.call('ZADD', dead, fmt(now), id)
+  redis.call('HINCRBY', meta_key(prefix), 'dead', 1)
   redis.call('HSET', key, 'state', 'dead', 'error', reason, 'finished', fmt(now))
   redis.call('HDEL', key, 'token', 'due')
   drop_unique(prefix, key, id)

@@ -5,7 +5,8 @@
 -- named in keys.py only.
 -- needs:
 -- provides: job_key fifo_key fresh_key meta_key gates_key gated_key held_key running_key
---   throttled_key bucket_key unique_key worker_key idle_key inbox_key done_channel
+--   throttled_key bucket_key unique_key worker_key idle_key inbox_key done_channel retrying_key
+--   dead_key done_key
 
 -- A job's hash (see includes/records.lua).
 local function job_key(prefix, id)
@@ -77,5 +78,21 @@ end
 
 -- The pub/sub channel on which the id of an awaited job is announced when it finishes.
 local function done_channel(prefix)
+  return prefix .. 'done'
+end
+
+-- Scheduled jobs waiting out a retry's backoff (sorted set, a subset of scheduled with the
+-- same scores; see fail.lua and includes/scheduled.lua).
+local function retrying_key(prefix)
+  return prefix .. 'retrying'
+end
+
+-- Dead jobs, and finished jobs whose results are kept, by finish time (sorted sets): named
+-- here for enqueue.lua's replace, whose KEYS are fixed by the wire format.
+local function dead_key(prefix)
+  return prefix .. 'dead'
+end
+
+local function done_key(prefix)
   return prefix .. 'done'
 end

@@ -34,7 +34,7 @@ local function recover_expired(prefix, active, ready, seq_key, dead, now, max_st
             'lease expired ' .. stalls .. ' times: the worker running it died or stalled')
           redis.call('HINCRBY', meta_key(prefix), 'failed', 1)
         else
-          push_ready(prefix, ready, seq_key, id, key)
+          push_ready(prefix, ready, seq_key, id, key, now)
         end
       end
     end

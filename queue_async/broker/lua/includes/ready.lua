@@ -4,7 +4,7 @@
 -- Cancelled jobs of priority 0 stay in fifo as tombstones (taking one out of a long list is
 --   O(n)); meta's "tombstones" counts them, and take_ready's callers drop them as they meet
 --   them.
--- needs: format, keys, slices
+-- needs: clock, format, keys, slices
 -- provides: PRIORITY_SHIFT ready_score wake tombstones ready_count take_ready push_ready
 --   return_ready remove_ready
 -- Minimum server: Redis 5.0 (ZPOPMIN).
@@ -61,14 +61,16 @@ local function take_ready(prefix, ready, count)
 end
 
 -- Put an existing job hash back among the ready jobs, behind those of its priority.
-local function push_ready(prefix, ready, seq_key, id, key)
+-- since: when it became ready (ms; its due time for a promoted job), default now; kept in
+-- the job's 'readied' field, which the queue's latency is measured from (see stats.lua).
+local function push_ready(prefix, ready, seq_key, id, key, since)
   local priority = tonumber(redis.call('HGET', key, 'priority')) or 0
   if priority == 0 then
     redis.call('RPUSH', fifo_key(prefix), id)
   else
     redis.call('ZADD', ready, ready_score(priority, redis.call('INCR', seq_key)), id)
   end
-  redis.call('HSET', key, 'state', 'ready')
+  redis.call('HSET', key, 'state', 'ready', 'readied', fmt(since or now_ms()))
 end
 
 -- Put a held job back in front of the ready jobs of its priority, with the ready score it

@@ -1,6 +1,6 @@
 -- includes/scheduled.lua: jobs waiting for their time (delayed jobs and retries), in the
 -- sorted set scheduled by due time (ms).
--- needs: format, keys, ready
+-- needs: format, keys, ready, slices
 -- provides: add_scheduled promote_due next_due_in
 -- Minimum server: Redis 5.0.
 
@@ -12,15 +12,26 @@ local function add_scheduled(scheduled, id, due)
   return #first == 0 or due < tonumber(first[2])
 end
 
--- Move due scheduled jobs to ready; at most `limit` per call.
+-- Move due scheduled jobs to ready (ready since their due time); at most `limit` per call.
+-- They leave the retrying set too (the retries among them).
 local function promote_due(prefix, scheduled, ready, seq_key, now, limit)
-  local ids = redis.call('ZRANGEBYSCORE', scheduled, '-inf', fmt(now), 'LIMIT', 0, limit)
-  for _, id in ipairs(ids) do
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', fmt(now), 'WITHSCORES', 'LIMIT',
+    0, limit)
+  local ids = {}
+  for i = 1, #due, 2 do
+    local id = due[i]
     local key = job_key(prefix, id)
+    ids[#ids + 1] = id
     redis.call('ZREM', scheduled, id)
     if redis.call('EXISTS', key) == 1 then
-      push_ready(prefix, ready, seq_key, id, key)
+      push_ready(prefix, ready, seq_key, id, key, tonumber(due[i + 1]))
       redis.call('HDEL', key, 'due')
+    end
+  end
+  if #ids > 0 then
+    local retrying = retrying_key(prefix)
+    if redis.call('EXISTS', retrying) == 1 then
+      call_in_slices('ZREM', retrying, ids)
     end
   end
   return #ids
