@@ -1,11 +1,15 @@
-"""The ``queue-async`` command: run workers and look at queues.
+"""The ``queue-async`` command: run workers, look at queues, and repair their jobs.
 
     queue-async worker myapp.tasks:queue --concurrency 100 [--burst]
     queue-async worker myapp.tasks:critical myapp.tasks:bulk --strategy weighted --weights 10,1
-    queue-async info myapp.tasks:queue
+    queue-async info [--queue emails] [--watch]
+    queue-async jobs --state dead --task myapp.send_email --search timeout
+    queue-async retry --dead --task myapp.send_email
 
 ``myapp.tasks:queue`` names a module and the ``Queue`` in it (or a function returning one).
-Uses the public API only.
+Every other subcommand reaches the queue by ``--url``, ``--queue`` and ``--prefix``, with no
+import of the app. Uses the public API only; the admin subcommands live in
+``queue_async.cli_tools``, imported only when one runs, so that a worker starts without them.
 """
 
 from __future__ import annotations
@@ -21,9 +25,22 @@ from collections.abc import Sequence
 import anyio
 from pydantic import ValidationError
 
-from queue_async import Queue, QueueAsyncError, Worker
+from queue_async import Queue, QueueAsyncError, Worker, __version__
 
 __all__ = ["load_queue", "main"]
+
+_EPILOG = """\
+exit codes:
+  0  done
+  1  not found, or the action did nothing (a retry of a job that is not dead, a purge that
+     matched no job), or the server refused the command
+  2  bad usage: an unknown option or state, bad JSON in --args, a negative --limit
+  3  the server cannot be reached
+  4  refused: the confirmation was answered no, or there was no terminal to ask and no --yes
+  130 interrupted (Ctrl-C), except that Ctrl-C ends `info --watch` with 0
+
+The server is --url, else $REDIS_URL, else redis://localhost:6379/0.
+"""
 
 
 def load_queue(spec: str) -> Queue:
@@ -48,11 +65,142 @@ def load_queue(spec: str) -> Queue:
     return found
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="queue-async", description=__doc__.split("\n")[0])
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (INFO)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _positive(kind: type[int] | type[float], *, zero: bool = False) -> argparse._ActionType:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"{text} should be {'0 or more' if zero else 'positive'}"
+            )
+        return value
 
+    return parse
+
+
+def _json_of(kind: type[list[object]] | type[dict[str, object]]) -> argparse._ActionType:
+    def parse(text: str) -> object:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+        if not isinstance(value, kind):
+            shape = "an array, e.g. '[1, \"a\"]'" if kind is list else "object, e.g. '{\"a\": 1}'"
+            raise argparse.ArgumentTypeError(f"should be a JSON {shape}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _weights(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 10,1") from None
+
+
+def _connection() -> argparse.ArgumentParser:
+    """The options every admin subcommand takes, to reach a queue without the app."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=None,
+        help="the server (default: $REDIS_URL, else redis://localhost:6379/0)",
+    )
+    common.add_argument("--queue", default=None, help="the queue's name (default: default)")
+    common.add_argument("--prefix", default="qa", help="the queue's key prefix (default: qa)")
+    common.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return common
+
+
+def _filtering(parser: argparse.ArgumentParser, *, limit_help: str) -> None:
+    parser.add_argument("--task", default=None, help="only this task's jobs")
+    parser.add_argument(
+        "--search", default=None, help="only jobs whose id, arguments or error contain this"
+    )
+    parser.add_argument("--limit", type=_positive(int), default=None, help=limit_help)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="queue-async",
+        description="Run workers, look at queues, and repair their jobs.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"queue-async {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _worker_parser(commands)
+    common = _connection()
+
+    def sub(name: str, help_: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_, description=help_, parents=[common])
+
+    info = sub("info", "counts per state of every queue of the prefix, or of one (--queue)")
+    info.add_argument(
+        "spec", nargs="?", metavar="MODULE:QUEUE", help="an app's Queue instead (prints JSON)"
+    )
+    info.add_argument(
+        "--watch", nargs="?", type=_positive(float), const=2.0, default=None, metavar="SECONDS",
+        help="refresh every SECONDS (2) until Ctrl-C",
+    )  # fmt: skip
+
+    jobs = sub("jobs", "list jobs in a state, a page at a time")
+    jobs.add_argument(
+        "--state", required=True, choices=["ready", "scheduled", "active", "dead", "done"]
+    )
+    _filtering(jobs, limit_help="jobs to list (50); with --all, per page")
+    jobs.set_defaults(limit=50)
+    jobs.add_argument("--order", choices=["oldest", "newest"], default="oldest")
+    jobs.add_argument("--cursor", default=None, help="where the previous listing stopped")
+    jobs.add_argument("--all", action="store_true", help="every page, to the end")
+
+    job = sub("job", "one job: arguments, result, error and traceback, timeline")
+    job.add_argument("id")
+
+    retry = sub("retry", "run dead jobs again, in place (same id, history kept)")
+    retry.add_argument("ids", nargs="*", metavar="ID")
+    retry.add_argument("--dead", action="store_true", help="the dead jobs that match, in bulk")
+    _filtering(retry, limit_help="with --dead: retry at most this many (all)")
+    retry.add_argument("--delay", type=_positive(float, zero=True), help="run in SECONDS")
+    retry.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    delete = sub("delete", "delete jobs that are not running")
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    purge = sub("purge", "delete the jobs in a state that match (asks first)")
+    purge.add_argument("--state", required=True, choices=["ready", "scheduled", "dead", "done"])
+    _filtering(purge, limit_help="delete at most this many (all)")
+    purge.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    for name, verb in (("pause", "stop workers from starting"), ("resume", "let workers start")):
+        gate = sub(name, f"{verb} the queue's jobs (or one task's)")
+        gate.add_argument("--task", default=None)
+
+    enqueue = sub("enqueue", "enqueue a job by task name (no app import)")
+    enqueue.add_argument("task")
+    enqueue.add_argument("--args", type=_json_of(list), default=[], help="a JSON array")
+    enqueue.add_argument("--kwargs", type=_json_of(dict), default={}, help="a JSON object")
+    enqueue.add_argument("--delay", type=_positive(float, zero=True), help="seconds")
+    enqueue.add_argument("--job-id", default=None, help="an explicit id (an existing one is kept)")
+    enqueue.add_argument("--priority", type=int, default=None, help="lower runs first")
+
+    for name, help_ in (
+        ("cancel", "cancel a job that has not started"),
+        ("abort", "cancel a waiting job, or stop a running one"),
+    ):
+        sub(name, help_).add_argument("id")
+
+    sub("workers", "the live workers and the jobs each runs")
+    sub("cron", "the cron schedules, with their last and next tick")
+    return parser
+
+
+def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = commands.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
     worker.add_argument(
         "queue", nargs="+", help="module:attribute of the Queue, e.g. myapp.tasks:queue"
@@ -76,17 +224,6 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds running jobs get to finish on SIGTERM (10)",
     )
-
-    info = commands.add_parser("info", help="print the queue's counts as JSON")
-    info.add_argument("queue", help="module:attribute of the Queue")
-    return parser
-
-
-def _weights(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 10,1") from None
 
 
 async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
@@ -115,26 +252,27 @@ async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
         os._exit(0)
 
 
-async def _info(queue: Queue) -> None:
-    try:
-        stats = await queue.stats()
-        print(json.dumps(stats.model_dump(), indent=2))
-    finally:
-        await queue.close()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``queue-async`` and ``python -m queue_async``."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command != "worker":
+        spec = getattr(args, "spec", None)
+        if spec is not None and ":" not in spec:
+            parser.error(f"{spec!r} is not module:attribute; for a queue by name: --queue {spec}")
+        from queue_async.cli_tools.run import run  # noqa: PLC0415 (not needed by workers)
+
+        return run(args, load_queue(spec) if spec else None)
     try:
-        if args.command == "worker":
-            anyio.run(_run_worker, [load_queue(spec) for spec in args.queue], args)
-        else:
-            anyio.run(_info, load_queue(args.queue))
+        anyio.run(_run_worker, [load_queue(spec) for spec in args.queue], args)
     except (QueueAsyncError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
