@@ -89,13 +89,15 @@ async def one_round(client: redis.asyncio.Redis, lib: dict[str, object], tag: st
         fields: list[bytes | str | int] = []
         for b in range(0, len(jobs), width):
             fields += [jobs[b], jobs[b + 8], b"1", 60000]  # id and token: places 0 and 8 in both
+        # KEYS[5] (done) since the done listing; an older complete.lua ignores it.
         await client.fcall(
             fn["complete"],
-            4,
+            5,
             k("active"),
             k("meta"),
             k("ready"),
             k("wake"),
+            k("done"),
             prefix,
             pack_fields(fields),
         )

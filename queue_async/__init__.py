@@ -1,5 +1,6 @@
 """queue_async: an asyncio-native background job queue on Redis and Valkey."""
 
+from queue_async.admin import Admin
 from queue_async.codec import Codec, JsonCodec
 from queue_async.context import JobContext
 from queue_async.exceptions import (
@@ -20,7 +21,16 @@ from queue_async.exceptions import (
     Retry,
     TaskNotRegistered,
 )
-from queue_async.models import Job, JobStatus, QueueStats, WorkerHeartbeat
+from queue_async.models import (
+    CronInfo,
+    Job,
+    JobPage,
+    JobStatus,
+    QueueStats,
+    RunningJob,
+    WorkerHeartbeat,
+    WorkerInfo,
+)
 from queue_async.options import EnqueueOptions, TaskOptions, WorkerSettings
 from queue_async.producer.handle import JobHandle
 from queue_async.producer.queue import Queue
@@ -30,11 +40,13 @@ from queue_async.worker.worker import Worker
 ConnectionError = BrokerConnectionError
 
 __all__ = [
+    "Admin",
     "BrokerConnectionError",
     "BrokerError",
     "Codec",
     "ConfigurationError",
     "ConnectionError",
+    "CronInfo",
     "EncodeError",
     "EnqueueIncomplete",
     "EnqueueOptions",
@@ -47,6 +59,7 @@ __all__ = [
     "JobFailed",
     "JobHandle",
     "JobNotFound",
+    "JobPage",
     "JobSpec",
     "JobStatus",
     "JobTimeout",
@@ -56,12 +69,14 @@ __all__ = [
     "QueueAsyncError",
     "QueueStats",
     "Retry",
+    "RunningJob",
     "Task",
     "TaskCall",
     "TaskNotRegistered",
     "TaskOptions",
     "Worker",
     "WorkerHeartbeat",
+    "WorkerInfo",
     "WorkerSettings",
 ]
 __version__ = "0.1.0"

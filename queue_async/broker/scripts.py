@@ -30,7 +30,7 @@ import redis.exceptions
 
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
-from queue_async.broker.wire import pack_fields
+from queue_async.broker.wire import as_text, pack_fields
 
 Arg = str | bytes | int
 
@@ -211,6 +211,11 @@ DOING = {
     "recover": "recovering expired leases",
     "watch": "starting to wait for a job's result",
     "read": "reading jobs",
+    "browse": "listing jobs",
+    "retry": "retrying jobs",
+    "delete": "deleting jobs",
+    "stats": "reading queue stats",
+    "record_crons": "recording the worker's cron schedules",
 }
 
 
@@ -386,7 +391,7 @@ class Scripts:
         """
         result: list[int] = await self._call(
             SCRIPTS["complete"],
-            [self.keys.active, self.keys.meta, self.keys.ready, self.keys.wake],
+            [self.keys.active, self.keys.meta, self.keys.ready, self.keys.wake, self.keys.done],
             # One argument: redis-py packs each argument at about 1 us.
             [self.keys.prefix, pack_fields(fields)],
         )
@@ -520,6 +525,73 @@ class Scripts:
         )
         return int(recovered), int(promoted)
 
+    async def browse(
+        self,
+        state: str,
+        order: str,
+        cursor: str,
+        limit: int,
+        budget: int,
+        task: str,
+        search: str,
+    ) -> list[Any]:
+        """A page of a state's jobs (see browse.lua): [cursor, scanned, id, job, ...].
+        ``state``: ready, scheduled, active, dead or done (the name of its index key)."""
+        keys = self.keys
+        index = {
+            "ready": keys.ready,
+            "scheduled": keys.scheduled,
+            "active": keys.active,
+            "dead": keys.dead,
+            "done": keys.done,
+        }[state]
+        reply: list[Any] = await self._call(
+            SCRIPTS["browse"],
+            [index, keys.fresh],
+            [keys.prefix, state, order, cursor, limit, budget, task, search],
+        )
+        return reply
+
+    async def retry(
+        self,
+        at_ms: int,
+        cursor: str,
+        limit: int,
+        budget: int,
+        task: str,
+        search: str,
+        job_ids: list[str],
+    ) -> tuple[int, str, int]:
+        """Requeue dead (or retrying) jobs in place (see retry.lua): the named ones, or
+        those a walk of the dead set finds. (requeued, cursor, entries looked at)."""
+        k = self.keys
+        count, next_cursor, scanned = await self._call(
+            SCRIPTS["retry"],
+            [k.dead, k.scheduled, k.retrying, k.ready, k.wake, k.seq, k.fresh],
+            [k.prefix, at_ms, cursor, limit, budget, task, search, *job_ids],
+        )
+        return int(count), as_text(next_cursor), int(scanned)
+
+    async def delete(
+        self,
+        state: str,
+        cursor: str,
+        limit: int,
+        budget: int,
+        task: str,
+        search: str,
+        job_ids: list[str],
+    ) -> tuple[int, str, int]:
+        """Delete jobs that are not running (see delete.lua): the named ones, or those a walk
+        of one state's index finds. (deleted, cursor, entries looked at)."""
+        k = self.keys
+        count, next_cursor, scanned = await self._call(
+            SCRIPTS["delete"],
+            [k.ready, k.scheduled, k.retrying, k.dead, k.done, k.fresh],
+            [k.prefix, state, cursor, limit, budget, task, search, *job_ids],
+        )
+        return int(count), as_text(next_cursor), int(scanned)
+
     async def read(self, job_ids: list[str], names: str) -> list[bytes | list[bytes] | None]:
         """Many jobs in one call (see read.lua): per job None, its fresh record, or its
         fields (``names`` "": HGETALL's flat list; otherwise HMGET's values of those names)."""
@@ -542,3 +614,33 @@ class Scripts:
             SCRIPTS["watch"], [keys.job(job_id) for job_id in job_ids], [keys.prefix, *job_ids]
         )
         return [None if state is None else state.decode() for state in states]
+
+    async def stats(self) -> list[Any]:
+        """The queue's counts, latency and counters as of one moment (see stats.lua)."""
+        k = self.keys
+        reply: list[Any] = await self._call(
+            SCRIPTS["stats"],
+            [
+                k.ready,
+                k.scheduled,
+                k.retrying,
+                k.active,
+                k.dead,
+                k.meta,
+                k.workers,
+                k.gates,
+                k.gated,
+                k.fresh,
+            ],
+            [k.prefix],
+        )
+        return reply
+
+    async def record_crons(self, forget_ms: int, schedules: list[Arg]) -> int:
+        """Record the schedules a worker runs (name, JSON pairs) and drop those no worker
+        recorded for ``forget_ms`` and no live worker runs. Returns how many were dropped."""
+        k = self.keys
+        dropped: int = await self._call(
+            SCRIPTS["record_crons"], [k.crons, k.workers], [k.prefix, forget_ms, *schedules]
+        )
+        return dropped

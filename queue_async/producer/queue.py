@@ -16,7 +16,9 @@ import redis.asyncio
 from queue_async.broker.broker import Broker, Outcome
 from queue_async.broker.connections import Limits
 from queue_async.broker.errors import translate_errors
+from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_from_fields
+from queue_async.broker.stats import read_stats
 from queue_async.broker.wire import as_text
 from queue_async.codec import Codec, JsonCodec
 from queue_async.context import JobContext
@@ -121,6 +123,7 @@ class Queue:
         allow_eviction: bool = False,
     ) -> None:
         self.name = name
+        self.prefix = prefix
         if redis_ is None:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
         limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
@@ -444,7 +447,9 @@ class Queue:
     def _handle(self, job_id: str, reply: int | bytes) -> JobHandle[Any]:
         """The handle for enqueue.lua's reply: the job's own id, or the id of the job that
         holds its unique key (a tuple of types: ``bytes | str`` would build a union per job)."""
-        return JobHandle(self, as_text(reply) if isinstance(reply, _TEXT) else job_id)
+        if isinstance(reply, _TEXT):
+            return JobHandle(self, as_text(reply), existing=True)
+        return JobHandle(self, job_id, existing=reply == 0)
 
     def _handles(self, ids: list[str], replies: list[int | bytes]) -> list[JobHandle[Any]]:
         return [self._handle(job_id, reply) for job_id, reply in zip(ids, replies, strict=False)]
@@ -524,43 +529,9 @@ class Queue:
         return await self._waiters.wait_finished(self._watches.call, job_id, timeout)
 
     async def stats(self) -> QueueStats:
-        """Counts per state and lifetime counters, in one round trip."""
-        k = self._broker.keys
-        with translate_errors("reading queue stats"):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zcard(k.scheduled)
-                pipe.zcard(k.ready)
-                pipe.llen(k.fifo)
-                pipe.zcard(k.active)
-                pipe.zcard(k.dead)
-                pipe.hmget(k.meta, ["processed", "failed", "retried", "tombstones"])
-                pipe.zcard(k.workers)
-                pipe.hexists(k.gates, "paused")
-                pipe.smembers(k.gated)
-                replies = await pipe.execute()
-            scheduled, prioritized, fifo, active, dead, counters, workers, paused, gated = replies
-            held = 0
-            if gated:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for gate in gated:
-                        pipe.zcard(k.held(as_text(gate)))
-                    held = sum(await pipe.execute())
-        # Cancelled jobs wait in fifo as tombstones until a lease drops them (see
-        # lua/includes/ready.lua).
-        processed, failed, retried, tombstones = (int(v or 0) for v in counters)
-        return QueueStats(
-            queue=self.name,
-            scheduled=scheduled,
-            ready=max(0, prioritized + fifo - tombstones),
-            active=active,
-            dead=dead,
-            processed=processed,
-            failed=failed,
-            retried=retried,
-            workers=workers,
-            held=held,
-            paused=bool(paused),
-        )
+        """Counts per state, latency and lifetime counters, as of one moment (one script:
+        see ``QueueStats``)."""
+        return await read_stats(self._broker.scripts, self.name)
 
     async def pause(self, task: str | Task[Any, Any] | None = None) -> None:
         """Stop workers everywhere from starting this queue's jobs (or one task's).
@@ -582,12 +553,21 @@ class Queue:
     async def check_server(self) -> None:
         """Refuse a server that may evict this queue's keys (see ``allow_eviction``).
 
+        Also adds the queue to the server's registry of queues (see ``Admin.queues``).
         Called by the first enqueue and at every worker start. A server that does not let
         us read its settings (CONFIG denied, as on some managed services) is let through with
         a warning.
         """
         if not self.allow_eviction:
             await self._broker.check_eviction_policy()
+        # The registry of queues (``Admin.queues``): outside the queue's hash slot, so no
+        # script may write it. Once per Queue (the first enqueue) and per worker start; best
+        # effort, so that an enqueue fails (if it does) with its own error, not this one's.
+        try:
+            with translate_errors("registering the queue"):
+                await self.client.sadd(QueueKeys.registry(self.prefix), self.name)
+        except BrokerError as exc:
+            logger.warning("could not add %r to the registry of queues: %s", self.name, exc)
         self._server_checked = True
 
     async def ping(self) -> None:

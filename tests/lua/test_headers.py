@@ -165,7 +165,11 @@ def _sample_args(method: str) -> list[Any]:
     parameters = list(inspect.signature(getattr(Scripts, method)).parameters.values())[1:]
     for param in (p.name for p in parameters if p.kind is not p.KEYWORD_ONLY):
         hint = hints[param]
-        if hint is int:
+        if param == "cursor":  # a listing's start (any other text is refused)
+            args.append("")
+        elif param == "state":  # one a listing knows
+            args.append("dead")
+        elif hint is int:
             args.append(1)
         elif hint is str:
             args.append("x")

@@ -1,5 +1,8 @@
 -- complete.lua: record jobs as done, each only if its lease token is still current.
 -- KEYS[1] active  KEYS[2] meta  KEYS[3] ready  KEYS[4] wake
+-- KEYS[5] done    finished jobs whose results are kept, by finish time: the DONE_LISTED
+--                 most recent (what Admin.jobs("done") lists); it expires with the longest
+--                 kept result among them
 -- ARGV[1] key prefix of the queue
 -- ARGV[2] the jobs, packed (see includes/packed.lua): four fields per job: id, token, result
 --   (codec bytes), keep (result TTL ms; 0 deletes the job hash at once)
@@ -23,6 +26,8 @@ local sub = string.sub
 local reply = {}
 local let_go = 0
 local finished = {}
+local kept, longest = {}, 0
+local DONE_LISTED = 10000
 for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
   local id = sub(done_jobs, bounds[at + ID - 1], bounds[at + ID])
   local key = job_key(prefix, id)
@@ -46,6 +51,11 @@ for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
         sub(done_jobs, bounds[at + RESULT - 1], bounds[at + RESULT]), 'finished', now,
         'token', '', 'spent', token)
       redis.call('PEXPIRE', key, keep)
+      kept[#kept + 1] = now
+      kept[#kept + 1] = id
+      if keep > longest then
+        longest = keep
+      end
     else
       redis.call('DEL', key)
     end
@@ -62,6 +72,17 @@ local done = #finished
 if done > 0 then
   call_in_slices('ZREM', KEYS[1], finished)
   redis.call('HINCRBY', KEYS[2], 'processed', done)
+end
+if #kept > 0 then
+  call_in_slices('ZADD', KEYS[5], kept)
+  local excess = redis.call('ZCARD', KEYS[5]) - DONE_LISTED
+  if excess > 0 then
+    redis.call('ZREMRANGEBYRANK', KEYS[5], 0, excess - 1)
+  end
+  -- The index outlives none of its jobs by long: it expires with the longest kept result.
+  if redis.call('PTTL', KEYS[5]) < longest then
+    redis.call('PEXPIRE', KEYS[5], longest)
+  end
 end
 if let_go > 0 then
   wake(KEYS[4])
