@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from queue_async.identifiers import check_job_id
 
@@ -141,6 +141,16 @@ class EnqueueOptions(_Frozen):
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] | None = None
     """Text metadata that travels with the job to ``JobContext.headers`` and ``Job.headers``
     (trace context, tenant ids); not part of the arguments."""
+    replace: bool | None = None
+    """With ``job_id``: a finished job of that id (done, dead, cancelled or aborted) is
+    replaced by this one. A job that waits or runs is never replaced (its handle comes
+    back, with ``existing`` set)."""
+
+    @model_validator(mode="after")
+    def _replace_needs_an_id(self) -> EnqueueOptions:
+        if self.replace and self.job_id is None:
+            raise ValueError("replace=True needs a job_id: a new id never names a finished job")
+        return self
 
 
 class WorkerSettings(_Frozen):

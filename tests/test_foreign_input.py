@@ -32,6 +32,7 @@ def _options(**places: bytes) -> bytes:
         ({"delay": b" 5"}, "option delay must be an integer"),
         ({"ckey": b"k"}, "option ckey needs climit"),
         ({"urunning": b"yes"}, 'option urunning must be "" or "1"'),
+        ({"replace": b"yes"}, 'option replace must be "" or "1"'),
         ({"headers": b"5:abc"}, "option headers must be packed name, value pairs"),
         ({"headers": b"1:a"}, "option headers must be packed name, value pairs"),
     ],

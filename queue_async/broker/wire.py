@@ -54,6 +54,8 @@ class Opt(IntEnum):
     """"1": the unique key also holds while the job runs"""
     HEADERS = 11
     """the job's headers, packed as name, value, name, value..."""
+    REPLACE = 12
+    """"1": a finished job (done, dead, cancelled, aborted) with this id is replaced"""
 
 
 OPTIONAL = (Opt.RETRIES, Opt.TIMEOUT, Opt.KEEP, Opt.HEADERS)

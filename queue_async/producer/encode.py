@@ -97,6 +97,8 @@ def _options(
             options[Opt.KEEP] = to_ms(opts.keep_result)
         if opts.headers:
             options[Opt.HEADERS] = pack_headers(opts.headers)
+        if opts.replace:
+            options[Opt.REPLACE] = "1"
     if gate:
         options[Opt.CKEY], options[Opt.CLIMIT] = gate
     if unique:

@@ -23,11 +23,16 @@ _FINAL = frozenset(status.value for status in JobStatus if status.finished)
 class JobHandle(Generic[R]):
     """A job that was enqueued: its id, and ways to read, await and cancel it."""
 
-    __slots__ = ("id", "queue")
+    __slots__ = ("existing", "id", "queue")
 
-    def __init__(self, queue: Queue, job_id: str) -> None:
+    def __init__(self, queue: Queue, job_id: str, *, existing: bool = False) -> None:
         self.queue = queue
         self.id = job_id
+        self.existing = existing
+        """True when the enqueue that returned this handle added no job: a job with its
+        ``job_id`` existed (in any state, finished too, unless ``replace`` applied), or its
+        unique key was held (the handle names the holder). False for a new job, and for
+        handles made by ``queue.job(id)``."""
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id} on queue {self.queue.name!r}>"

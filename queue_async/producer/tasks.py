@@ -104,6 +104,7 @@ class Task(Generic[P, R]):
         unique_for: float | timedelta | None = None,
         unique_while_running: bool | None = None,
         headers: dict[str, str] | None = None,
+        replace: bool | None = None,
     ) -> TaskCall[P, R]:
         """This task with per-enqueue options; invalid values raise ``ValidationError``.
 
@@ -121,6 +122,8 @@ class Task(Generic[P, R]):
             unique_for: the longest the key holds (default: until its job finishes).
             unique_while_running: the key also holds while its job runs.
             headers: text metadata for the job (``JobContext.headers``, ``Job.headers``).
+            replace: with ``job_id``, replace a finished job (done, dead, cancelled, aborted)
+                of that id; a job that waits or runs is kept and returned.
         """
         opts = EnqueueOptions.model_validate(
             {
@@ -136,6 +139,7 @@ class Task(Generic[P, R]):
                 "unique_for": unique_for,
                 "unique_while_running": unique_while_running,
                 "headers": headers,
+                "replace": replace,
             }
         )
         return TaskCall(self, opts)

@@ -17,8 +17,9 @@
 --   priority (integer), delay (ms from now, "" = none), at (epoch ms, "" = none; wins over
 --   delay), retries, timeout (ms), keep (result TTL ms), concurrency key, concurrency
 --   limit, unique key, unique window (ms), "1" if the unique key also holds while the job
---   runs, headers (packed name, value, ...): each "" (or absent at the end) when the default
---   applies; OPT in includes/wire.lua names each place
+--   runs, headers (packed name, value, ...), "1" to replace a finished job of the same id
+--   (done, dead, cancelled or aborted; one that waits or runs is kept): each "" (or absent at
+--   the end) when the default applies; OPT in includes/wire.lua names each place
 -- Unique keys: unique:<key> names the job holding the key. A job whose key is held by a job
 --   that is ready or scheduled (or running, if that job asked so) is not enqueued: the reply
 --   names the holder instead. The key lasts at most the window, and is dropped when its job

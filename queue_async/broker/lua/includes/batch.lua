@@ -3,7 +3,7 @@
 -- needs: clock, format, handoff, keys, packed, ready, records, scheduled, slices, wire
 -- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
 --   add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS ID_FIRST ID_LAST
---   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY
+--   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY FINISHED replace_finished
 -- Minimum server: Redis 5.0.
 
 -- Where a job's id and options start and end among its parse_packed bounds (as packed_field
@@ -13,6 +13,7 @@ local OPTIONS_FIRST, OPTIONS_LAST = 2 * ENQUEUED.options - 1, 2 * ENQUEUED.optio
 -- The option places add_job reads for every job, as plain numbers (no table lookup per job).
 local O_PRIORITY, O_DELAY, O_AT, O_CKEY, O_UKEY = OPT.priority, OPT.delay, OPT.at, OPT.ckey,
   OPT.ukey
+local FINISHED = {done = true, dead = true, cancelled = true, aborted = true}
 
 -- Integer options and their bounds (what the Python producer checks before sending).
 local INTEGER_OPTIONS = {
@@ -38,9 +39,11 @@ local function bad_options(packed)
   if (opts[OPT.ckey] or '') ~= '' and (opts[OPT.climit] or '') == '' then
     return 'option ckey needs climit'
   end
-  local running = opts[OPT.urunning]
-  if running and running ~= '' and running ~= '1' then
-    return 'option urunning must be "" or "1"'
+  for _, name in ipairs({'urunning', 'replace'}) do
+    local flag = opts[OPT[name]]
+    if flag and flag ~= '' and flag ~= '1' then
+      return 'option ' .. name .. ' must be "" or "1"'
+    end
   end
   local headers = opts[OPT.headers]
   if headers and headers ~= '' and not parse_packed(headers, 2) then
@@ -135,6 +138,17 @@ local function fresh_record(batch, jobs, bounds, at)
     bounds[at + 2 * ENQUEUED.payload])
 end
 
+-- With the option replace: a finished job of this id (done, dead, cancelled or aborted) is
+-- deleted, so that the new one takes its id. A job that waits or runs is kept.
+local function replace_finished(prefix, id)
+  local key = job_key(prefix, id)
+  if FINISHED[redis.call('HGET', key, 'state')] then
+    redis.call('ZREM', dead_key(prefix), id)
+    redis.call('ZREM', done_key(prefix), id)
+    redis.call('DEL', key)
+  end
+end
+
 -- Add the job whose bounds follow `at` in a parsed batch; returns 1 (added), 0 (its id
 -- exists) or the id holding its unique key. Fields are cut out of the batch only when
 -- needed: a plain ready job stores its record (options, task, payload) as the run of the
@@ -152,6 +166,9 @@ local function add_job(batch, jobs, bounds, at, slot)
   local opts = NO_OPTIONS
   if bounds[at + OPTIONS_LAST] >= bounds[at + OPTIONS_FIRST] then
     opts = unpack_fields(sub(jobs, bounds[at + OPTIONS_FIRST], bounds[at + OPTIONS_LAST]))
+    if opts[OPT.replace] == '1' then
+      replace_finished(prefix, id)
+    end
   end
   local now = batch.now
   local priority = tonumber(opts[O_PRIORITY]) or 0

@@ -7,7 +7,7 @@
 
 -- Places in a job's packed options (see enqueue.lua); "" or absent where the default applies.
 local OPT = {priority = 1, delay = 2, at = 3, retries = 4, timeout = 5, keep = 6, ckey = 7,
-  climit = 8, ukey = 9, uwindow = 10, urunning = 11, headers = 12}
+  climit = 8, ukey = 9, uwindow = 10, urunning = 11, headers = 12, replace = 13}
 -- Options stored as job hash fields of the same name when set.
 local OPTIONAL = {'retries', 'timeout', 'keep', 'headers'}
 -- Places of one leased job's fields, in lease.lua's reply and in a worker's inbox.
