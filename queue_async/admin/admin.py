@@ -8,6 +8,7 @@ server never stops for long for the workers and producers it serves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Literal
@@ -143,10 +144,14 @@ class Admin:
         search: str | None = None,
         limit: int = 1000,
         at: datetime | timedelta | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         """Retry in place the dead jobs that match (oldest first), at most ``limit``; the
-        number retried."""
-        return await _jobs.retry_dead(self.queue, task=task, search=search, limit=limit, at=at)
+        number retried. It goes in steps (each one atomic script call); ``progress`` is
+        called after each with the number retried so far."""
+        return await _jobs.retry_dead(
+            self.queue, task=task, search=search, limit=limit, at=at, progress=progress
+        )
 
     async def delete(self, job_id: str) -> bool:
         """Delete a job that is not running (ready, scheduled, dead, done or cancelled): its
@@ -161,10 +166,15 @@ class Admin:
         task: str | None = None,
         search: str | None = None,
         limit: int = 10_000,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         """Delete the jobs in ``state`` that match (oldest first), at most ``limit``; the
-        number deleted. Running jobs are never purged (``abort`` them)."""
-        return await _jobs.purge(self.queue, state, task=task, search=search, limit=limit)
+        number deleted. Running jobs are never purged (``abort`` them). It goes in steps
+        (each one atomic script call); ``progress`` is called after each with the number
+        deleted so far."""
+        return await _jobs.purge(
+            self.queue, state, task=task, search=search, limit=limit, progress=progress
+        )
 
     async def cancel(self, job_id: str) -> bool:
         """See ``Queue.cancel``."""

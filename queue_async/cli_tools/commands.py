@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 import queue_async as qa
-from queue_async.cli_tools.interact import EXIT_NOTHING, CliError, confirm, in_steps
+from queue_async.cli_tools.interact import EXIT_NOTHING, CliError, confirm, with_progress
 from queue_async.cli_tools.table import Column, ago, iso, render
 
 __all__ = ["COMMANDS", "Output"]
@@ -28,6 +28,8 @@ _CONFIRM_OVER = 100
 _PAGE_MOST = 1000
 """Jobs one ``Admin.jobs`` call returns at most; a longer listing is read in pages."""
 _DELETE_CONFIRM_OVER = 10
+# A purge of done jobs has no count to bound it (the done index is trimmed as it goes).
+_EVERY = 1 << 62
 """``delete`` asks first when given more ids than this (ids from a pipe, say)."""
 
 
@@ -296,9 +298,10 @@ async def retry(admin: qa.Admin, args: argparse.Namespace, out: Output) -> int:
         confirm(f"retry up to {what} in {_where(admin)}", yes=args.yes)
     retried = 0
     if total:
-        retried = await in_steps(
-            lambda step: admin.retry_dead(
-                task=args.task, search=args.search, limit=step, at=_at(args)
+        # Bounded by the count at the start: a retried job that fails again comes back.
+        retried = await with_progress(
+            lambda progress: admin.retry_dead(
+                task=args.task, search=args.search, limit=total, at=_at(args), progress=progress
             ),
             total=total, verb="retried",
         )  # fmt: skip
@@ -337,8 +340,11 @@ async def purge(admin: qa.Admin, args: argparse.Namespace, out: Output) -> int:
             f"delete {size}{_count(total, f'{args.state} job')}{_filters(args)} in {_where(admin)}",
             yes=args.yes,
         )
-        purged = await in_steps(
-            lambda step: admin.purge(args.state, task=args.task, search=args.search, limit=step),
+        purged = await with_progress(
+            lambda progress: admin.purge(
+                args.state, task=args.task, search=args.search,
+                limit=_EVERY if total is None else total, progress=progress,
+            ),
             total=total, verb="deleted",
         )  # fmt: skip
     return _counted(out, "purged", purged, what)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 
-__all__ = ["EXIT_NOTHING", "EXIT_REFUSED", "CliError", "Progress", "confirm", "in_steps"]
+__all__ = ["EXIT_NOTHING", "EXIT_REFUSED", "CliError", "Progress", "confirm", "with_progress"]
 
 EXIT_NOTHING = 1
 """Not found, or the action did nothing (a retry of a job that is not dead)."""
 EXIT_REFUSED = 4
 """The operator said no, or there was nobody to ask (no terminal) and no ``--yes``."""
-
-STEP = 1000
-"""Jobs one bulk call handles at most: the server never stops for long for the others."""
 
 
 class CliError(Exception):
@@ -71,24 +68,14 @@ class Progress:
             sys.stderr.flush()
 
 
-async def in_steps(action: Callable[[int], Awaitable[int]], *, total: int | None, verb: str) -> int:
-    """Call ``action(limit)`` with at most ``STEP`` jobs at a time until ``total`` jobs are
-    done or a call does nothing; the number done.
-
-    ``total`` None goes on until nothing is left. A bound matters for retries: a retried job
-    that fails again comes back, and an unbounded walk would retry it forever.
-    """
-    done = 0
+async def with_progress(
+    action: Callable[[Callable[[int], None]], Awaitable[int]], *, total: int | None, verb: str
+) -> int:
+    """Run a bulk action that reports its progress (``Admin.retry_dead``, ``Admin.purge``:
+    steps of one script call each), with a bar on stderr; the number done."""
     progress = Progress(total, verb)
-    progress.update(done)
+    progress.update(0)
     try:
-        while total is None or done < total:
-            step = STEP if total is None else min(STEP, total - done)
-            count = await action(step)
-            done += count
-            progress.update(done)
-            if count == 0:
-                break
+        return await action(progress.update)
     finally:
         progress.close()
-    return done
