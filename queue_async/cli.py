@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -134,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _worker_parser(commands)
+    _server_parser(commands)
     common = _connection()
 
     def sub(name: str, help_: str) -> argparse.ArgumentParser:
@@ -226,6 +228,54 @@ def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
 
 
+def _server_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    server = commands.add_parser(
+        "server",
+        help="run the durable server of one machine, its data in a folder",
+        description="Start the server whose data lives in --data (append-only file, a Unix "
+        "socket in that folder), or find the one running for it; then stay until SIGTERM/"
+        "SIGINT, and stop it if this command started it. Apps reach it with "
+        "Queue.embedded(DATA) or Queue('unix://DATA/valkey.sock').",
+    )
+    server.add_argument("--data", required=True, help="the folder of the server's files")
+    server.add_argument(
+        "--fsync",
+        choices=["always", "everysec"],
+        default="everysec",
+        help="always: every acknowledged write is on disk; everysec (default): within 1 s",
+    )
+    server.add_argument(
+        "--detach", action="store_true", help="start it in the background and return"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from queue_async.embedded import DurableServer  # noqa: PLC0415 (not needed by workers)
+
+    server = DurableServer(args.data, fsync=args.fsync)
+    try:
+        started = server.start()
+    except QueueAsyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # Blocked only now: the server would inherit the mask, and never hear its own SIGTERM.
+    stop_on = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_on)
+    pid = server.pid()
+    verb = "started" if started else "already running"
+    print(f"{verb}: {server.url} (pid {pid}, data {server.data})", flush=True)
+    if args.detach:
+        return 0
+    while pid is not None and server.pid() == pid:
+        if signal.sigtimedwait(stop_on, 0.5) is not None:
+            if started:
+                server.stop()
+                print("stopped", flush=True)
+            return 0
+    print(f"error: the server exited: {server.log()[-1000:]}", file=sys.stderr)
+    return 1
+
+
 async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
     try:
         worker = Worker(
@@ -259,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command == "server":
+        return _serve(args)
     if args.command != "worker":
         spec = getattr(args, "spec", None)
         if spec is not None and ":" not in spec:

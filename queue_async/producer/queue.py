@@ -22,6 +22,7 @@ from queue_async.broker.stats import read_stats
 from queue_async.broker.wire import as_text
 from queue_async.codec import Codec, JsonCodec
 from queue_async.context import JobContext
+from queue_async.embedded import DurableServer, Fsync
 from queue_async.exceptions import (
     BrokerError,
     ConfigurationError,
@@ -164,6 +165,25 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} keys {self._broker.keys.prefix}*>"
+
+    @classmethod
+    def embedded(
+        cls, data: str | os.PathLike[str], *, fsync: Fsync = "everysec", **options: Any
+    ) -> Queue:
+        """A queue on the durable server of one machine whose data lives in ``data``.
+
+        Starts that server (the Valkey of the ``queue-async[embedded]`` extra, with an
+        append-only file in the folder, on a Unix socket there) if none runs for the folder,
+        else attaches to it: every process of the machine naming the same folder shares one
+        server, which outlives them and reloads the folder after a restart (see
+        ``queue_async.embedded.DurableServer``; ``queue-async server --data`` runs it in the
+        foreground). ``fsync="always"`` puts every acknowledged write on disk before the
+        answer; ``"everysec"`` may lose the last second in a crash. ``options`` go to
+        ``Queue`` (``name=``, ``prefix=``...).
+        """
+        server = DurableServer(data, fsync=fsync)
+        server.start()
+        return cls(server.url, **options)
 
     @property
     def key_prefix(self) -> str:
