@@ -199,6 +199,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub("workers", "the live workers and the jobs each runs")
     sub("cron", "the cron schedules, with their last and next tick")
+
+    board = sub("dashboard", "serve the web dashboard (needs queue-async[dashboard])")
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    board.add_argument("--port", type=int, default=8080, help="port (8080)")
+    board.add_argument(
+        "--admin", action="store_true", help="let viewers act (retry, delete...); read-only without"
+    )
+    board.add_argument("--secret", default=None, help="signs CSRF tokens (default: random)")
     return parser
 
 
@@ -302,6 +310,18 @@ async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
         os._exit(0)
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        from queue_async.dashboard.serve import serve  # noqa: PLC0415 (an optional extra)
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return serve(
+        url=args.url, queue=args.queue or "default", prefix=args.prefix, host=args.host,
+        port=args.port, admin=args.admin, secret=args.secret, log_level=args.log_level,
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``queue-async`` and ``python -m queue_async``."""
     parser = _parser()
@@ -311,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "server":
         return _serve(args)
+    if args.command == "dashboard":
+        return _dashboard(args)
     if args.command != "worker":
         spec = getattr(args, "spec", None)
         if spec is not None and ":" not in spec:
