@@ -18,6 +18,7 @@ from queue_async.admin import jobs as _jobs
 from queue_async.admin import registry as _registry
 from queue_async.admin import workers as _workers
 from queue_async.codec import Codec
+from queue_async.exceptions import ConfigurationError
 from queue_async.models import CronInfo, Job, JobPage, QueueStats, WorkerInfo
 from queue_async.producer.queue import Queue
 
@@ -152,6 +153,18 @@ class Admin:
         return await _jobs.retry_dead(
             self.queue, task=task, search=search, limit=limit, at=at, progress=progress
         )
+
+    async def promote(self, within: float | timedelta = 0, *, limit: int = 10_000) -> int:
+        """Run scheduled jobs early: those due within ``within`` (seconds, or a timedelta)
+        from now, delayed jobs and retries alike, become ready now, at most ``limit`` (an
+        operator's "run now"; in tests, the clock moved forward: see
+        ``queue_async.testing.advance``). The number moved; one atomic step."""
+        ahead = within.total_seconds() if isinstance(within, timedelta) else within
+        if isinstance(ahead, bool) or not isinstance(ahead, int | float) or not ahead >= 0:
+            raise ConfigurationError(f"within must be 0 or more seconds, not {within!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"limit must be a positive integer, not {limit!r}")
+        return await self.queue._broker.scripts.promote(round(ahead * 1000), limit)
 
     async def delete(self, job_id: str) -> bool:
         """Delete a job that is not running (ready, scheduled, dead, done or cancelled): its

@@ -13,10 +13,18 @@ completions. So each kind of use gets its own pool, and no kind can starve anoth
 
 Every pool is made from the same connection settings (the URL's, or those of the client the
 user passed in), so TLS, credentials and the database are the same everywhere.
+
+A connection belongs to the event loop it was opened on. Every pool here notices when it is
+used from a new loop after the old one stopped (a module-level ``Queue`` shared by tests that
+each run their own loop, or by successive ``asyncio.run`` calls): it closes the old loop's
+sockets without that loop and opens new connections, instead of failing with "Event loop is
+closed".
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +64,53 @@ def _retry() -> Retry:
     return Retry(_Jitter(), _RETRIES, supported_errors=(redis.exceptions.ConnectionError,))
 
 
+class _LoopBoundPool(BlockingConnectionPool):
+    """A waiting pool whose connections are dropped when it is used from a new event loop
+    after the one they were opened on stopped (see the module's docstring)."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def _on_this_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._loop
+        if old is loop:
+            return
+        if old is not None and (old.is_closed() or not old.is_running()):
+            for connection in [*self._available_connections, *self._in_use_connections]:
+                _drop_transport(connection)
+            self.reset()  # type: ignore[no-untyped-call, unused-ignore]
+            self._condition = asyncio.Condition()
+        self._loop = loop
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._on_this_loop()
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
+
+    async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        self._on_this_loop()
+        await super().disconnect(*args, **kwargs)
+
+
+def _drop_transport(connection: Any) -> None:
+    """Close a connection opened on an event loop that has stopped, without that loop (its
+    transport cannot schedule its own close any more), so no socket is left open."""
+    writer = getattr(connection, "_writer", None)
+    connection._reader = None
+    connection._writer = None
+    with contextlib.suppress(Exception):
+        connection._parser.on_disconnect()
+    if writer is None:
+        return
+    transport = writer.transport
+    try:
+        transport.close()
+    except RuntimeError:  # the loop is closed: close the socket itself
+        sock = getattr(transport, "_sock", None)
+        if sock is not None:
+            sock.close()
+            transport._sock = None
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The connection policy of one queue (see ``Queue``)."""
@@ -86,7 +141,7 @@ class Connections:
         self.limits = limits.check()
         if isinstance(source, str):
             try:
-                pool = BlockingConnectionPool.from_url(
+                pool = _LoopBoundPool.from_url(
                     source,
                     max_connections=limits.max_connections,
                     timeout=limits.pool_timeout,
@@ -142,7 +197,7 @@ class Connections:
         }
         if not blocking_reads and kwargs["socket_timeout"] is None:
             kwargs["socket_timeout"] = self.limits.command_timeout
-        pool = BlockingConnectionPool(
+        pool = _LoopBoundPool(
             connection_class=self._connection_class,
             max_connections=max_connections,
             timeout=self.limits.pool_timeout,

@@ -213,6 +213,7 @@ DOING = {
     "read": "reading jobs",
     "browse": "listing jobs",
     "retry": "retrying jobs",
+    "promote": "running scheduled jobs early",
     "delete": "deleting jobs",
     "stats": "reading queue stats",
     "record_crons": "recording the worker's cron schedules",
@@ -571,6 +572,15 @@ class Scripts:
             [k.prefix, at_ms, cursor, limit, budget, task, search, *job_ids],
         )
         return int(count), as_text(next_cursor), int(scanned)
+
+    async def promote(self, ahead_ms: int, limit: int) -> int:
+        """Make the scheduled jobs due within ``ahead_ms`` ready now, at most ``limit`` (see
+        promote.lua); the number moved."""
+        k = self.keys
+        moved: int = await self._call(
+            SCRIPTS["promote"], [k.scheduled, k.ready, k.seq, k.wake], [k.prefix, ahead_ms, limit]
+        )
+        return int(moved)
 
     async def delete(
         self,
