@@ -49,6 +49,23 @@ def tests_redis7(session: nox.Session) -> None:
 
 
 @nox.session
+def tests_browser(session: nox.Session) -> None:
+    """The dashboard end to end in Debian's headless Chromium (installed when missing), driven
+    by playwright's Python package pointed at /usr/bin/chromium: no browser download.
+
+    Screenshots: QA_DASHBOARD_SCREENSHOTS=docs/screenshots nox -s tests_browser
+    """
+    if shutil.which("chromium") is None:
+        session.run("apt-get", "update", "-q", external=True)
+        session.run("apt-get", "install", "-y", "-q", "chromium", external=True)
+    session.install("-e", ".[test,dashboard]", "playwright>=1.40")
+    session.run(
+        "pytest", "tests/test_dashboard_browser.py", "-rs", *session.posargs,
+        env={"QA_REQUIRE_BROWSER": "1"},
+    )  # fmt: skip
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, and the import contracts (pyproject's importlinter)."""
     session.install(*LINT_TOOLS)
