@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 import queue_async as qa
-from queue_async.dashboard import Access, Dashboard, Samples, dashboard
+from queue_async.dashboard import Access, AuditLog, Dashboard, Samples, dashboard
 from tests.helpers import drain
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +28,8 @@ def admin_level(request: Request) -> Access:
 
 @pytest.fixture
 async def dash(queue: qa.Queue) -> AsyncIterator[Dashboard]:
-    app = dashboard(queue, authorize=admin_level)
+    # An audit log of the test's own, so that tests in parallel do not see each other's.
+    app = dashboard(queue, authorize=admin_level, audit=AuditLog(queue.client, queue.name))
     yield app
     await queue.client.delete(app.audit.key)
     await app.aclose()
@@ -415,7 +416,9 @@ async def test_crons_page_lists_the_schedules_workers_recorded(
 
 
 async def test_audit_log_is_capped_and_pages_newest_first(queue: qa.Queue) -> None:
-    app = dashboard(queue, authorize=admin_level, audit_max=3)
+    app = dashboard(
+        queue, authorize=admin_level, audit=AuditLog(queue.client, queue.name, max_len=3)
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as http:
         for action in ("pause", "resume", "pause", "resume", "pause"):

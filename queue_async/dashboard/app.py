@@ -55,6 +55,7 @@ def dashboard(
     identify: Identify | None = None,
     secret: str | bytes | None = None,
     audit_max: int = 10_000,
+    audit: AuditLog | None = None,
     poll_interval: float = 3.0,
     title: str = "queue_async",
     owns: bool = False,
@@ -72,6 +73,8 @@ def dashboard(
         secret: signs the CSRF tokens; give the same one to every process behind one URL
             (default: random per process).
         audit_max: entries the audit log keeps (a capped list on the server, per prefix).
+        audit: the audit log to write to, instead of ``<prefix>:dashboard:audit`` on the
+            queue's server.
         poll_interval: seconds between live updates of an open page.
         owns: close ``target`` when the app shuts down (the standalone command does).
     """
@@ -82,7 +85,7 @@ def dashboard(
         redact=redact,
         identify=identify or default_identify,
         csrf=CsrfTokens(secret),
-        audit=AuditLog(admin.queue.client, admin.queue.prefix, max_len=audit_max),
+        audit=audit or AuditLog(admin.queue.client, admin.queue.prefix, max_len=audit_max),
         poll_interval=poll_interval,
         title=title,
         owns=owns,
