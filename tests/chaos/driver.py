@@ -135,8 +135,11 @@ class Chaos:
         self.start_worker()
 
     async def terminate_one(self) -> None:
-        """SIGTERM: the worker finishes or hands back its jobs, then exits by itself."""
-        victim = self.workers.pop(self.random.randrange(len(self.workers)))
+        """SIGTERM: the worker finishes or hands back its jobs, then exits by itself.
+
+        The oldest worker: one started a moment ago may still be importing, before its
+        signal handlers exist, and would die of the signal rather than stop."""
+        victim = self.workers.pop(0)
         self.stopped_at[victim.pid] = time.time()
         victim.send_signal(signal.SIGTERM)
         self.report.sigterms += 1
