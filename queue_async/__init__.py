@@ -35,6 +35,7 @@ from queue_async.options import EnqueueOptions, TaskOptions, WorkerSettings
 from queue_async.producer.handle import JobHandle
 from queue_async.producer.queue import Queue
 from queue_async.producer.tasks import JobSpec, Task, TaskCall
+from queue_async.worker.executor import JobObserver
 from queue_async.worker.worker import Worker
 
 ConnectionError = BrokerConnectionError
@@ -59,6 +60,7 @@ __all__ = [
     "JobFailed",
     "JobHandle",
     "JobNotFound",
+    "JobObserver",
     "JobPage",
     "JobSpec",
     "JobStatus",

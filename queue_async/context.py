@@ -42,6 +42,12 @@ class JobContext:
     """The job's headers (``task.options(headers=...)``): trace context, tenant ids."""
     token: str = field(default="", repr=False)
     """This try's lease token: check-ins from a try whose lease was lost are refused."""
+    will_retry: bool | None = None
+    """Set once the handler has failed, before the failure leaves the middleware: True if
+    another try follows (in ``retry_in`` seconds), False if the job goes to dead (or ends
+    aborted). None while the handler runs or after it succeeded."""
+    retry_in: float | None = None
+    """Seconds until the next try, when ``will_retry``."""
     _checkin: CheckIn | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -10,6 +10,13 @@ from queue_async.exceptions import BrokerConnectionError
 
 logger = logging.getLogger("queue_async.worker")
 
+_outages = 0
+
+
+def outages() -> int:
+    """How many times this process lost Redis (or was refused) and began backing off."""
+    return _outages
+
 
 class Backoff:
     """Waits 50 ms, 100 ms, 200 ms... up to ``cap`` seconds; logs the outage once."""
@@ -26,7 +33,9 @@ class Backoff:
         self.failing = False
 
     async def wait(self, exc: BaseException) -> None:
+        global _outages  # noqa: PLW0603 - one count per process, read by the metrics
         if not self.failing:
+            _outages += 1
             # A refusal's message already says what Redis refused and what to do.
             what = "unreachable" if isinstance(exc, BrokerConnectionError) else "refused a call"
             logger.warning("Redis %s (%s); retrying with backoff up to %ss", what, exc, self.cap)

@@ -78,6 +78,8 @@ class Leased(IntEnum):
     KEEP = 7
     TOKEN = 8
     HEADERS = 9
+    READY = 10
+    """since when the job waited ready (ms): its enqueue, due time or requeue"""
 
 
 LEASED_FIELDS = len(Leased)

@@ -30,6 +30,9 @@ class LeasedJob:
     token: str
     headers: bytes
     """Packed (see wire.pack_headers); b"" for none."""
+    ready_ms: int
+    """Since when it waited ready (epoch ms, server clock): its enqueue, its due time, or
+    when it was requeued (a retry, a recovery); for the queue-wait figures."""
     queue: Queue
     """The queue it came from."""
     malformed: str | None = None
@@ -65,6 +68,7 @@ def _job(f: list[Any], queue: Queue) -> LeasedJob:
         keep_ms=keep_ms,
         token=f[Leased.TOKEN].decode(),
         headers=f[Leased.HEADERS],
+        ready_ms=int(f[Leased.READY] or 0),
         queue=queue,
         malformed=malformed,
     )
@@ -101,6 +105,9 @@ class JobSlot:
     started_at: float = 0.0
     """When the handler's task was started (``time.time()``, the worker's clock), for the
     heartbeat: a float here, as this is set for every job."""
+    planned_delay_ms: int | None = None
+    """What follows the handler's failure, decided inside the middleware chain (where it is
+    logged): ms to the next try, or FAIL_DEAD / FAIL_ABORTED."""
 
     def time_out(self) -> None:
         self.timed_out = True

@@ -46,12 +46,14 @@ class LeaseBook:
       complete call records them; a failed call puts them back, in order.
     """
 
-    __slots__ = ("done", "finishing", "held")
+    __slots__ = ("done", "finishing", "held", "losses")
 
     def __init__(self) -> None:
         self.held: dict[str, str] = {}
         self.done: list[Arg] = []
         self.finishing: set[str] = set()
+        self.losses = 0
+        """Leases found lost (by a heartbeat, or when a completion came too late)."""
 
     def took(self, job: LeasedJob) -> None:
         self.held[job.id] = job.token
@@ -106,7 +108,9 @@ class LeaseBook:
     def lost(self, job_id: str, token: str | None) -> bool:
         """Whether a lease the heartbeat sent as ``token`` and found lost is news: still held
         with that token, and no outcome on its way."""
-        return self.held.get(job_id) == token and job_id not in self.finishing
+        news = self.held.get(job_id) == token and job_id not in self.finishing
+        self.losses += news
+        return news
 
 
 @dataclass(eq=False)
@@ -183,6 +187,7 @@ class Lane:
         for index, flag in enumerate(flags):
             job_id = self.book.recorded(batch, index)
             if flag == 0:
+                self.book.losses += 1
                 logger.warning(
                     "job %s finished but its lease was lost (it was recovered and may have "
                     "run again elsewhere); this result was not recorded",

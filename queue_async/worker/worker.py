@@ -36,7 +36,7 @@ from queue_async.options import WorkerSettings, to_ms
 from queue_async.producer.queue import Hook, Middleware, Queue
 from queue_async.worker.crons import record_crons, run_crons
 from queue_async.worker.deadlines import Deadlines
-from queue_async.worker.executor import Executor
+from queue_async.worker.executor import Executor, JobObserver
 from queue_async.worker.jobs import JobSlot, LeasedJob, job_timeout_ms
 from queue_async.worker.leasing import Lane, Strategy, lease_order
 from queue_async.worker.loop_monitor import LoopMonitor
@@ -83,6 +83,7 @@ class Worker:
         on_startup: Iterable[Hook] = (),
         on_shutdown: Iterable[Hook] = (),
         middleware: Iterable[Middleware] = (),
+        observers: Iterable[JobObserver] = (),
         **overrides: Any,
     ) -> None:
         queues = _check_queues(queue)
@@ -132,6 +133,7 @@ class Worker:
             lanes=self._lane_of,
             completions_waiting=self._completions_waiting,
         )
+        self._executor.observers = tuple(observers)
         # Replaced at every job's end: a plain asyncio.Event, as anyio.Event() looks up the
         # running async library each time it is made.
         self._changed = asyncio.Event()
@@ -177,6 +179,30 @@ class Worker:
         for ``cancel_grace``, and sync ones whose thread outlived their try (Python cannot
         stop a thread)."""
         return self._abandoned + self.threads.abandoned
+
+    @property
+    def busy(self) -> int:
+        """Jobs whose handlers run now."""
+        return self._busy
+
+    @property
+    def prefetched(self) -> int:
+        """Jobs leased ahead, waiting for a free slot."""
+        return len(self._waiting)
+
+    @property
+    def processed(self) -> int:
+        """Tries this worker finished (done, retried or dead) since it started."""
+        return self._processed
+
+    @property
+    def lease_losses(self) -> int:
+        """Leases this worker found lost (its jobs recovered elsewhere) since it started."""
+        return sum(lane.book.losses for lane in self._lanes)
+
+    def observe(self, observer: JobObserver) -> None:
+        """Tell ``observer`` of every try from now on (see ``JobObserver``)."""
+        self._executor.observers = (*self._executor.observers, observer)
 
     @property
     def running(self) -> bool:

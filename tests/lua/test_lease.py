@@ -59,7 +59,7 @@ async def test_lease_takes_ready_jobs_and_records_the_lease(queue: qa.Queue) -> 
     assert reply.scheduled == 0
 
 
-async def test_lease_reply_carries_ten_fields_per_job(queue: qa.Queue) -> None:
+async def test_lease_reply_carries_eleven_fields_per_job(queue: qa.Queue) -> None:
     await queue._broker.scripts.enqueue(
         job("set", retries=4, timeout=1500, keep=0, headers={"trace": "t-1", "tenant": "7"})
         + job("unset", payload=b"\x00\xff")
@@ -71,8 +71,8 @@ async def test_lease_reply_carries_ten_fields_per_job(queue: qa.Queue) -> None:
     assert 0 < raw[0] <= LONG_MS
     assert raw[1] == 0
     assert raw[2] == 0  # nothing was handed to this worker's inbox
-    assert len(raw) == 3 + 2 * 10
-    assert raw[3:13] == [
+    assert len(raw) == 3 + 2 * 11
+    assert raw[3:14] == [
         b"set",
         TASK.encode(),
         PAYLOAD,
@@ -83,8 +83,9 @@ async def test_lease_reply_carries_ten_fields_per_job(queue: qa.Queue) -> None:
         b"0",
         b"L:1",
         pack_headers({"trace": "t-1", "tenant": "7"}),
+        str(enqueued).encode(),  # ready since its enqueue
     ]
-    assert raw[13:23][2:] == [
+    assert raw[14:25][2:] == [
         b"\x00\xff",
         1,
         str(enqueued).encode(),
@@ -93,7 +94,20 @@ async def test_lease_reply_carries_ten_fields_per_job(queue: qa.Queue) -> None:
         b"",
         b"L:2",
         b"",
+        str(enqueued).encode(),
     ]
+
+
+async def test_a_requeued_job_is_leased_with_the_time_it_became_ready_again(
+    queue: qa.Queue,
+) -> None:
+    await enqueue(queue, "a")
+    first = await lease(queue, 1)
+    # A failed try retried at once: ready again now, not since its enqueue.
+    await queue._broker.scripts.fail("a", first.token("a"), "boom", 0, 60_000, 100)
+    readied = int((await fields(queue, "a"))["readied"])
+    raw = await queue._broker.scripts.lease(10, LONG_MS, "L2", "w", 3, 1000, 10, 0, 20_000)
+    assert int(raw[3 + 10]) == readied >= int((await fields(queue, "a"))["enqueued"])
 
 
 async def test_lease_takes_at_most_count_and_wakes_for_the_rest(queue: qa.Queue) -> None:

@@ -16,9 +16,9 @@
 -- ARGV[10] lease grace (ms): how long an expired lease of this worker is only suspected
 --   before it is recovered (see recover_expired in includes/leases.lua)
 -- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see
---   includes/handoff.lua), then ten fields per leased job (LEASED in includes/wire.lua): id,
---   task, payload, attempts, enqueued (ms), retries, timeout, keep (each "" when unset),
---   token, headers (packed)}
+--   includes/handoff.lua), then eleven fields per leased job (LEASED in includes/wire.lua):
+--   id, task, payload, attempts, enqueued (ms), retries, timeout, keep (each "" when unset),
+--   token, headers (packed), ready since (ms: enqueue, due time or requeue)}
 --   wait_ms: 0 if ready jobs remain, else ms until the next scheduled job is due, the next
 --   lease expires or a rate limit's next token is due, -1 if nothing is pending.
 --   scheduled: how many jobs wait for their time.
@@ -69,11 +69,12 @@ local now_text = fmt(now)
 local L_ID, L_TASK, L_PAYLOAD, L_ATTEMPTS = LEASED.id, LEASED.task, LEASED.payload,
   LEASED.attempts
 local L_ENQUEUED, L_RETRIES, L_TIMEOUT = LEASED.enqueued, LEASED.retries, LEASED.timeout
-local L_KEEP, L_TOKEN, L_HEADERS = LEASED.keep, LEASED.token, LEASED.headers
+local L_KEEP, L_TOKEN, L_HEADERS, L_READY = LEASED.keep, LEASED.token, LEASED.headers,
+  LEASED.ready
 for i, id in ipairs(ids) do
   local key = job_key(prefix, id)
   local record = records[i]
-  local task, payload, enqueued, retries, timeout, keep, headers, ckey, climit
+  local task, payload, enqueued, retries, timeout, keep, headers, ckey, climit, readied
   local packed, opts
   if record then
     enqueued, packed, task, payload = record_parts(record)
@@ -84,9 +85,10 @@ for i, id in ipairs(ids) do
     end
   else
     local f = redis.call('HMGET', key, 'task', 'payload', 'enqueued', 'retries', 'timeout',
-      'keep', 'headers', 'ckey', 'climit', 'state')
+      'keep', 'headers', 'ckey', 'climit', 'state', 'readied')
     task, payload, enqueued, retries, timeout, keep, headers, ckey, climit = f[1], f[2], f[3],
       f[4], f[5], f[6], f[7], f[8], f[9]
+    readied = f[11]
     if f[10] ~= 'ready' then
       -- A tombstone (see remove_ready): cancelled while in fifo, or gone since.
       task = nil
@@ -139,6 +141,7 @@ for i, id in ipairs(ids) do
     reply[n + L_KEEP] = keep or ''
     reply[n + L_TOKEN] = token
     reply[n + L_HEADERS] = headers or ''
+    reply[n + L_READY] = readied or enqueued or '0'
   end
 end
 call_in_slices('HDEL', fresh, started)

@@ -53,6 +53,7 @@ local function hand_off(prefix, active, worker, lease_ms, grace, id, key, fields
   entry[LEASED.timeout] = opts[OPT.timeout] or ''
   entry[LEASED.keep] = opts[OPT.keep] or ''
   entry[LEASED.headers] = opts[OPT.headers] or ''
+  entry[LEASED.ready] = started
   redis.call('RPUSH', inbox, pack(entry))
   -- Entries outlive their use only if the worker died; by then the lease has expired.
   redis.call('PEXPIRE', inbox, lease_ms)

@@ -12,8 +12,8 @@ local OPT = {priority = 1, delay = 2, at = 3, retries = 4, timeout = 5, keep = 6
 local OPTIONAL = {'retries', 'timeout', 'keep', 'headers'}
 -- Places of one leased job's fields, in lease.lua's reply and in a worker's inbox.
 local LEASED = {id = 1, task = 2, payload = 3, attempts = 4, enqueued = 5, retries = 6,
-  timeout = 7, keep = 8, token = 9, headers = 10}
-local LEASED_FIELDS = 10
+  timeout = 7, keep = 8, token = 9, headers = 10, ready = 11}
+local LEASED_FIELDS = 11
 -- One job in enqueue.lua's batch, and one in complete.lua's.
 local ENQUEUED = {id = 1, options = 2, task = 3, payload = 4}
 local ENQUEUED_FIELDS = 4
