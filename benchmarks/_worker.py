@@ -64,6 +64,12 @@ def main() -> None:
         return i
 
     worker = qa.Worker(queue, concurrency=concurrency)
+    if os.environ.get("BENCH_METRICS") == "1":  # what metrics cost per job (see bench.py)
+        from queue_async.contrib.prometheus import Metrics  # noqa: PLC0415 - optional
+
+        metrics = Metrics()
+        metrics.watch_worker(worker)
+        metrics.watch_queue(queue)
 
     @queue.task(name="bench.stop")
     async def stop() -> None:

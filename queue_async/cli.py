@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import anyio
 from pydantic import ValidationError
 
-from queue_async import Queue, QueueAsyncError, Worker, __version__
+from queue_async import ConfigurationError, Queue, QueueAsyncError, Worker, __version__
 
 __all__ = ["load_queue", "main"]
 
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"queue-async {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (INFO)")
+    _logging_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _worker_parser(commands)
     _server_parser(commands)
@@ -234,6 +234,27 @@ def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         default=10.0,
         help="seconds running jobs get to finish on SIGTERM (10)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on PORT (needs queue-async[metrics])",
+    )
+    worker.add_argument(
+        "--metrics-addr", default="0.0.0.0",  # noqa: S104 - Prometheus scrapes from elsewhere
+        help="address of the metrics endpoint (0.0.0.0)",
+    )  # fmt: skip
+
+
+def _logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (INFO)")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines, or one JSON object per record with the job fields (text)",
+    )
 
 
 def _server_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -284,6 +305,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 1
 
 
+def _configure_logging(level: str, form: str) -> None:
+    handler = logging.StreamHandler()
+    if form == "json":
+        from queue_async.contrib.logs import JsonFormatter  # noqa: PLC0415 (only when asked)
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
 async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
     try:
         worker = Worker(
@@ -295,6 +327,8 @@ async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
             lease=args.lease,
             heartbeat=args.heartbeat,
         )
+        if args.metrics_port is not None:
+            _serve_metrics(worker, queues, args.metrics_port, args.metrics_addr)
         await worker.run(burst=args.burst)
     finally:
         for queue in queues:
@@ -308,6 +342,22 @@ async def _run_worker(queues: list[Queue], args: argparse.Namespace) -> None:
         )
         logging.shutdown()
         os._exit(0)
+
+
+def _serve_metrics(worker: Worker, queues: list[Queue], port: int, addr: str) -> None:
+    try:
+        from queue_async.contrib.prometheus import Metrics  # noqa: PLC0415 (an optional extra)
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from None
+    metrics = Metrics()
+    metrics.watch_worker(worker)
+    for queue in queues:
+        metrics.watch_queue(queue)
+    try:
+        metrics.serve(port, addr)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve metrics on {addr}:{port}: {exc}") from None
+    logging.getLogger("queue_async.worker").info("metrics on http://%s:%d/metrics", addr, port)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -326,9 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``queue-async`` and ``python -m queue_async``."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.log_level, args.log_format)
     if args.command == "server":
         return _serve(args)
     if args.command == "dashboard":

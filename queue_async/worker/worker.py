@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 
 from queue_async.broker.connections import Client
-from queue_async.broker.reconnect import Backoff
+from queue_async.broker.reconnect import Backoff, outages
 from queue_async.broker.scripts import Scripts
 from queue_async.exceptions import BrokerError, ConfigurationError
 from queue_async.models import RunningJob, WorkerHeartbeat
@@ -199,6 +199,15 @@ class Worker:
     def lease_losses(self) -> int:
         """Leases this worker found lost (its jobs recovered elsewhere) since it started."""
         return sum(lane.book.losses for lane in self._lanes)
+
+    @property
+    def observers(self) -> tuple[JobObserver, ...]:
+        return self._executor.observers
+
+    @staticmethod
+    def redis_outages() -> int:
+        """Times this process lost Redis (or was refused) and began backing off."""
+        return outages()
 
     def observe(self, observer: JobObserver) -> None:
         """Tell ``observer`` of every try from now on (see ``JobObserver``)."""

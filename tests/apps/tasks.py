@@ -60,3 +60,16 @@ async def gauged(ctx: qa.JobContext, hold: float) -> None:
 def stuck_sync(seconds: float) -> None:
     """A sync handler that ignores everything for ``seconds`` (Python cannot stop it)."""
     time.sleep(seconds)
+
+
+@queue.task(name="apps.flaky", retries=2)
+async def flaky(ctx: qa.JobContext) -> int:
+    """Fails its first try (retried at once), then succeeds."""
+    if ctx.attempt == 1:
+        raise qa.Retry(defer=0)
+    return ctx.attempt
+
+
+@queue.task(name="apps.doomed")
+async def doomed() -> None:
+    raise qa.Fatal("doomed from the start")
