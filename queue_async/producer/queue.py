@@ -49,6 +49,10 @@ R = TypeVar("R")
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 """``async def hook(state)``: a worker startup or shutdown hook."""
 Middleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+EnqueueCall = Callable[[list["JobSpec[Any]"]], Awaitable[list["JobHandle[Any]"]]]
+EnqueueMiddleware = Callable[[list["JobSpec[Any]"], EnqueueCall], Awaitable[list["JobHandle[Any]"]]]
+"""``async def mw(specs, call_next)`` around every enqueue of this process (see
+``Queue.enqueue_middleware``)."""
 """``async def mw(ctx, call_next)``: runs around every job; ``await call_next()`` runs it."""
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -158,6 +162,7 @@ class Queue:
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self._middlewares: list[Middleware] = []
+        self._enqueue_middlewares: list[EnqueueMiddleware] = []
         self._crons: dict[str, CronSchedule] = {}
         # Views made once: the worker reads ``tasks`` for every job it runs.
         self._tasks_view = MappingProxyType(self._tasks)
@@ -311,6 +316,14 @@ class Queue:
         self._shutdown_hooks.append(hook)
         return hook
 
+    def enqueue_middleware(self, middleware: EnqueueMiddleware) -> EnqueueMiddleware:
+        """Register ``async def mw(specs, call_next)`` around every enqueue of this process
+        (``task.enqueue``, ``enqueue``, ``enqueue_many``): ``specs`` are the jobs of the call,
+        ``await call_next(specs)`` enqueues them (possibly changed, e.g. with headers added:
+        tracing) and returns their handles. The first registered is the outermost."""
+        self._enqueue_middlewares.append(middleware)
+        return middleware
+
     def middleware(self, middleware: Middleware) -> Middleware:
         """Register ``async def mw(ctx, call_next)`` around every job a worker runs.
 
@@ -400,9 +413,12 @@ class Queue:
         right after it. Each gets its own handle and outcome; a call inside ``pipeline`` is
         not combined with others.
         """
-        if pipeline is not None:
+        if pipeline is not None or self._enqueue_middlewares:
             handles = await self.enqueue_many([spec], pipeline=pipeline)
             return handles[0]
+        return await self._enqueue_one(spec)
+
+    async def _enqueue_one(self, spec: JobSpec[R]) -> JobHandle[R]:
         job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec)
         await self._check_server_once()
         return self._handle(job_id, await self._enqueues.call(packed))
@@ -430,8 +446,28 @@ class Queue:
         when you execute it. The handles then name the ids sent: a unique job that was
         deduplicated shows in the pipeline's result, not in its handle.
         """
-        codec, limit = self.codec, self.max_payload_bytes
         specs = list(specs)
+        if self._enqueue_middlewares:
+            return await self._through_middleware(specs, pipeline)
+        return await self._enqueue_all(specs, pipeline)
+
+    def _through_middleware(
+        self, specs: list[JobSpec[Any]], pipeline: redis.asyncio.client.Pipeline | None
+    ) -> Awaitable[list[JobHandle[Any]]]:
+        async def last(specs: list[JobSpec[Any]]) -> list[JobHandle[Any]]:
+            if len(specs) == 1 and pipeline is None:
+                return [await self._enqueue_one(specs[0])]  # coalesced with other callers
+            return await self._enqueue_all(specs, pipeline)
+
+        call: EnqueueCall = last
+        for middleware in reversed(self._enqueue_middlewares):
+            call = _wrapped(middleware, call)
+        return call(specs)
+
+    async def _enqueue_all(
+        self, specs: list[JobSpec[Any]], pipeline: redis.asyncio.client.Pipeline | None
+    ) -> list[JobHandle[Any]]:
+        codec, limit = self.codec, self.max_payload_bytes
         encoded = [encode_job(codec, limit, spec) for spec in specs]
         ids = [job_id for job_id, _ in encoded]
         chunks = _chunks([job for _, job in encoded])
@@ -596,6 +632,13 @@ class Queue:
 
 
 _TEXT = (bytes, str)
+
+
+def _wrapped(middleware: EnqueueMiddleware, call_next: EnqueueCall) -> EnqueueCall:
+    async def call(specs: list[JobSpec[Any]]) -> list[JobHandle[Any]]:
+        return await middleware(specs, call_next)
+
+    return call
 
 
 def _is_job_id(job_id: str) -> bool:
