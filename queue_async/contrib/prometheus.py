@@ -52,8 +52,6 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 
 """Upper bounds (seconds) of the queue-wait histogram's buckets."""
 _STATS_TIMEOUT = 5.0
 
-Key = tuple[str, str]
-
 
 class _Histogram:
     """Bucket counts of one label set (not cumulative; made cumulative at scrape)."""
@@ -73,6 +71,20 @@ class _Histogram:
         return buckets
 
 
+class _TaskFigures:
+    """What the observer counts for one (queue, task): one object, found with two dict
+    lookups per job and no tuple made."""
+
+    __slots__ = ("ended", "runs", "started", "timeouts", "waits")
+
+    def __init__(self, duration_buckets: int, wait_buckets: int) -> None:
+        self.started = 0
+        self.timeouts = 0
+        self.ended: dict[str, int] = {}
+        self.runs = _Histogram(duration_buckets)
+        self.waits = _Histogram(wait_buckets)
+
+
 class Metrics(Collector):
     """The metrics of the workers it observes and the queues it watches; also a
     ``qa.JobObserver`` (pass it to ``Worker(observers=[...])``)."""
@@ -87,11 +99,8 @@ class Metrics(Collector):
         self.registry = registry if registry is not None else CollectorRegistry()
         self._duration_bounds = tuple(sorted(duration_buckets))
         self._wait_bounds = tuple(sorted(wait_buckets))
-        self._started: dict[Key, int] = {}
-        self._ended: dict[tuple[str, str, str], int] = {}
-        self._timeouts: dict[Key, int] = {}
-        self._durations: dict[Key, _Histogram] = {}
-        self._waits: dict[Key, _Histogram] = {}
+        self._figures: dict[str, dict[str, _TaskFigures]] = {}
+        """queue name -> task name -> its figures."""
         self._workers: list[qa.Worker] = []
         self._queues: dict[tuple[str, str], qa.Queue] = {}
         self._stats: dict[tuple[str, str], qa.QueueStats] = {}
@@ -101,28 +110,33 @@ class Metrics(Collector):
 
     # -- the observer (on the worker's event loop, for every job) ---------------------------
 
+    def _of(self, ctx: qa.JobContext) -> _TaskFigures:
+        tasks = self._figures.get(ctx.queue.name)
+        if tasks is None:
+            tasks = self._figures[ctx.queue.name] = {}
+        figures = tasks.get(ctx.task)
+        if figures is None:
+            figures = tasks[ctx.task] = _TaskFigures(
+                len(self._duration_bounds), len(self._wait_bounds)
+            )
+        return figures
+
     def job_started(self, ctx: qa.JobContext, waited: float) -> None:
-        key = (ctx.queue.name, ctx.task)
-        started = self._started
-        started[key] = started.get(key, 0) + 1
-        histogram = self._waits.get(key)
-        if histogram is None:
-            histogram = self._waits[key] = _Histogram(len(self._wait_bounds))
-        histogram.counts[bisect.bisect_left(self._wait_bounds, waited)] += 1
-        histogram.total += waited
+        figures = self._of(ctx)
+        figures.started += 1
+        waits = figures.waits
+        waits.counts[bisect.bisect_left(self._wait_bounds, waited)] += 1
+        waits.total += waited
 
     def job_ended(self, ctx: qa.JobContext, outcome: str, duration: float, timed_out: bool) -> None:
-        key = (ctx.queue.name, ctx.task)
-        ended = self._ended
-        full = (key[0], key[1], outcome)
-        ended[full] = ended.get(full, 0) + 1
-        histogram = self._durations.get(key)
-        if histogram is None:
-            histogram = self._durations[key] = _Histogram(len(self._duration_bounds))
-        histogram.counts[bisect.bisect_left(self._duration_bounds, duration)] += 1
-        histogram.total += duration
+        figures = self._of(ctx)
+        ended = figures.ended
+        ended[outcome] = ended.get(outcome, 0) + 1
+        runs = figures.runs
+        runs.counts[bisect.bisect_left(self._duration_bounds, duration)] += 1
+        runs.total += duration
         if timed_out:
-            self._timeouts[key] = self._timeouts.get(key, 0) + 1
+            figures.timeouts += 1
 
     # -- what else to report ----------------------------------------------------------------
 
@@ -183,8 +197,13 @@ class Metrics(Collector):
         started = CounterMetricFamily(
             "queue_async_jobs_started", "Tries started, by queue and task.", labels=labels
         )
-        for (queue, task), count in list(self._started.items()):
-            started.add_metric([queue, task], count)
+        figures = [
+            (queue, task, each)
+            for queue, tasks in list(self._figures.items())
+            for task, each in list(tasks.items())
+        ]
+        for queue, task, each in figures:
+            started.add_metric([queue, task], each.started)
         yield started
         ended = CounterMetricFamily(
             "queue_async_jobs",
@@ -192,25 +211,26 @@ class Metrics(Collector):
             "aborted, lost (its lease was lost first), unrecorded.",
             labels=[*labels, "outcome"],
         )
-        for (queue, task, outcome), count in list(self._ended.items()):
-            ended.add_metric([queue, task, outcome], count)
+        for queue, task, each in figures:
+            for outcome, count in list(each.ended.items()):
+                ended.add_metric([queue, task, outcome], count)
         yield ended
         timeouts = CounterMetricFamily(
             "queue_async_job_timeouts", "Tries that ran past their timeout.", labels=labels
         )
-        for (queue, task), count in list(self._timeouts.items()):
-            timeouts.add_metric([queue, task], count)
+        for queue, task, each in figures:
+            timeouts.add_metric([queue, task], each.timeouts)
         yield timeouts
         yield self._histogram(
             "queue_async_job_duration_seconds",
             "Run time of one try (handler start to end).",
-            self._durations,
+            [(queue, task, each.runs) for queue, task, each in figures],
             self._duration_bounds,
         )
         yield self._histogram(
             "queue_async_job_wait_seconds",
             "Queue wait: from when the job became ready (enqueue, due time, requeue) to its start.",
-            self._waits,
+            [(queue, task, each.waits) for queue, task, each in figures],
             self._wait_bounds,
         )
         yield from self._worker_families()
@@ -220,11 +240,11 @@ class Metrics(Collector):
         self,
         name: str,
         documentation: str,
-        histograms: dict[Key, _Histogram],
+        histograms: list[tuple[str, str, _Histogram]],
         bounds: tuple[float, ...],
     ) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=["queue", "task"])
-        for (queue, task), histogram in list(histograms.items()):
+        for queue, task, histogram in histograms:
             family.add_metric(
                 [queue, task], histogram.family_buckets(bounds), sum_value=histogram.total
             )
