@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
@@ -57,14 +58,15 @@ def new_job_id() -> str:
 
 def encode_job(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> tuple[str, bytes]:
     """The job's id and the job packed for enqueue.lua (id, options, task, payload)."""
-    payload = _payload(codec, max_payload_bytes, spec)
+    args, kwargs = _arguments(spec)
+    payload = _payload(codec, max_payload_bytes, spec, args, kwargs)
     opts = spec.options
     defaults = spec.defaults
     priority = _priority(opts, defaults)
     gate: list[Arg] = []
     if defaults is not None and defaults.concurrency_key is not None:
         gate = [_concurrency_key(spec, defaults), defaults.concurrency_limit]
-    unique = _unique(spec, payload, opts, defaults)
+    unique = _unique(spec, args, kwargs, payload, opts, defaults)
     if opts is None and not gate and not unique:
         # The common case: no options at all travel as one empty field.
         job_id = new_job_id()
@@ -108,12 +110,37 @@ def _options(
     return options
 
 
-def _payload(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> bytes:
+def _arguments(spec: JobSpec[Any]) -> tuple[Sequence[Any], dict[str, Any]]:
+    """The arguments checked against the task's signature and turned into JSON-compatible
+    values by their annotations, when the spec came from the task (by name: as given)."""
+    typed = spec.typed
+    if typed is None:
+        return spec.args, spec.kwargs
     try:
-        payload = codec.encode([spec.args, spec.kwargs])
+        return typed.dump_args(spec.args, spec.kwargs)
+    except TypeError as exc:  # the call does not bind: Python's message
+        raise EncodeError(
+            f"cannot enqueue {spec.task}: its arguments do not fit {spec.task}{typed.signature}: "
+            f"{exc}"
+        ) from exc
+    except ValueError as exc:
+        raise EncodeError(
+            f"cannot enqueue {spec.task}: {exc} (for {spec.task}{typed.signature})"
+        ) from exc
+
+
+def _payload(
+    codec: Codec,
+    max_payload_bytes: int,
+    spec: JobSpec[Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+) -> bytes:
+    try:
+        payload = codec.encode([args, kwargs])
     except Exception as exc:  # a codec may raise anything (pickle.PicklingError...)
         raise EncodeError(
-            f"cannot enqueue {spec.task}: {_culprit(codec, spec)} cannot be encoded by "
+            f"cannot enqueue {spec.task}: {_culprit(codec, args, kwargs)} cannot be encoded by "
             f"{type(codec).__name__} ({exc})"
         ) from exc
     if len(payload) > max_payload_bytes:
@@ -132,7 +159,12 @@ def _priority(opts: EnqueueOptions | None, defaults: TaskOptions | None) -> int:
 
 
 def _unique(
-    spec: JobSpec[Any], payload: bytes, opts: EnqueueOptions | None, defaults: TaskOptions | None
+    spec: JobSpec[Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    payload: bytes,
+    opts: EnqueueOptions | None,
+    defaults: TaskOptions | None,
 ) -> list[Arg]:
     """The unique key, window and while-running flag; [] when the job is not unique."""
     key = None
@@ -141,7 +173,7 @@ def _unique(
     elif (opts is not None and opts.unique) or (
         defaults is not None and defaults.unique and (opts is None or opts.unique is not False)
     ):
-        key = f"args:{spec.task}:{_digest(spec, payload)}"
+        key = f"args:{spec.task}:{_digest(args, kwargs, payload)}"
     if key is None:
         return []
     window = opts.unique_for if opts is not None and opts.unique_for is not None else None
@@ -151,10 +183,10 @@ def _unique(
     return [key, "" if window is None else to_ms(window), "1" if running else ""]
 
 
-def _digest(spec: JobSpec[Any], payload: bytes) -> str:
+def _digest(args: Sequence[Any], kwargs: dict[str, Any], payload: bytes) -> str:
     """Equal arguments give equal digests, whatever the order keyword arguments came in."""
     try:
-        canonical = orjson.dumps([spec.args, spec.kwargs], option=orjson.OPT_SORT_KEYS)
+        canonical = orjson.dumps([args, kwargs], option=orjson.OPT_SORT_KEYS)
     except TypeError:  # a custom codec took what JSON cannot: its bytes are the arguments
         canonical = payload
     return hashlib.sha1(canonical, usedforsecurity=False).hexdigest()
@@ -177,14 +209,14 @@ def _concurrency_key(spec: JobSpec[Any], defaults: TaskOptions) -> str:
     return text
 
 
-def _culprit(codec: Codec, spec: JobSpec[Any]) -> str:
+def _culprit(codec: Codec, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
     """Name the first argument the codec refuses, for the error message."""
-    for index, value in enumerate(spec.args):
+    for index, value in enumerate(args):
         try:
             codec.encode(value)
         except Exception:  # noqa: BLE001 - any refusal names the culprit
             return f"argument {index} ({type(value).__name__})"
-    for key, value in spec.kwargs.items():
+    for key, value in kwargs.items():
         try:
             codec.encode(value)
         except Exception:  # noqa: BLE001 - any refusal names the culprit

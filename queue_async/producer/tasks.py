@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from queue_async.codec import TypedCall
 from queue_async.context import JobContext
 from queue_async.options import EnqueueOptions, TaskOptions, to_ms
+from queue_async.producer.handle import JobHandle
 
 if TYPE_CHECKING:
-    from queue_async.producer.handle import JobHandle
+    from queue_async.broker.broker import Outcome
     from queue_async.producer.queue import Queue
 
 __all__ = ["JobSpec", "Task", "TaskCall"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+logger = logging.getLogger("queue_async")
 
 
 def wants_context(fn: Callable[..., Any]) -> bool:
@@ -45,6 +50,70 @@ def wants_context(fn: Callable[..., Any]) -> bool:
     return annotation is inspect.Parameter.empty and first.name == "ctx"
 
 
+def typed_call(fn: Callable[..., Any], name: str, takes_context: bool) -> TypedCall:
+    """The handler's signature without its context, with its annotations resolved.
+
+    An annotation that cannot be resolved (a name imported under ``TYPE_CHECKING`` only, a
+    class local to a function) leaves its parameter as unannotated, and says so in the log.
+    """
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    if takes_context:
+        params = params[1:]
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # noqa: BLE001 - any failure to evaluate: take them one by one
+        hints = {}
+        for param in [*params, None]:
+            key = "return" if param is None else param.name
+            annotation = signature.return_annotation if param is None else param.annotation
+            if isinstance(annotation, str):
+                annotation = _resolved(fn, annotation)
+                if annotation is None:
+                    logger.warning(
+                        "task %s: the annotation of %s cannot be resolved; its values travel "
+                        "as plain JSON, unchecked",
+                        name,
+                        "its result" if param is None else f"parameter {key!r}",
+                    )
+                    continue
+            if annotation is not inspect.Parameter.empty:
+                hints[key] = annotation
+    returns = hints.get("return", inspect.Parameter.empty)
+    module = getattr(fn, "__module__", None)
+    shown = [
+        p.replace(annotation=_Shown(p.annotation, module))
+        if p.annotation is not inspect.Parameter.empty
+        else p
+        for p in params
+    ]
+    # The signature as errors show it: annotations as written, no return annotation.
+    signature = signature.replace(parameters=shown, return_annotation=inspect.Parameter.empty)
+    return TypedCall(signature, hints, returns)
+
+
+class _Shown:
+    """An annotation as ``inspect`` prints it, but a string one without its quotes."""
+
+    def __init__(self, annotation: Any, module: str | None) -> None:
+        self.text = (
+            annotation
+            if isinstance(annotation, str)
+            else inspect.formatannotation(annotation, base_module=module)
+        )
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _resolved(fn: Callable[..., Any], annotation: str) -> Any:
+    """What ``get_type_hints`` does for one annotation; None if it cannot."""
+    try:
+        return eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307
+    except Exception:  # noqa: BLE001 - a name not defined, or not an expression
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec(Generic[R]):
     """One job to enqueue, not yet sent: what ``task.call(...)`` returns for ``enqueue_many``."""
@@ -54,6 +123,9 @@ class JobSpec(Generic[R]):
     kwargs: dict[str, Any]
     options: EnqueueOptions | None = None
     defaults: TaskOptions | None = field(default=None, compare=False)
+    typed: TypedCall | None = field(default=None, compare=False)
+    """The task's signature, when the spec was made from the task: its arguments are
+    checked and encoded by their annotations at enqueue."""
 
 
 class Task(Generic[P, R]):
@@ -77,17 +149,35 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+        self._typed: TypedCall | None = None
+
+    @property
+    def typed(self) -> TypedCall:
+        """The handler's signature compiled for its arguments and result, on first use (by
+        then the names its annotations refer to are defined)."""
+        typed = self._typed
+        if typed is None:
+            typed = self._typed = typed_call(self.fn, self.name, self.takes_context)
+        return typed
 
     def __repr__(self) -> str:
         return f"<Task {self.name} on queue {self.queue.name!r}>"
 
     def call(self, /, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
         """A job of this task with these arguments, for ``queue.enqueue_many``."""
-        return JobSpec(self.name, args, kwargs, None, self.task_options)
+        return JobSpec(self.name, args, kwargs, None, self.task_options, self.typed)
 
     async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job now and return its handle."""
-        return await self.queue.enqueue_spec(self.call(*args, **kwargs))
+        return self.typed_handle(await self.queue.enqueue_spec(self.call(*args, **kwargs)))
+
+    def typed_handle(self, handle: JobHandle[R]) -> JobHandle[R]:
+        """The handle, made to give its result back as the return annotation's type when
+        that is not a plain JSON type."""
+        typed = self.typed
+        if typed.result_type is None:
+            return handle
+        return TypedHandle(handle.queue, handle.id, typed, existing=handle.existing)
 
     def options(
         self,
@@ -161,8 +251,32 @@ class TaskCall(Generic[P, R]):
 
     def call(self, /, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
         """A job with these arguments and the bound options, for ``queue.enqueue_many``."""
-        return JobSpec(self.task.name, args, kwargs, self.enqueue_options, self.task.task_options)
+        task = self.task
+        return JobSpec(task.name, args, kwargs, self.enqueue_options, task.task_options, task.typed)
 
     async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job with the bound options."""
-        return await self.task.queue.enqueue_spec(self.call(*args, **kwargs))
+        task = self.task
+        return task.typed_handle(await task.queue.enqueue_spec(self.call(*args, **kwargs)))
+
+
+class TypedHandle(JobHandle[R]):
+    """A handle whose result comes back as its task's return annotation says."""
+
+    __slots__ = ("typed",)
+
+    def __init__(
+        self, queue: Queue, job_id: str, typed: TypedCall, *, existing: bool = False
+    ) -> None:
+        super().__init__(queue, job_id, existing=existing)
+        self.typed = typed
+
+    def _result_of(self, outcome: Outcome) -> R:
+        value = super()._result_of(outcome)
+        if outcome.result is None:
+            return value
+        try:
+            result: R = self.typed.load_result(value)
+        except ValueError:  # stored by a worker with another annotation: as it came
+            return value
+        return result

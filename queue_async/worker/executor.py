@@ -121,6 +121,10 @@ class Executor:
         elif why is None:
             try:
                 args, kwargs = decode_payload(queue.codec, job.payload)
+                # Arguments that do not fit the handler would fail every try alike: dead now.
+                args, kwargs = task.typed.load_args(args, kwargs)
+            except TypeError as exc:  # the call does not bind: Python's message
+                why = f"its arguments do not fit {job.task}{task.typed.signature}: {exc}"
             except ValueError as exc:
                 why = str(exc)
         if why is not None or task is None:
@@ -139,9 +143,9 @@ class Executor:
         else:
             keep_ms = job.keep_ms if job.keep_ms is not None else task.keep_ms
             try:
-                encoded = queue.codec.encode(result) if keep_ms > 0 else b""
+                encoded = queue.codec.encode(task.typed.dump_result(result)) if keep_ms > 0 else b""
             except Exception as exc:  # noqa: BLE001 - any codec error fails the try, not the worker
-                text = f"the result ({type(result).__name__}) cannot be encoded: {exc!r}"
+                text = f"the result ({type(result).__name__}) cannot be encoded: {_last_line(exc)}"
                 await self.record_failure(job, text, None, ctx=ctx, slot=slot)
                 return
             lane.book.completed(job, encoded, keep_ms)
