@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -169,18 +169,12 @@ async def retry_dead(
     task_name, text = _filters(task, search)
     _limit(limit)
     at_ms = _at_ms(at)
-    done, cursor = 0, ""
-    while done < limit:
-        # The walk goes on from its cursor, which holds while the jobs it retried leave.
-        count, cursor, scanned = await queue._broker.scripts.retry(
-            at_ms, cursor, min(limit - done, _BULK_BUDGET), _BULK_BUDGET, task_name, text, []
-        )
-        done += count
-        if progress is not None:
-            progress(done)
-        if scanned == 0 or cursor == "":
-            break
-    return done
+    scripts = queue._broker.scripts
+
+    def step(cursor: str, most: int) -> Awaitable[tuple[int, str, int]]:
+        return scripts.retry(at_ms, cursor, most, _BULK_BUDGET, task_name, text, [])
+
+    return await _in_steps(step, limit, progress)
 
 
 async def delete(queue: Queue, job_id: str) -> bool:
@@ -203,11 +197,25 @@ async def purge(
     _state(state, PURGED)
     task_name, text = _filters(task, search)
     _limit(limit)
+    scripts = queue._broker.scripts
+
+    def step(cursor: str, most: int) -> Awaitable[tuple[int, str, int]]:
+        return scripts.delete(state, cursor, most, _BULK_BUDGET, task_name, text, [])
+
+    return await _in_steps(step, limit, progress)
+
+
+async def _in_steps(
+    step: Callable[[str, int], Awaitable[tuple[int, str, int]]],
+    limit: int,
+    progress: Progress | None,
+) -> int:
+    """Call one bulk script (``step(cursor, at most)`` -> done, cursor, entries looked at)
+    until ``limit`` jobs are done or the walk ends. The walk goes on from its cursor, which
+    holds while the jobs it acted on leave their state."""
     done, cursor = 0, ""
     while done < limit:
-        count, cursor, scanned = await queue._broker.scripts.delete(
-            state, cursor, min(limit - done, _BULK_BUDGET), _BULK_BUDGET, task_name, text, []
-        )
+        count, cursor, scanned = await step(cursor, min(limit - done, _BULK_BUDGET))
         done += count
         if progress is not None:
             progress(done)
