@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import sys
 import types
 import typing
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
@@ -212,8 +213,18 @@ class TypedCall:
             self._positional_types or self._keyword_types or self._rest_type or self._extra_type
         )
         """False when every argument goes as it is (plain JSON annotations or none)."""
+        # as_is: positional arguments only, as many as the signature takes, none typed.
+        self._as_is = not self.typed_args and not self._required_keywords
+        self._low = self._min_positional
+        self._high = sys.maxsize if self._var_positional else self._max_positional
         self.result_type = None if is_plain(returns) else _Typed(returns)
         """The return annotation's adapter; None when the result goes as it is."""
+
+    def as_is(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+        """True when these arguments surely bind and go as they are, as most do: positional
+        only, as many as the signature takes, none of a typed parameter. Else ``dump_args`` or
+        ``load_args`` checks and converts them."""
+        return self._as_is and not kwargs and self._low <= len(args) <= self._high
 
     def check(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise ``TypeError`` (Python's own message) unless the arguments bind.

@@ -114,7 +114,7 @@ def _arguments(spec: JobSpec[Any]) -> tuple[Sequence[Any], dict[str, Any]]:
     """The arguments checked against the task's signature and turned into JSON-compatible
     values by their annotations, when the spec came from the task (by name: as given)."""
     typed = spec.typed
-    if typed is None:
+    if typed is None or typed.as_is(spec.args, spec.kwargs):
         return spec.args, spec.kwargs
     try:
         return typed.dump_args(spec.args, spec.kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import typing
@@ -149,16 +150,12 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
-        self._typed: TypedCall | None = None
 
-    @property
+    @functools.cached_property
     def typed(self) -> TypedCall:
         """The handler's signature compiled for its arguments and result, on first use (by
-        then the names its annotations refer to are defined)."""
-        typed = self._typed
-        if typed is None:
-            typed = self._typed = typed_call(self.fn, self.name, self.takes_context)
-        return typed
+        then the names its annotations refer to are defined); an attribute after that."""
+        return typed_call(self.fn, self.name, self.takes_context)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} on queue {self.queue.name!r}>"

@@ -19,7 +19,7 @@ import anyio
 
 from queue_async.broker.reconnect import Backoff
 from queue_async.broker.wire import FAIL_ABORTED, FAIL_DEAD, unpack_headers
-from queue_async.codec import decode_payload
+from queue_async.codec import Codec, TypedCall, decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import BrokerError, Fatal, Retry
 from queue_async.options import WorkerSettings, to_ms
@@ -120,11 +120,7 @@ class Executor:
             why = f"task {job.task!r} is not registered with worker {self.worker_id}"
         elif why is None:
             try:
-                args, kwargs = decode_payload(queue.codec, job.payload)
-                # Arguments that do not fit the handler would fail every try alike: dead now.
-                args, kwargs = task.typed.load_args(args, kwargs)
-            except TypeError as exc:  # the call does not bind: Python's message
-                why = f"its arguments do not fit {job.task}{task.typed.signature}: {exc}"
+                args, kwargs = _arguments(job, task)
             except ValueError as exc:
                 why = str(exc)
         if why is not None or task is None:
@@ -143,7 +139,7 @@ class Executor:
         else:
             keep_ms = job.keep_ms if job.keep_ms is not None else task.keep_ms
             try:
-                encoded = queue.codec.encode(task.typed.dump_result(result)) if keep_ms > 0 else b""
+                encoded = _encoded(queue.codec, task.typed, result) if keep_ms > 0 else b""
             except Exception as exc:  # noqa: BLE001 - any codec error fails the try, not the worker
                 text = f"the result ({type(result).__name__}) cannot be encoded: {_last_line(exc)}"
                 await self.record_failure(job, text, None, ctx=ctx, slot=slot)
@@ -453,6 +449,24 @@ def retry_delay_ms(job: LeasedJob, task: Task[Any, Any] | None, exc: BaseExcepti
         job.attempt, base=opts.backoff_base.total_seconds(), cap=opts.backoff_cap.total_seconds()
     )
     return round(seconds * 1000)
+
+
+def _arguments(job: LeasedJob, task: Task[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The job's arguments decoded and fitted to its handler's signature; ``ValueError`` says
+    why they cannot be (every try would fail alike, so the job goes to dead at once)."""
+    args, kwargs = decode_payload(job.queue.codec, job.payload)
+    typed = task.typed
+    if typed.as_is(args, kwargs):
+        return args, kwargs
+    try:
+        return typed.load_args(args, kwargs)
+    except (TypeError, ValueError) as exc:  # TypeError: Python's own, of binding
+        raise ValueError(f"its arguments do not fit {job.task}{typed.signature}: {exc}") from exc
+
+
+def _encoded(codec: Codec, typed: TypedCall, result: Any) -> bytes:
+    """A handler's result for the job record, by its return annotation if it has one."""
+    return codec.encode(result if typed.result_type is None else typed.dump_result(result))
 
 
 def _error_text(exc: BaseException) -> str:
