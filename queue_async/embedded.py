@@ -421,7 +421,11 @@ def _is_server(pid: int) -> bool:
         return not Path("/proc/self").exists()
     except OSError:
         return True
-    return b"valkey" in command or b"redis" in command
+    # The program's name, not the whole command line: a Python whose path says "redis"
+    # (a venv named after redis-py, say) is no server. A server retitles itself as
+    # "valkey-server <address>", so the first word of the first argument.
+    program = os.path.basename(command.split(b"\0", 1)[0].split(b" ", 1)[0])
+    return program.startswith((b"valkey", b"redis"))
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 import queue_async as qa
+from queue_async import embedded
 from queue_async.embedded import DurableServer
 from tests.conftest import unique_name
 from tests.helpers import drain
@@ -211,5 +212,26 @@ def test_a_long_folder_path_gets_its_socket_in_the_temporary_folder(tmp_path: Pa
     try:
         assert server.start(timeout=20) and server.answers()
         assert DurableServer(folder).socket == server.socket
+    finally:
+        server.kill()
+
+
+def test_a_python_whose_path_names_redis_is_not_taken_for_a_server(tmp_path: Path) -> None:
+    # A venv named after redis-py (nox's tests_compat, tests_redis7): its processes must
+    # never be taken for a stale server and killed.
+    venv = tmp_path / "tests_redis7" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)
+    proc = subprocess.Popen([str(venv / "python"), "-c", "import time; time.sleep(30)"])
+    try:
+        assert not embedded._is_server(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    server = DurableServer(tmp_path / "data")
+    try:
+        assert server.start(timeout=20)
+        pid = server.pid()
+        assert pid is not None and embedded._is_server(pid)
     finally:
         server.kill()
