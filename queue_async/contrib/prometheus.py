@@ -21,9 +21,9 @@ the same from every process of a queue (read from Redis): use ``max by (queue)``
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import threading
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
@@ -101,6 +101,9 @@ class Metrics(Collector):
         self._wait_bounds = tuple(sorted(wait_buckets))
         self._figures: dict[str, dict[str, _TaskFigures]] = {}
         """queue name -> task name -> its figures."""
+        self._last_queue: qa.Queue | None = None
+        self._last_task: str | None = None
+        self._last = _TaskFigures(0, 0)
         self._workers: list[qa.Worker] = []
         self._queues: dict[tuple[str, str], qa.Queue] = {}
         self._stats: dict[tuple[str, str], qa.QueueStats] = {}
@@ -111,21 +114,23 @@ class Metrics(Collector):
     # -- the observer (on the worker's event loop, for every job) ---------------------------
 
     def _of(self, ctx: qa.JobContext) -> _TaskFigures:
-        tasks = self._figures.get(ctx.queue.name)
+        queue, task = ctx.queue, ctx.task
+        if task is self._last_task and queue is self._last_queue:
+            return self._last  # the common case: one task after another of the same kind
+        tasks = self._figures.get(queue.name)
         if tasks is None:
-            tasks = self._figures[ctx.queue.name] = {}
-        figures = tasks.get(ctx.task)
+            tasks = self._figures[queue.name] = {}
+        figures = tasks.get(task)
         if figures is None:
-            figures = tasks[ctx.task] = _TaskFigures(
-                len(self._duration_bounds), len(self._wait_bounds)
-            )
+            figures = tasks[task] = _TaskFigures(len(self._duration_bounds), len(self._wait_bounds))
+        self._last_queue, self._last_task, self._last = queue, task, figures
         return figures
 
     def job_started(self, ctx: qa.JobContext, waited: float) -> None:
         figures = self._of(ctx)
         figures.started += 1
         waits = figures.waits
-        waits.counts[bisect.bisect_left(self._wait_bounds, waited)] += 1
+        waits.counts[bisect_left(self._wait_bounds, waited)] += 1
         waits.total += waited
 
     def job_ended(self, ctx: qa.JobContext, outcome: str, duration: float, timed_out: bool) -> None:
@@ -133,7 +138,7 @@ class Metrics(Collector):
         ended = figures.ended
         ended[outcome] = ended.get(outcome, 0) + 1
         runs = figures.runs
-        runs.counts[bisect.bisect_left(self._duration_bounds, duration)] += 1
+        runs.counts[bisect_left(self._duration_bounds, duration)] += 1
         runs.total += duration
         if timed_out:
             figures.timeouts += 1
