@@ -12,7 +12,7 @@ import pickle
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import msgpack
@@ -436,3 +436,23 @@ def test_a_typed_call_checks_binding_like_python() -> None:
             typed.check(args, kwargs)
         with pytest.raises(TypeError):
             inspect.signature(fn).bind(*args, **kwargs)
+
+
+async def test_literal_and_annotated_constraints_are_checked_at_enqueue(queue: qa.Queue) -> None:
+    @queue.task
+    async def ship(
+        mode: Literal["air", "sea"], boxes: Annotated[int, pydantic.Field(gt=0)]
+    ) -> None: ...
+
+    with pytest.raises(
+        qa.EncodeError, match=r"argument 0 \(mode\): Input should be 'air' or 'sea'"
+    ):
+        await ship.enqueue("rail", 1)  # type: ignore[arg-type]
+    with pytest.raises(
+        qa.EncodeError, match=r"argument 1 \(boxes\): Input should be greater than 0"
+    ):
+        await ship.enqueue("air", 0)
+    assert (await queue.stats()).ready == 0
+    await ship.enqueue("sea", 2)
+    await drain(queue)
+    assert (await queue.stats()).processed == 1
