@@ -177,8 +177,12 @@ async def test_a_producer_by_name_sends_json_and_the_worker_brings_the_types_bac
     handle = await queue.enqueue("billing.charge", raw, NOW.isoformat(), tags=["a", "a"])
     await drain(queue)
     assert seen == [(ORDER, NOW, {"a"})]
-    # A handle by name knows no annotation: the result comes as JSON.
-    assert await handle.result(timeout=5) == {
+    # The task is registered in this process: its result comes back as its type, whatever
+    # the handle came from (by name, queue.job(id)).
+    assert await handle.result(timeout=5) == ORDER
+    assert await queue.job(handle.id).result(timeout=5) == ORDER
+    # info() shows what is stored: JSON.
+    assert (await handle.info()).result == {
         "id": 7,
         "placed": "2024-05-17T12:30:15.123456Z",
         "total": "19.99",

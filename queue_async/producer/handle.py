@@ -117,6 +117,15 @@ class JobHandle(Generic[R]):
                 result: R = self.queue.codec.decode(outcome.result)
             except Exception:  # noqa: BLE001 - shown as text, as info() does
                 return outcome.result.decode(errors="replace")  # type: ignore[return-value]
+            # Back as its task's return annotation says, wherever this handle came from
+            # (task.enqueue, by name, queue.job(id)), when the task is registered here.
+            known = self.queue.tasks.get(task)
+            if known is not None and known.typed.result_type is not None:
+                try:
+                    typed: R = known.typed.load_result(result)
+                except ValueError:  # stored by a worker with another annotation: as it came
+                    return result
+                return typed
             return result
         if state == "dead":
             error = None if outcome.error is None else outcome.error.decode(errors="replace")

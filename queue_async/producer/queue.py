@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 import redis.asyncio
 
@@ -91,8 +91,10 @@ class Queue:
     """A named queue on a Redis/Valkey server.
 
     Args:
-        redis: a URL (``redis://``, ``rediss://``, ``unix://``) or a ``redis.asyncio.Redis``
-            client (created with ``decode_responses=False``). Default: ``$REDIS_URL``, else
+        redis: a URL (``redis://``, ``rediss://``, ``unix://``; ``redis+cluster://host:port``
+            or ``rediss+cluster://`` for a Redis/Valkey Cluster, naming any of its nodes), or a
+            ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` client (created with
+            ``decode_responses=False``). Default: ``$REDIS_URL``, else
             ``redis://localhost:6379/0``.
         name: the queue's name; every key of the queue is ``<prefix>:{<name>}:...``.
         prefix: the first part of every key.
@@ -114,7 +116,7 @@ class Queue:
 
     def __init__(
         self,
-        redis_: str | redis.asyncio.Redis | None = None,
+        redis_: str | redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None,
         *,
         name: str = "default",
         prefix: str = "qa",
@@ -133,7 +135,9 @@ class Queue:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
         limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
         self._broker = Broker(redis_, limits, prefix=prefix, name=name)
-        self.client: redis.asyncio.Redis = self._broker.client
+        # A RedisCluster on a cluster. Still declared as Redis until dashboard/audit.py takes
+        # either (AnyRedis): the calls users make on it (pipelines, reads) exist on both.
+        self.client: redis.asyncio.Redis = cast("redis.asyncio.Redis", self._broker.client)
         """The producers' client (on a pool of the queue's own, also when a client was passed
         in): for your own pipelines (see ``enqueue_many``)."""
         self._waiters = ResultWaiters(self._broker.connections, self._broker.keys.done_channel)

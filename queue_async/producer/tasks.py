@@ -17,7 +17,6 @@ from queue_async.options import EnqueueOptions, TaskOptions, to_ms
 from queue_async.producer.handle import JobHandle
 
 if TYPE_CHECKING:
-    from queue_async.broker.broker import Outcome
     from queue_async.producer.queue import Queue
 
 __all__ = ["JobSpec", "Task", "TaskCall"]
@@ -166,15 +165,7 @@ class Task(Generic[P, R]):
 
     async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job now and return its handle."""
-        return self.typed_handle(await self.queue.enqueue_spec(self.call(*args, **kwargs)))
-
-    def typed_handle(self, handle: JobHandle[R]) -> JobHandle[R]:
-        """The handle, made to give its result back as the return annotation's type when
-        that is not a plain JSON type."""
-        typed = self.typed
-        if typed.result_type is None:
-            return handle
-        return TypedHandle(handle.queue, handle.id, typed, existing=handle.existing)
+        return await self.queue.enqueue_spec(self.call(*args, **kwargs))
 
     def options(
         self,
@@ -254,26 +245,4 @@ class TaskCall(Generic[P, R]):
     async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job with the bound options."""
         task = self.task
-        return task.typed_handle(await task.queue.enqueue_spec(self.call(*args, **kwargs)))
-
-
-class TypedHandle(JobHandle[R]):
-    """A handle whose result comes back as its task's return annotation says."""
-
-    __slots__ = ("typed",)
-
-    def __init__(
-        self, queue: Queue, job_id: str, typed: TypedCall, *, existing: bool = False
-    ) -> None:
-        super().__init__(queue, job_id, existing=existing)
-        self.typed = typed
-
-    def _result_of(self, outcome: Outcome) -> R:
-        value = super()._result_of(outcome)
-        if outcome.result is None:
-            return value
-        try:
-            result: R = self.typed.load_result(value)
-        except ValueError:  # stored by a worker with another annotation: as it came
-            return value
-        return result
+        return await task.queue.enqueue_spec(self.call(*args, **kwargs))
