@@ -7,12 +7,13 @@ of a job's stored record, in either of its two forms (see ``records``).
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-import redis.asyncio
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
-from queue_async.broker.connections import Connections, Limits
+from queue_async.broker.connections import AnyRedis, Connections, Limits
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_fields_of
@@ -41,12 +42,10 @@ logger = logging.getLogger("queue_async")
 class Broker:
     """Connections, key names and script calls of one queue."""
 
-    def __init__(
-        self, redis_: str | redis.asyncio.Redis, limits: Limits, *, prefix: str, name: str
-    ) -> None:
+    def __init__(self, redis_: str | AnyRedis, limits: Limits, *, prefix: str, name: str) -> None:
         self.keys = QueueKeys.for_queue(prefix, name)
         self.connections = Connections(redis_, limits)
-        self.client: redis.asyncio.Redis = self.connections.client
+        self.client: AnyRedis = self.connections.client
         self.scripts = Scripts(self.client, self.keys)
 
     async def aclose(self) -> None:
@@ -92,10 +91,18 @@ class Broker:
     async def check_eviction_policy(self) -> None:
         """Refuse a server whose ``maxmemory-policy`` may evict keys (see
         ``Queue(allow_eviction=...)``). A server that does not let us read its settings
-        (CONFIG denied, as on some managed services) is let through with a warning."""
+        (CONFIG denied, as on some managed services) is let through with a warning. On a
+        cluster, every master is asked: the queue may live on any of them."""
         with translate_errors("reading the server's eviction policy"):
             try:
-                reply = await self.client.config_get("maxmemory-policy")
+                if isinstance(self.client, RedisCluster):
+                    await self.client.initialize()
+                    replies = [
+                        await self.client.config_get("maxmemory-policy", target_nodes=master)
+                        for master in self.client.get_primaries()
+                    ]
+                else:
+                    replies = [await self.client.config_get("maxmemory-policy")]
             except redis.exceptions.ResponseError as exc:
                 logger.warning(
                     "cannot read the server's maxmemory-policy (%s): make sure it is "
@@ -103,6 +110,11 @@ class Broker:
                     exc,
                 )
                 return
+        for reply in replies:
+            self._refuse_eviction(reply)
+
+    @staticmethod
+    def _refuse_eviction(reply: Mapping[Any, Any]) -> None:
         values = {as_text(k or b""): as_text(v or b"") for k, v in reply.items()}
         policy = values.get("maxmemory-policy") or "noeviction"
         if policy != "noeviction":

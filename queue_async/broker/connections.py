@@ -14,6 +14,14 @@ completions. So each kind of use gets its own pool, and no kind can starve anoth
 Every pool is made from the same connection settings (the URL's, or those of the client the
 user passed in), so TLS, credentials and the database are the same everywhere.
 
+On a Redis/Valkey Cluster (a ``redis+cluster://`` or ``rediss+cluster://`` URL, or a
+``redis.asyncio.RedisCluster`` client) each "pool" above is a ``RedisCluster`` client of our
+own, made from the same startup nodes and settings: it routes each call to the master of its
+key's slot and follows MOVED/ASK redirects and failovers itself. Its per-node pools do not
+wait for a free connection: a call past ``max_connections`` connections to one node is tried
+again briefly, then fails with ``BrokerConnectionError``. Such a client is not rebound to a
+new event loop either: make a cluster ``Queue`` on the loop that uses it.
+
 A connection belongs to the event loop it was opened on. Every pool here notices when it is
 used from a new loop after the old one stopped (a module-level ``Queue`` shared by tests that
 each run their own loop, or by successive ``asyncio.run`` calls): it closes the old loop's
@@ -25,15 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import anyio
 import redis.asyncio
 import redis.exceptions
-from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff
 
@@ -41,6 +51,12 @@ from queue_async.broker.errors import translate_errors
 from queue_async.exceptions import BrokerConnectionError, ConfigurationError
 
 T = TypeVar("T")
+
+AnyRedis: TypeAlias = redis.asyncio.Redis | RedisCluster
+"""A client of one server or of a cluster: what the layers above call."""
+
+# The URL schemes of a cluster, and the scheme redis-py reads for each.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 # How many times a call is repeated after a connection error (server restarted, connection
 # reset) before it fails; a timeout is not repeated, so a silent server fails a call after
@@ -62,6 +78,21 @@ class _Jitter(AbstractBackoff):
 
 def _retry() -> Retry:
     return Retry(_Jitter(), _RETRIES, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+def _cluster_retry() -> Retry:
+    """As ``_retry``, and also while a cluster fails over or moves a slot (CLUSTERDOWN,
+    TRYAGAIN, a slot no node serves yet); MOVED and ASK the cluster client follows itself."""
+    return Retry(
+        _Jitter(),
+        _RETRIES,
+        supported_errors=(
+            redis.exceptions.ConnectionError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.TryAgainError,
+            redis.exceptions.SlotNotCoveredError,  # type: ignore[arg-type] # retried as redis-py does
+        ),
+    )
 
 
 class _LoopBoundPool(BlockingConnectionPool):
@@ -134,11 +165,109 @@ class Limits:
         return self
 
 
+# The settings of a RedisCluster client that a new one takes over (everything its
+# constructor accepts, less what each of our clients sets itself).
+_OWN_CLUSTER_SETTINGS = frozenset(
+    {"max_connections", "retry", "socket_timeout", "socket_connect_timeout", "event_dispatcher"}
+)
+
+
+class _ClusterClient(RedisCluster):
+    """A cluster client whose ``pubsub()`` subscribes on one node of the cluster.
+
+    Scripts announce finished jobs with a classic PUBLISH, which a cluster passes to every
+    node, so a subscriber may listen on any of them (the result waiters do; see
+    producer/waiters.py). redis-py's cluster pub/sub would pick a node by the channel's slot
+    from a slot map it has not read yet; this picks one of the known nodes at random, so a
+    waiter that reconnects after losing a node tries another.
+    """
+
+    standalone: dict[str, Any]
+    """Settings for a plain client of one node."""
+
+    def pubsub(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        nodes = self.get_nodes() or list(self.nodes_manager.startup_nodes.values())
+        node = random.choice(nodes)
+        single = redis.asyncio.Redis(host=node.host, port=int(node.port), **self.standalone)
+        return single.pubsub(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class _ClusterRecipe:
+    """How to make another client of the same cluster: its startup nodes and settings."""
+
+    nodes: tuple[tuple[str, int], ...]
+    settings: dict[str, Any]
+    socket_timeout: float | None
+    """The source's own read timeout (a URL's ``?socket_timeout=``), if it set one."""
+
+    @classmethod
+    def of(cls, client: RedisCluster) -> _ClusterRecipe:
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ConfigurationError(
+                "the RedisCluster client must be created with decode_responses=False: job "
+                "payloads are bytes"
+            )
+        accepted = inspect.signature(RedisCluster.__init__).parameters
+        kwargs = client.get_connection_kwargs()
+        settings = {
+            name: value
+            for name, value in kwargs.items()
+            if name in accepted and name not in _OWN_CLUSTER_SETTINGS
+        }
+        if kwargs.get("connection_class") is SSLConnection:
+            settings["ssl"] = True
+        known = client.get_nodes() or list(client.nodes_manager.startup_nodes.values())
+        nodes = tuple(sorted({(node.host, int(node.port)) for node in known}))
+        return cls(nodes, settings, kwargs.get("socket_timeout"))
+
+    def client(
+        self, limits: Limits, max_connections: int, socket_timeout: float | None
+    ) -> RedisCluster:
+        client = _ClusterClient(
+            startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
+            max_connections=max_connections,
+            socket_connect_timeout=limits.connect_timeout,
+            socket_timeout=socket_timeout,
+            retry=_cluster_retry(),
+            **self.settings,
+        )
+        accepted = inspect.signature(redis.asyncio.Redis.__init__).parameters
+        client.standalone = {
+            "socket_connect_timeout": limits.connect_timeout,
+            "socket_timeout": socket_timeout,
+            **{name: value for name, value in self.settings.items() if name in accepted},
+        }
+        return client
+
+
+def _cluster_url(url: str) -> RedisCluster:
+    """A template client for a cluster URL (opens no connection)."""
+    scheme, rest = url.split("://", 1)
+    try:
+        return RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}")
+    except (ValueError, TypeError, redis.exceptions.RedisError) as exc:
+        raise ConfigurationError(
+            f"cannot use the cluster URL {_redact(url)!r}: {exc}. Use "
+            "redis+cluster://host:port (rediss+cluster:// for TLS), naming any node of the "
+            "cluster"
+        ) from exc
+
+
 class Connections:
     """The pools of one ``Queue``: the producers' client, and clients made for workers."""
 
-    def __init__(self, source: str | redis.asyncio.Redis, limits: Limits) -> None:
+    def __init__(self, source: str | AnyRedis, limits: Limits) -> None:
         self.limits = limits.check()
+        self.cluster: _ClusterRecipe | None = None
+        """How to make clients of the cluster, if the queue lives on one."""
+        if isinstance(source, str) and source.split("://", 1)[0] in CLUSTER_SCHEMES:
+            source = _cluster_url(source)
+        if isinstance(source, RedisCluster):
+            self.cluster = _ClusterRecipe.of(source)
+            self.client: AnyRedis = self.make_client(limits.max_connections).redis
+            self.owns_client = True
+            return
         if isinstance(source, str):
             try:
                 pool = _LoopBoundPool.from_url(
@@ -166,7 +295,8 @@ class Connections:
             self.owns_client = False
         else:
             raise ConfigurationError(
-                f"Queue() takes a Redis URL or a redis.asyncio.Redis client, not {type(source)!r}"
+                "Queue() takes a Redis URL or a redis.asyncio.Redis (or RedisCluster) client, "
+                f"not {type(source)!r}"
             )
         base = self.client.connection_pool
         self._connection_class = base.connection_class
@@ -180,6 +310,8 @@ class Connections:
     @property
     def server(self) -> tuple[Any, ...]:
         """What tells two queues' servers apart (workers wait on each server once)."""
+        if self.cluster is not None:
+            return ("cluster", self.cluster.nodes)
         k = self._kwargs
         return (self._connection_class, k.get("host"), k.get("port"), k.get("path"), k.get("db"))
 
@@ -189,6 +321,11 @@ class Connections:
         ``blocking_reads``: no socket read timeout, for calls that block on the server (each
         caller bounds them with ``Client.blocking``).
         """
+        if self.cluster is not None:
+            timeout = None if blocking_reads else self.cluster.socket_timeout
+            if not blocking_reads and timeout is None:
+                timeout = self.limits.command_timeout
+            return Client(self.cluster.client(self.limits, max_connections, timeout), self.limits)
         kwargs = {
             **self._kwargs,
             "socket_connect_timeout": self.limits.connect_timeout,
@@ -217,7 +354,7 @@ class Connections:
 class Client:
     """A client of ours and the limits it was made with."""
 
-    def __init__(self, redis_: redis.asyncio.Redis, limits: Limits) -> None:
+    def __init__(self, redis_: AnyRedis, limits: Limits) -> None:
         self.redis = redis_
         self.limits = limits
 
@@ -238,10 +375,17 @@ class Client:
         await close_client(self.redis)
 
 
-async def close_client(client: redis.asyncio.Redis) -> None:
+async def close_client(client: AnyRedis) -> None:
     """Close a client made on a pool of ours, and the pool (``aclose`` leaves it open)."""
     await client.aclose()
-    await client.connection_pool.disconnect()
+    if isinstance(client, redis.asyncio.Redis):
+        await client.connection_pool.disconnect()
+        return
+    # RedisCluster.aclose() closes nothing while the client means to read the slot map
+    # again (after a lost connection), nor the nodes of an older map: close every node.
+    manager = client.nodes_manager
+    nodes = {id(n): n for n in [*manager.nodes_cache.values(), *manager.startup_nodes.values()]}
+    await asyncio.gather(*(node.disconnect() for node in nodes.values()), return_exceptions=True)
 
 
 def _redact(url: str) -> str:

@@ -12,6 +12,15 @@ from queue_async.exceptions import BrokerConnectionError, BrokerError, QueueAsyn
 # Errors after which the same call may succeed once the server is back.
 CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
+# A cluster in the middle of a failover or a slot migration: the cluster client tried again
+# (see connections.py) and the cluster still had no master for the slot. Transient, like a
+# lost connection. MOVED and ASK never get here: the cluster client follows them.
+_CLUSTER_TRANSIENT = (
+    redis.exceptions.ClusterDownError,  # CLUSTERDOWN, and MASTERDOWN (a subclass)
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
+
 # redis-py turns these error codes into classes (and drops the code from the message).
 _REFUSAL_CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (
@@ -37,6 +46,7 @@ _REFUSAL_CODES = (
     ("NOREPLICAS", "not enough replicas acknowledged the write (min-replicas-to-write)"),
     ("MISCONF", "the server cannot persist to disk: see its log"),
     ("BUSY", "the server is busy running a long script"),
+    ("CROSSSLOT", "the call's keys are in different hash slots of the cluster"),
 )
 
 
@@ -69,7 +79,18 @@ def translate_errors(doing: str) -> Iterator[None]:
         ) from exc
     except (redis.exceptions.AuthenticationError, redis.exceptions.BusyLoadingError) as exc:
         raise BrokerConnectionError(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
+    except _CLUSTER_TRANSIENT as exc:
+        raise BrokerConnectionError(
+            f"the Redis Cluster has no master for a slot while {doing} ({exc}): a failover or "
+            "slot migration is under way. The call can be repeated once the cluster is back"
+        ) from exc
     except CONNECTION_ERRORS as exc:
+        if isinstance(exc, redis.exceptions.MaxConnectionsError):
+            raise BrokerConnectionError(
+                f"every connection to a cluster node was busy while {doing}: a cluster client "
+                "does not wait for a free one. Raise Queue(max_connections=...) (per node), "
+                "or send fewer calls at once"
+            ) from exc
         if "No connection available" in str(exc):
             raise BrokerConnectionError(
                 f"no Redis connection became free in time while {doing}: every connection of "
@@ -82,3 +103,5 @@ def translate_errors(doing: str) -> Iterator[None]:
         ) from exc
     except redis.exceptions.RedisError as exc:
         raise BrokerError(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
+    except redis.exceptions.RedisClusterException as exc:  # not a RedisError
+        raise BrokerError(f"the Redis Cluster client refused {doing}: {exc}") from exc

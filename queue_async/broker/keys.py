@@ -1,8 +1,10 @@
 """The one place Python builds Redis key names (lua/includes/keys.lua is the one place in Lua).
 
 Every key of one queue starts with ``<prefix>:{<queue>}:``, so that the whole queue lives in
-one hash slot and each script touches one slot only. That is what Redis Cluster will need; it
-is not enough on its own (a ``Queue`` does not take a cluster client yet).
+one hash slot and each script touches one slot only, as Redis Cluster requires: a queue's
+scripts, transactions and blocking waits all go to the master of its slot, and different
+queues spread over the masters. The registry of queues is the one key outside every queue's
+slot; no script and no transaction touches it.
 """
 
 from __future__ import annotations

@@ -13,10 +13,16 @@ library loads, not on every call. A server without functions (Redis 5 and 6), or
 ACL denies them, gets each script by EVALSHA instead, as the units it needs followed by its
 own file. Either way, a server that lost them (restart, FUNCTION FLUSH, SCRIPT FLUSH) gets the
 source again on the next call.
+
+On a cluster, a script runs on the master of its queue's slot (the cluster client routes FCALL
+and EVALSHA by their keys), so the library is loaded on every master, one by one, whenever one
+of them lacks it (a new or restarted node); a promoted replica has it already, as masters
+replicate FUNCTION LOAD and SCRIPT LOAD. No script leaves its queue's slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +33,9 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
+from queue_async.broker.connections import AnyRedis
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.wire import as_text, pack_fields
@@ -233,7 +241,7 @@ def _already_loaded(exc: Exception) -> bool:
 class Scripts:
     """The transitions of one queue, each one atomic Lua script."""
 
-    def __init__(self, client: redis.asyncio.Redis, keys: QueueKeys) -> None:
+    def __init__(self, client: AnyRedis, keys: QueueKeys) -> None:
         self.client = client
         self.keys = keys
         self.functions: bool | None = None
@@ -258,23 +266,49 @@ class Scripts:
                 # The server lost its scripts (restart, SCRIPT FLUSH): load them all again, so
                 # that the enqueue a producer in another language calls by its published sha
                 # comes back too, not only the script this worker calls.
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for each in SCRIPTS.values():
-                        pipe.script_load(each.source)
-                    await pipe.execute()
+                await self._load_scripts()
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _load_scripts(self) -> None:
+        """SCRIPT LOAD every script (on a cluster, redis-py sends it to every master)."""
+        if isinstance(self.client, RedisCluster):
+            for each in SCRIPTS.values():
+                await self.client.script_load(each.source)
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for each in SCRIPTS.values():
+                pipe.script_load(each.source)
+            await pipe.execute()
 
     async def _load_library(self) -> bool:
         """Load our function library unless the server has it; False if it cannot run
-        functions (then every call goes by EVALSHA)."""
-        try:
-            await self.client.function_load(LIBRARY.source)
-        except redis.exceptions.ResponseError as exc:
-            if _functions_unavailable(exc):
-                self.functions = False
-                return False
-            if not _already_loaded(exc):
-                raise
+        functions (then every call goes by EVALSHA). On a cluster, on every master."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
+            masters = self.client.get_primaries()
+            replies = await asyncio.gather(
+                *(
+                    self.client.execute_command(
+                        "FUNCTION LOAD", LIBRARY.source, target_nodes=master
+                    )
+                    for master in masters
+                ),
+                return_exceptions=True,
+            )
+        else:
+            try:
+                replies = [await self.client.function_load(LIBRARY.source)]
+            except redis.exceptions.ResponseError as exc:
+                replies = [exc]
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                if _functions_unavailable(reply):
+                    self.functions = False
+                    return False
+                if not _already_loaded(reply):
+                    raise reply
+            elif isinstance(reply, BaseException):
+                raise reply
         self.functions = True
         return True
 
@@ -316,11 +350,20 @@ class Scripts:
         """Enqueue several chunks in one MULTI, so the whole batch lands or none of it.
 
         The scripts are loaded inside the same transaction: a call that found them missing
-        inside EXEC would fail alone while the other chunks committed.
+        inside EXEC would fail alone while the other chunks committed. A cluster's MULTI
+        takes only commands of the queue's slot (no FUNCTION LOAD), so there each chunk is an
+        EVAL of the source, which cannot find its script missing.
         """
         script = SCRIPTS["enqueue"]
         keys = self._enqueue_keys()
         call: Callable[..., Any]
+        if isinstance(self.client, RedisCluster):
+            with translate_errors("enqueueing a batch of jobs"):
+                async with self.client.pipeline(transaction=True) as pipe:
+                    for chunk in chunks:
+                        pipe.eval(script.source, len(keys), *keys, self.keys.prefix, chunk)
+                    replies = await pipe.execute()
+            return [flag for reply in replies for flag in reply]
         with translate_errors("enqueueing a batch of jobs"):
             if self.functions is None:
                 await self._load_library()

@@ -2,7 +2,9 @@
 
 A worker blocks on its inbox, where enqueue.lua hands it new jobs already leased to it, and on
 each queue's wake list (a marker: more jobs are ready, or the next due time moved), once per
-server, on a connection of its own without a socket read timeout. A server ends a blocking
+server, on a connection of its own without a socket read timeout. On a cluster a blocking call
+may name the keys of one hash slot only, so there the worker waits once per queue (each on the
+master of its queue's slot), all at once. A server ends a blocking
 call's timeout only at its next cron tick (up to 100 ms late at the default hz 10), so for a
 job that falls due the worker rings its own alarm key at the due time, and the call's timeout
 is a fallback.
@@ -32,14 +34,18 @@ _ALARM_SLACK = 0.25
 
 
 class IdleWaits:
-    """One blocking wait per server the worker's queues live on."""
+    """One blocking wait per server the worker's queues live on (per queue on a cluster)."""
 
     def __init__(self, lanes: Sequence[Lane], clients: list[Client]) -> None:
         """``clients``: the worker's list of clients to close, to which these are added."""
         self._first = lanes[0]
         by_server: dict[tuple[Any, ...], list[Lane]] = {}
         for lane in lanes:
-            by_server.setdefault(lane.queue._broker.connections.server, []).append(lane)
+            broker = lane.queue._broker
+            server = broker.connections.server
+            if broker.connections.cluster is not None:
+                server = (*server, broker.keys.prefix)  # one slot per blocking call
+            by_server.setdefault(server, []).append(lane)
         self._waits: list[tuple[Client, list[Lane]]] = []
         for served in by_server.values():
             client = served[0].queue._broker.connections.make_client(1, blocking_reads=True)
