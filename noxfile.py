@@ -36,6 +36,14 @@ def tests_compat(session: nox.Session, redis_py: str) -> None:
 
 
 @nox.session
+def tests_cluster(session: nox.Session) -> None:
+    """The core, flow-control, batch, unique, job-control and multi-queue tests on a local
+    Redis Cluster of three embedded Valkey masters that the tests start (tests/cluster/)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/cluster", *session.posargs, env={"QA_CLUSTER_TESTS": "1"})
+
+
+@nox.session
 def tests_redis7(session: nox.Session) -> None:
     """The test suite against Redis 7 (Debian's redis-server) instead of the embedded Valkey."""
     binary = shutil.which("redis-server")

@@ -1,0 +1,107 @@
+"""What only a cluster shows: queues spread over masters, per-node script loading, clients."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import redis.asyncio
+
+import queue_async as qa
+from queue_async.broker.scripts import LIBRARY
+from tests.conftest import unique_name
+from tests.helpers import FAST, drain
+
+pytestmark = pytest.mark.anyio
+
+
+def _names_on_distinct_masters(client: redis.asyncio.RedisCluster, count: int) -> list[str]:
+    """Queue names whose slots are served by ``count`` different masters."""
+    by_node: dict[str, str] = {}
+    while len(by_node) < count:
+        name = unique_name()
+        slot = client.keyslot(f"qa:{{{name}}}:ready")
+        node = client.nodes_manager.get_node_from_slot(slot).name
+        by_node.setdefault(node, name)
+    return list(by_node.values())
+
+
+async def test_a_worker_serves_queues_on_every_master(
+    client: redis.asyncio.RedisCluster, redis_url: str
+) -> None:
+    await client.initialize()
+    names = _names_on_distinct_masters(client, 3)
+    queues = [qa.Queue(redis_url, name=name) for name in names]
+    done: list[str] = []
+    for q in queues:
+
+        @q.task(name="work")
+        async def work(label: str) -> str:
+            done.append(label)
+            return label
+
+    try:
+        async with qa.Worker(queues, concurrency=4, **FAST) as worker:
+            await anyio.sleep(0.3)  # idle: blocked on every master at once
+            handles = [await q.enqueue("work", q.name) for q in queues]
+            with anyio.fail_after(10):
+                results = [await h.result(timeout=10) for h in handles]
+            assert worker is not None
+        assert sorted(results) == sorted(names)
+        assert sorted(done) == sorted(names)
+    finally:
+        for q in queues:
+            await q.close()
+
+
+async def test_the_function_library_is_loaded_again_on_a_master_that_lost_it(
+    client: redis.asyncio.RedisCluster, redis_url: str
+) -> None:
+    await client.initialize()
+    name = _names_on_distinct_masters(client, 1)[0]
+    async with qa.Queue(redis_url, name=name) as q:
+
+        @q.task(name="noop")
+        async def noop() -> None:
+            return None
+
+        await q.enqueue("noop")
+        await client.execute_command("FUNCTION FLUSH", target_nodes=client.get_primaries())
+        await q.enqueue("noop")  # "function not found" on its master: loaded on every master
+        for master in client.get_primaries():
+            libraries = await client.execute_command(
+                "FUNCTION LIST", "LIBRARYNAME", LIBRARY.name, target_nodes=master
+            )
+            assert libraries, master.name
+        assert (await q.stats()).ready == 2
+
+
+async def test_a_cluster_client_can_be_passed_in(
+    client: redis.asyncio.RedisCluster,
+) -> None:
+    async with qa.Queue(client, name=unique_name()) as q:
+
+        @q.task(name="echo")
+        async def echo(x: int) -> int:
+            return x
+
+        handle = await q.enqueue("echo", 7)
+        await drain(q)
+        assert await handle.result(timeout=5) == 7
+
+
+async def test_admin_lists_the_queues_of_every_master_with_their_counts(
+    client: redis.asyncio.RedisCluster, redis_url: str
+) -> None:
+    await client.initialize()
+    names = _names_on_distinct_masters(client, 3)
+    queues = [qa.Queue(redis_url, name=name) for name in names]
+    try:
+        for count, q in enumerate(queues, start=1):
+            await q.enqueue_many([q.call("job", i) for i in range(count)])
+        listed = {s.queue: s.ready for s in await qa.Admin(queues[0]).queues()}
+        assert {name: listed.get(name) for name in names} == dict(
+            zip(names, [1, 2, 3], strict=True)
+        )
+    finally:
+        for q in queues:
+            await q.close()
