@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn, cast
 
 import anyio
 from pydantic import ValidationError
@@ -124,8 +125,15 @@ def _filtering(parser: argparse.ArgumentParser, *, limit_help: str) -> None:
     parser.add_argument("--limit", type=_positive(int), default=None, help=limit_help)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        if "unrecognized arguments: -" in message or "required: id" in message:
+            message += " (a job id that starts with '-' goes after --: job -- -abc)"
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="queue-async",
         description="Run workers, look at queues, and repair their jobs.",
         epilog=_EPILOG,
@@ -133,7 +141,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"queue-async {__version__}")
     _logging_options(parser)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Subcommands parse with _Parser too (its hint for ids that start with "-"); typeshed
+    # types the action by its parser class.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(
+            dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        ),
+    )
     _worker_parser(commands)
     _server_parser(commands)
     common = _connection()

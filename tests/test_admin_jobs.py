@@ -490,3 +490,16 @@ async def test_replace_needs_a_job_id(queue: qa.Queue) -> None:
     ok, _ = _tasks(queue)
     with pytest.raises(ValueError, match="replace=True needs a job_id"):
         ok.options(replace=True)
+
+
+async def test_forget_queue_takes_it_out_of_the_registry(queue: qa.Queue) -> None:
+    ok, _ = _tasks(queue)
+    await ok.enqueue(1)
+    admin = qa.Admin(queue)
+    assert queue.name in [s.queue for s in await admin.queues()]
+    assert await admin.forget_queue()
+    assert queue.name not in [s.queue for s in await admin.queues()]
+    assert not await admin.forget_queue()
+    assert (await admin.stats()).ready == 1  # its keys are untouched
+    with pytest.raises(qa.ConfigurationError, match="queue name"):
+        await admin.forget_queue("has space")

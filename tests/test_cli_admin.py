@@ -18,6 +18,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import queue_async as qa
+from queue_async.producer.encode import new_job_id
 from tests.helpers import FAST, drain
 
 pytestmark = pytest.mark.anyio
@@ -303,7 +304,12 @@ async def test_enqueue_by_name_with_options_runs_in_the_apps_worker(
         queue, redis_url, "enqueue", "cli.add", "--args", "[1, 2]", "--kwargs", '{"c": 3}',
         "--delay", "60", "--job-id", "j-1", "--priority", "2", "--json",
     )  # fmt: skip
-    assert ran.code == 0 and ran.json() == {"id": "j-1", "queue": queue.name, "task": "cli.add"}
+    assert ran.code == 0 and ran.json() == {
+        "id": "j-1",
+        "queue": queue.name,
+        "task": "cli.add",
+        "existing": False,
+    }
     job = await queue.job("j-1").info()
     assert (job.status, job.args, job.kwargs, job.priority) == (
         qa.JobStatus.SCHEDULED, [1, 2], {"c": 3}, 2,
@@ -414,3 +420,57 @@ async def test_an_unreachable_server_is_exit_code_3(queue: qa.Queue) -> None:
     ran = await run("info", "--url", "redis://user:secret@127.0.0.1:1/0", "--queue", "x")
     failed_with(ran, 3, "cannot reach the server at redis://user:***@127.0.0.1:1/0")
     assert "secret" not in ran.err
+
+
+# -- found by trying it as an operator -------------------------------------------------------
+
+
+def test_generated_job_ids_never_start_with_a_dash() -> None:
+    # A command line would read such an id as an option (queue-async job -abc).
+    assert not [job_id for job_id in (new_job_id() for _ in range(20_000)) if job_id[0] == "-"]
+
+
+async def test_an_id_that_starts_with_a_dash_is_explained(queue: qa.Queue, redis_url: str) -> None:
+    ran = await cli(queue, redis_url, "job", "-abc")
+    assert ran.code == 2 and "goes after --" in ran.err, ran.err
+    assert (await cli(queue, redis_url, "job", "--", "-abc")).code == 1  # read as an id
+
+
+async def test_an_id_that_cannot_be_one_is_bad_usage(queue: qa.Queue, redis_url: str) -> None:
+    for command in ("job", "retry", "delete", "cancel", "abort"):
+        failed_with(await cli(queue, redis_url, command, "has space"), 2, "not valid")
+
+
+async def test_enqueue_of_an_id_that_exists_says_nothing_was_enqueued(
+    queue: qa.Queue, redis_url: str
+) -> None:
+    first = await cli(queue, redis_url, "enqueue", "cli.add", "--args", "[1, 2]", "--job-id", "e-1")
+    assert first.code == 0 and first.out.strip() == "e-1"
+    again = await cli(queue, redis_url, "enqueue", "cli.other", "--job-id", "e-1", "--json")
+    assert again.code == 1
+    assert again.json() == {"id": "e-1", "queue": queue.name, "task": "cli.add", "existing": True}
+    assert "nothing enqueued" in again.err and "cli.add" in again.err
+
+
+async def test_a_reader_that_stops_reading_is_no_server_outage(
+    queue: qa.Queue, redis_url: str
+) -> None:
+    @queue.task(name="cli.add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    await queue.enqueue_many([add.call(n, 1) for n in range(3000)])
+    argv = [*CLI, "jobs", "--state", "ready", "--all", "--limit", "1000", *where(queue, redis_url)]
+
+    def read_a_little() -> tuple[int, bytes]:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.read(100)
+        proc.stdout.close()  # as `| head -1` does
+        with proc.stderr:
+            err = proc.stderr.read()
+        return proc.wait(timeout=60), err
+
+    code, err = await anyio.to_thread.run_sync(read_a_little)
+    assert code == 141, err  # as a shell sees a command ended by SIGPIPE
+    assert b"cannot reach" not in err and b"Traceback" not in err

@@ -4,6 +4,7 @@ with the plugin loaded from the installed package's entry point."""
 from __future__ import annotations
 
 import pytest
+import redis
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.slow
@@ -182,6 +183,9 @@ def test_a_users_tests_run_with_the_plugins_fixtures_and_helpers(
     pytester.makepyfile(app=APP, test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-q")
     result.assert_outcomes(passed=7)
+    # The test queues left the server's registry too (a shared server would list them all).
+    with redis.Redis.from_url(redis_url) as client:
+        assert not [m for m in client.smembers("qa:queues") if m.startswith(b"test-")]
 
 
 def test_a_marker_names_another_app_queue_and_a_fixture_can_override_it(

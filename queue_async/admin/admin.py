@@ -129,6 +129,12 @@ class Admin:
         that producers and workers keep; no ``KEYS``)."""
         return await _registry.all_stats(self.queue)
 
+    async def forget_queue(self, name: str | None = None) -> bool:
+        """Take a queue (this one by default) out of the registry that ``queues()`` reads,
+        e.g. one that is gone for good; its keys are untouched, and its next enqueue or
+        worker start registers it again. True if it was registered."""
+        return await _registry.forget(self.queue, self.queue.name if name is None else name)
+
     # -- repairing --------------------------------------------------------------------------
 
     async def retry(self, job_id: str, *, at: datetime | timedelta | None = None) -> bool:

@@ -20,7 +20,7 @@ from queue_async.exceptions import ConfigurationError
 from queue_async.models import QueueStats
 from queue_async.producer.queue import Queue
 
-__all__ = ["all_stats", "queue_names"]
+__all__ = ["all_stats", "forget", "queue_names"]
 
 
 async def queue_names(queue: Queue) -> list[str]:
@@ -53,3 +53,12 @@ async def all_stats(queue: Queue) -> list[QueueStats]:
         return scripts
 
     return list(await asyncio.gather(*(read_stats(scripts_for(n), n) for n in names)))
+
+
+async def forget(queue: Queue, name: str) -> bool:
+    """Take ``name`` out of the registry of ``queue``'s prefix (its keys are untouched; a
+    later enqueue or worker start registers it again). True if it was registered."""
+    QueueKeys.for_queue(queue.prefix, name)  # refuses a name that cannot be a queue's
+    with translate_errors("updating the registry of queues"):
+        removed = await queue.client.srem(QueueKeys.registry(queue.prefix), name)
+    return bool(removed)

@@ -33,6 +33,10 @@ _EVERY = 1 << 62
 """``delete`` asks first when given more ids than this (ids from a pipe, say)."""
 
 
+class StdoutClosed(Exception):
+    """Whoever reads our output stopped reading (a pipe into ``head``)."""
+
+
 class Output:
     """Where results go: one JSON document on stdout (``--json``), or text for people."""
 
@@ -42,10 +46,14 @@ class Output:
 
     def json(self, document: Any, *, compact: bool = False) -> None:
         """One document; ``compact`` puts it on one line (a stream of them: JSON lines)."""
-        print(json.dumps(document, indent=None if compact else 2, default=str), flush=True)
+        self.text(json.dumps(document, indent=None if compact else 2, default=str))
 
     def text(self, text: str) -> None:
-        print(text, flush=True)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            # The reader went away (``| head``): not an error of ours, nor of the server's.
+            raise StdoutClosed from None
 
     def note(self, text: str) -> None:
         """A remark for the operator (on stderr, so that stdout stays clean for pipes)."""
@@ -196,7 +204,17 @@ def _moment(moment: datetime | None) -> str:
     return f"{iso(moment)} ({ago(moment)})" if moment else "-"
 
 
+def _valid_ids(admin: qa.Admin, ids: Sequence[str]) -> None:
+    """Refuse, as bad usage (exit 2), a text that cannot be a job id at all."""
+    for job_id in ids:
+        try:
+            admin.queue.job(job_id)
+        except qa.JobNotFound as exc:
+            raise CliError(str(exc), 2) from None
+
+
 async def job(admin: qa.Admin, args: argparse.Namespace, out: Output) -> int:
+    _valid_ids(admin, [args.id])
     found = await admin.job(args.id)
     if out.as_json:
         out.json(found.model_dump(mode="json"))
@@ -257,6 +275,7 @@ async def _each(
     wanted: str,
 ) -> int:
     """``act`` on each job; those it did nothing to are named on stderr (exit 1)."""
+    _valid_ids(admin, ids)
     done, not_done = [], []
     for job_id in ids:
         try:
@@ -389,8 +408,19 @@ async def enqueue(admin: qa.Admin, args: argparse.Namespace, out: Output) -> int
     spec = admin.queue.call(args.task, *args.args, **args.kwargs)
     spec = dataclasses.replace(spec, options=options)
     handle = await admin.queue.enqueue_spec(spec)
+    if handle.existing:
+        found = await admin.job(handle.id)
+        if out.as_json:
+            out.json(
+                {"id": handle.id, "queue": admin.queue.name, "task": found.task, "existing": True}
+            )
+        out.note(
+            f"error: nothing enqueued: job {handle.id!r} ({found.task}, {found.status.value}) "
+            f"was there already in {_where(admin)}"
+        )
+        return EXIT_NOTHING
     if out.as_json:
-        out.json({"id": handle.id, "queue": admin.queue.name, "task": args.task})
+        out.json({"id": handle.id, "queue": admin.queue.name, "task": args.task, "existing": False})
     else:
         out.text(handle.id)
     return 0

@@ -4,6 +4,7 @@ one line on stderr and an exit code (the one place where that happens)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
@@ -13,7 +14,7 @@ import redis.exceptions
 from pydantic import ValidationError
 
 import queue_async as qa
-from queue_async.cli_tools.commands import COMMANDS, Output
+from queue_async.cli_tools.commands import COMMANDS, Output, StdoutClosed
 from queue_async.cli_tools.interact import EXIT_NOTHING, CliError
 
 __all__ = ["EXIT_UNREACHABLE", "EXIT_USAGE", "run"]
@@ -22,6 +23,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 _DEFAULT_URL = "redis://localhost:6379/0"
 _INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT
+_PIPE_CLOSED = 141  # ... and by SIGPIPE
 
 # Connection trouble as the admin layer may let it through: ours, redis-py's, the OS's.
 _UNREACHABLE = (
@@ -40,6 +42,11 @@ def run(args: argparse.Namespace, queue: qa.Queue | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C is how ``info --watch`` ends.
         return 0 if getattr(args, "watch", None) else _INTERRUPTED
+    except StdoutClosed:
+        # As a shell pipeline sees a command ended by SIGPIPE; and no complaint at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _PIPE_CLOSED
     except (CliError, qa.QueueAsyncError, ValidationError, *_UNREACHABLE) as exc:
         message, code = _explained(exc, args, queue)
         print(f"error: {' '.join(message.split())}", file=sys.stderr)

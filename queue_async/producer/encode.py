@@ -51,9 +51,10 @@ os.register_at_fork(after_in_child=_ids.forget)
 
 
 def new_job_id() -> str:
-    """22 random URL-safe characters: 132 random bits (a queued job stores its id twice, so
-    it is short)."""
-    return _ids.take(22)
+    """22 random URL-safe characters: about 132 random bits (a queued job stores its id twice,
+    so it is short). Never "-" first: a command line would read such an id as an option."""
+    job_id = _ids.take(22)
+    return job_id if job_id[0] != "-" else "A" + job_id[1:]
 
 
 def encode_job(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> tuple[str, bytes]:

@@ -99,11 +99,20 @@ def qa_queue(
     yield queue
     # Sync, so that it works whatever runs the test's event loop: the queue reconnects on
     # this one (see "Connections" in the README).
-    asyncio.run(queue.close())
+    asyncio.run(_forget_and_close(queue))
     with redis.Redis.from_url(qa_server_url) as client:
         keys = list(client.scan_iter(match=f"{queue.key_prefix}*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+async def _forget_and_close(queue: qa.Queue) -> None:
+    """Out of the server's registry of queues (a shared $REDIS_URL server would list every
+    test's queue otherwise), then closed."""
+    try:
+        await qa.Admin(queue).forget_queue()
+    finally:
+        await queue.close()
 
 
 @pytest.fixture
