@@ -48,51 +48,29 @@ local function delete_one(id)
   return true
 end
 
-local deleted, cursor, scanned = 0, '', 0
-if #ARGV >= 8 then
-  for i = 8, #ARGV do
-    if delete_one(ARGV[i]) then
-      deleted = deleted + 1
-    end
-  end
-  return {deleted, cursor, scanned}
-end
 local state = ARGV[2]
 local index = ({ready = KEYS[1], scheduled = KEYS[2], dead = KEYS[4], done = KEYS[5]})[state]
-if not index then
+if not index and #ARGV < 8 then
   return redis.error_reply('ERR queue_async: cannot delete the jobs of state ' .. state)
 end
-local limit = tonumber(ARGV[4])
-local ids, cursors, last = walk(prefix, index, state, true, ARGV[3], tonumber(ARGV[5]))
-if not ids then
-  return redis.error_reply('ERR queue_async: ' .. cursors)
-end
-cursor = last
--- fifo entries of this walk from its head (index 0 on), and whether all of them are dead
--- now (deleted here, or tombstones already).
+-- fifo entries of the walk from its head (index 0 on), and whether all of them are dead now
+-- (deleted here, or tombstones already).
 local head, head_clear = 0, true
-for i, id in ipairs(ids) do
-  scanned = i
-  local job = job_text(prefix, fresh, id)
+
+local function visit(_, id, job, deleted, entry)
   if not job and state == 'done' then
     redis.call('ZREM', index, id) -- its result expired
   end
-  local from_fifo = string.sub(cursors[i], 1, 2) == 'f '
-  local alive = job and job_matches(id, job, state, '', '')
-  if job and job_matches(id, job, state, ARGV[6], ARGV[7]) and delete_one(id) then
-    deleted = deleted + 1
-    alive = false
+  if string.sub(entry, 1, 2) == 'f ' and (head > 0 or string.sub(entry, 1, 4) == 'f 0 ') then
+    head = head + 1
+    head_clear = head_clear and (deleted or not (job and job_matches(id, job, state, '', '')))
   end
-  if from_fifo then
-    if string.sub(cursors[i], 1, 4) == 'f ' .. head .. ' ' or head > 0 then
-      head = head + 1
-      head_clear = head_clear and not alive
-    end
-  end
-  if deleted == limit then
-    cursor = i < #ids and cursors[i] or last
-    break
-  end
+end
+
+local deleted, cursor, scanned = act_on_jobs(prefix, fresh, index, state, ARGV, 8, ARGV[3],
+  tonumber(ARGV[5]), tonumber(ARGV[4]), ARGV[6], ARGV[7], delete_one, visit)
+if not deleted then
+  return redis.error_reply('ERR queue_async: ' .. cursor)
 end
 if state == 'ready' and head > 0 and head_clear then
   redis.call('LTRIM', fifo_key(prefix), head, -1)

@@ -42,31 +42,10 @@ local function retry_one(id)
   return true
 end
 
-local retried, cursor, scanned = 0, '', 0
-if #ARGV >= 8 then
-  for i = 8, #ARGV do
-    if retry_one(ARGV[i]) then
-      retried = retried + 1
-    end
-  end
-else
-  local limit = tonumber(ARGV[4])
-  local ids, cursors, last = walk(prefix, KEYS[1], 'dead', true, ARGV[3], tonumber(ARGV[5]))
-  if not ids then
-    return redis.error_reply('ERR queue_async: ' .. cursors)
-  end
-  cursor = last
-  for i, id in ipairs(ids) do
-    scanned = i
-    local job = job_text(prefix, KEYS[7], id)
-    if job and job_matches(id, job, 'dead', ARGV[6], ARGV[7]) and retry_one(id) then
-      retried = retried + 1
-      if retried == limit then
-        cursor = i < #ids and cursors[i] or last
-        break
-      end
-    end
-  end
+local retried, cursor, scanned = act_on_jobs(prefix, KEYS[7], KEYS[1], 'dead', ARGV, 8, ARGV[3],
+  tonumber(ARGV[5]), tonumber(ARGV[4]), ARGV[6], ARGV[7], retry_one)
+if not retried then
+  return redis.error_reply('ERR queue_async: ' .. cursor)
 end
 if woke then
   wake(KEYS[5])

@@ -11,7 +11,7 @@
 -- Cursor text: "<part> <score or fifo index> <id>" (part 'z' for a whole sorted set); ""
 --   for the start.
 -- needs: format, keys, records
--- provides: zset_after fifo_after parts_of walk job_text job_matches listed_task
+-- provides: zset_after fifo_after parts_of walk job_text job_matches listed_task act_on_jobs
 -- Minimum server: Redis 6.0.6 (LPOS).
 
 -- A sorted set's entries after (score, id) in the walk's direction, score within (lo, hi)
@@ -214,4 +214,44 @@ local function job_matches(id, job, state, task, search)
   end
   local _, _, _, payload = record_parts(job)
   return string.find(string.lower(payload), search, 1, true) ~= nil
+end
+
+-- What retry.lua and delete.lua share: act on the jobs named in `argv` (the script's ARGV,
+-- which a unit cannot see) from place `named_from` on, or, when there are none, on those a walk of `state`'s index (`index`) finds from
+-- `cursor` that match `task` and `search`: at most `budget` entries looked at, at most `limit`
+-- acted on. act(id) is true if it acted; visit(i, id, job, acted, entry_cursor), if given,
+-- sees every entry the walk looked at. Returns how many it acted on, the walk's cursor ("" at
+-- its end, or with ids) and the entries looked at; nil and the reason for a bad cursor.
+local function act_on_jobs(prefix, fresh, index, state, argv, named_from, cursor, budget,
+    limit, task, search, act, visit)
+  local acted = 0
+  if #argv >= named_from then
+    for i = named_from, #argv do
+      if act(argv[i]) then
+        acted = acted + 1
+      end
+    end
+    return acted, '', 0
+  end
+  local ids, cursors, last = walk(prefix, index, state, true, cursor, budget)
+  if not ids then
+    return nil, cursors
+  end
+  local scanned, next_cursor = 0, last
+  for i, id in ipairs(ids) do
+    scanned = i
+    local job = job_text(prefix, fresh, id)
+    local did = job and job_matches(id, job, state, task, search) and act(id) or false
+    if did then
+      acted = acted + 1
+    end
+    if visit then
+      visit(i, id, job, did, cursors[i])
+    end
+    if did and acted == limit then
+      next_cursor = i < #ids and cursors[i] or last
+      break
+    end
+  end
+  return acted, next_cursor, scanned
 end
