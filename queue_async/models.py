@@ -43,6 +43,10 @@ class JobStatus(StrEnum):
         return self in (JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.ABORTED)
 
 
+FINAL_STATES = frozenset(status.value for status in JobStatus if status.finished)
+"""The final states as text, as the scripts store them."""
+
+
 def ms_to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 

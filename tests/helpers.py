@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import anyio
+import msgpack
 
 import queue_async as qa
 from queue_async.broker.wire import pack_fields, unpack_fields
@@ -73,3 +75,22 @@ async def ready_ids(queue: qa.Queue) -> list[str]:
     """Ids of the ready jobs, both of priority 0 (fifo) and the others."""
     others = await queue.client.zrange(queue._broker.keys.ready, 0, -1)
     return [*await fifo_ids(queue), *(job_id.decode() for job_id in others)]
+
+
+# Codecs other than JSON, as a user might plug in (Queue(codec=...)).
+
+
+class PickleCodec:
+    def encode(self, value: Any) -> bytes:
+        return pickle.dumps(value)
+
+    def decode(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+
+class MsgpackCodec:
+    def encode(self, value: Any) -> bytes:
+        return msgpack.packb(value)  # type: ignore[no-any-return]
+
+    def decode(self, data: bytes) -> Any:
+        return msgpack.unpackb(data, use_list=False, strict_map_key=False)

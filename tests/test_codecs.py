@@ -6,30 +6,13 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import msgpack
 import pytest
 
 import queue_async as qa
 from tests.conftest import unique_name
-from tests.helpers import drain
+from tests.helpers import MsgpackCodec, PickleCodec, drain
 
 pytestmark = pytest.mark.anyio
-
-
-class PickleCodec:
-    def encode(self, value: Any) -> bytes:
-        return pickle.dumps(value)
-
-    def decode(self, data: bytes) -> Any:
-        return pickle.loads(data)
-
-
-class MsgpackCodec:
-    def encode(self, value: Any) -> bytes:
-        return msgpack.packb(value)  # type: ignore[no-any-return]
-
-    def decode(self, data: bytes) -> Any:
-        return msgpack.unpackb(data, use_list=False, strict_map_key=False)
 
 
 @pytest.mark.parametrize(

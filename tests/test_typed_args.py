@@ -8,21 +8,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
-import pickle
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import anyio
-import msgpack
 import pydantic
 import pytest
 
 import queue_async as qa
 from queue_async.codec import TypedCall, is_plain
 from tests.conftest import unique_name
-from tests.helpers import drain, stored_payload
+from tests.helpers import MsgpackCodec, PickleCodec, drain, stored_payload
 
 pytestmark = pytest.mark.anyio
 
@@ -371,22 +369,6 @@ def test_plain_json_annotations_skip_pydantic() -> None:
     assert is_plain(int | None)
     for annotation in (datetime, tuple[int], set[int], dict[int, str], list[Decimal], Color):
         assert not is_plain(annotation)
-
-
-class PickleCodec:
-    def encode(self, value: Any) -> bytes:
-        return pickle.dumps(value)
-
-    def decode(self, data: bytes) -> Any:
-        return pickle.loads(data)
-
-
-class MsgpackCodec:
-    def encode(self, value: Any) -> bytes:
-        return msgpack.packb(value)  # type: ignore[no-any-return]
-
-    def decode(self, data: bytes) -> Any:
-        return msgpack.unpackb(data, use_list=False, strict_map_key=False)
 
 
 @pytest.mark.parametrize("codec", [PickleCodec(), MsgpackCodec()], ids=["pickle", "msgpack"])

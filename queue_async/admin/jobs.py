@@ -94,13 +94,6 @@ def _at_ms(at: datetime | timedelta | None) -> int:
     raise ConfigurationError(f"at must be a datetime or a timedelta, not {at!r}")
 
 
-def _job_id(job_id: str) -> str:
-    try:
-        return check_job_id(job_id)
-    except ConfigurationError as exc:
-        raise JobNotFound(f"there is no job {job_id!r}: {exc}", job_id=str(job_id)) from None
-
-
 async def _missing(queue: Queue, job_id: str) -> bool:
     return await queue.job_status(job_id) is None
 
@@ -150,7 +143,7 @@ async def page(
 
 
 async def retry(queue: Queue, job_id: str, *, at: datetime | timedelta | None) -> bool:
-    job_id = _job_id(job_id)
+    job_id = queue.job(job_id).id  # JobNotFound for text that cannot be an id
     count, _, _ = await queue._broker.scripts.retry(_at_ms(at), "", 1, 1, "", "", [job_id])
     if count == 0 and await _missing(queue, job_id):
         raise _not_found(queue, job_id)
@@ -178,7 +171,7 @@ async def retry_dead(
 
 
 async def delete(queue: Queue, job_id: str) -> bool:
-    job_id = _job_id(job_id)
+    job_id = queue.job(job_id).id  # JobNotFound for text that cannot be an id
     count, _, _ = await queue._broker.scripts.delete("", "", 1, 1, "", "", [job_id])
     if count == 0 and await _missing(queue, job_id):
         raise _not_found(queue, job_id)

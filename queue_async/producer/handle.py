@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from queue_async.exceptions import JobAborted, JobCancelled, JobFailed, JobNotFound
-from queue_async.models import Job, JobStatus
+from queue_async.models import FINAL_STATES, Job, JobStatus
 
 if TYPE_CHECKING:
     from queue_async.broker.broker import Outcome
@@ -16,8 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["JobHandle"]
 
 R = TypeVar("R")
-
-_FINAL = frozenset(status.value for status in JobStatus if status.finished)
 
 
 class JobHandle(Generic[R]):
@@ -102,7 +100,7 @@ class JobHandle(Generic[R]):
                     "(keep_result=0, or it expired)",
                     job_id=self.id,
                 )
-            if outcome.state in _FINAL:
+            if outcome.state in FINAL_STATES:
                 return self._result_of(outcome)
             # Requeued between its end and this read (an operator's retry): wait again.
             if deadline is not None:

@@ -22,7 +22,7 @@ import anyio
 
 from queue_async.broker.errors import CONNECTION_ERRORS
 from queue_async.exceptions import BrokerConnectionError, JobTimeout, QueueAsyncError
-from queue_async.models import JobStatus
+from queue_async.models import FINAL_STATES
 
 if TYPE_CHECKING:
     from queue_async.broker.connections import Client, Connections
@@ -33,7 +33,6 @@ logger = logging.getLogger("queue_async.results")
 # answered within as long again counts as a dead connection.
 _PING_AFTER = 5.0
 _RECONNECT_MAX = 2.0
-_FINAL = frozenset(status.value for status in JobStatus if status.finished)
 
 
 class Waiter:
@@ -91,7 +90,7 @@ class ResultWaiters:
             # Flagged as awaited only once the subscription is confirmed (waiter() waits for
             # it), so the job's end cannot slip by between the two.
             state = await watch(job_id)
-            while state is not None and state not in _FINAL:
+            while state is not None and state not in FINAL_STATES:
                 if deadline is None:
                     announced = await waiter.wait()
                 else:
