@@ -141,6 +141,9 @@ class EnqueueOptions(_Frozen):
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] | None = None
     """Text metadata that travels with the job to ``JobContext.headers`` and ``Job.headers``
     (trace context, tenant ids); not part of the arguments."""
+    shard_key: str | None = Field(None, min_length=1, max_length=200)
+    """On a sharded queue (``Queue(shards=N)``): jobs of one key go to one shard, so jobs of
+    one key and priority start in the order they were enqueued. No effect on one shard."""
     replace: bool | None = None
     """With ``job_id``: a finished job of that id (done, dead, cancelled or aborted) is
     replaced by this one. A job that waits or runs is never replaced (its handle comes
@@ -150,6 +153,11 @@ class EnqueueOptions(_Frozen):
     def _replace_needs_an_id(self) -> EnqueueOptions:
         if self.replace and self.job_id is None:
             raise ValueError("replace=True needs a job_id: a new id never names a finished job")
+        if self.shard_key is not None and self.job_id is not None:
+            raise ValueError(
+                "shard_key cannot go with job_id: a job with an explicit id lives in its id's "
+                "shard, so that it can be found by that id"
+            )
         return self
 
 

@@ -8,7 +8,7 @@ server never stops for long for the workers and producers it serves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Literal
@@ -108,9 +108,22 @@ class Admin:
         Each call looks at a bounded number of jobs; with a filter, a page may come back
         short (even empty) with a cursor: keep calling until ``cursor`` is None.
         """
-        return await _jobs.page(
-            self.queue, state, task=task, search=search, order=order, cursor=cursor, limit=limit
+        shards = self.queue.shards
+        if len(shards) == 1:
+            return await _jobs.page(
+                self.queue, state, task=task, search=search, order=order, cursor=cursor, limit=limit
+            )
+        # A sharded queue is listed shard after shard: the cursor names the shard and the
+        # place in it; each shard's jobs come in ``order``.
+        at, inner = _shard_cursor(cursor, len(shards))
+        found = await _jobs.page(
+            shards[at], state, task=task, search=search, order=order, cursor=inner, limit=limit
         )
+        if found.cursor is not None:
+            next_cursor: str | None = f"{at}.{found.cursor}"
+        else:
+            next_cursor = f"{at + 1}." if at + 1 < len(shards) else None
+        return found.model_copy(update={"cursor": next_cursor})
 
     async def job(self, job_id: str) -> Job:
         """One job, whatever its state; ``JobNotFound`` if this queue has no such job."""
@@ -118,11 +131,17 @@ class Admin:
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers of this queue (a worker drops out once its heartbeat lapses)."""
-        return await _workers.live_workers(self.queue)
+        found = [w for shard in self.queue.shards for w in await _workers.live_workers(shard)]
+        if len(self.queue.shards) == 1:
+            return found
+        return _workers.merged(self.queue.name, found)
 
     async def crons(self) -> list[CronInfo]:
         """The cron schedules the queue's workers run, with their last and next tick."""
-        return await _crons.schedules(self.queue)
+        found = [c for shard in self.queue.shards for c in await _crons.schedules(shard)]
+        if len(self.queue.shards) == 1:
+            return found
+        return _crons.merged(found)
 
     async def queues(self) -> list[QueueStats]:
         """Every queue of this key prefix on the server, with its stats (from a registry
@@ -142,7 +161,7 @@ class Admin:
         history kept (attempts, last error). It runs now, or at ``at`` (a time, or a delay).
         False if the job is not dead or retrying; ``JobNotFound`` if this queue has no such
         job."""
-        return await _jobs.retry(self.queue, job_id, at=at)
+        return await _jobs.retry(self.queue.shard_for(job_id), job_id, at=at)
 
     async def retry_dead(
         self,
@@ -156,8 +175,13 @@ class Admin:
         """Retry in place the dead jobs that match (oldest first), at most ``limit``; the
         number retried. It goes in steps (each one atomic script call); ``progress`` is
         called after each with the number retried so far."""
-        return await _jobs.retry_dead(
-            self.queue, task=task, search=search, limit=limit, at=at, progress=progress
+        return await _each_shard(
+            self.queue,
+            limit,
+            progress,
+            lambda shard, most, step: _jobs.retry_dead(
+                shard, task=task, search=search, limit=most, at=at, progress=step
+            ),
         )
 
     async def promote(self, within: float | timedelta = 0, *, limit: int = 10_000) -> int:
@@ -170,13 +194,17 @@ class Admin:
             raise ConfigurationError(f"within must be 0 or more seconds, not {within!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(f"limit must be a positive integer, not {limit!r}")
-        return await self.queue._broker.scripts.promote(round(ahead * 1000), limit)
+        moved = 0
+        for shard in self.queue.shards:
+            if moved < limit:
+                moved += await shard._broker.scripts.promote(round(ahead * 1000), limit - moved)
+        return moved
 
     async def delete(self, job_id: str) -> bool:
         """Delete a job that is not running (ready, scheduled, dead, done or cancelled): its
         record and result are gone. False if it is running (stop it with ``abort``);
         ``JobNotFound`` if this queue has no such job."""
-        return await _jobs.delete(self.queue, job_id)
+        return await _jobs.delete(self.queue.shard_for(job_id), job_id)
 
     async def purge(
         self,
@@ -191,8 +219,13 @@ class Admin:
         number deleted. Running jobs are never purged (``abort`` them). It goes in steps
         (each one atomic script call); ``progress`` is called after each with the number
         deleted so far."""
-        return await _jobs.purge(
-            self.queue, state, task=task, search=search, limit=limit, progress=progress
+        return await _each_shard(
+            self.queue,
+            limit,
+            progress,
+            lambda shard, most, step: _jobs.purge(
+                shard, state, task=task, search=search, limit=most, progress=step
+            ),
         )
 
     async def cancel(self, job_id: str) -> bool:
@@ -210,3 +243,39 @@ class Admin:
     async def resume(self, task: str | None = None) -> None:
         """See ``Queue.resume``."""
         await self.queue.resume(task)
+
+
+def _shard_cursor(cursor: str | None, shards: int) -> tuple[int, str | None]:
+    """The shard and the place in it that a sharded queue's listing cursor names."""
+    if cursor is None or cursor == "":
+        return 0, None
+    at, _, inner = cursor.partition(".")
+    if not at.isdigit() or int(at) >= shards:
+        raise ConfigurationError(f"cursor {cursor!r} is not one a listing of this queue returned")
+    return int(at), inner or None
+
+
+async def _each_shard(
+    queue: Queue,
+    limit: int,
+    progress: Callable[[int], None] | None,
+    act: Callable[[Queue, int, Callable[[int], None] | None], Awaitable[int]],
+) -> int:
+    """A bulk action over every shard of a queue, shard after shard, ``limit`` in all;
+    ``progress`` counts across shards."""
+    shards = queue.shards
+    if len(shards) == 1:
+        return await act(queue, limit, progress)
+    _jobs.check_limit(limit)
+    done = 0
+    for shard in shards:
+        if done >= limit:
+            break
+        before = done
+
+        def step(count: int, before: int = before) -> None:
+            if progress is not None:
+                progress(before + count)
+
+        done += await act(shard, limit - done, step)
+    return done

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from queue_async.admin.workers import heartbeats
+from queue_async.admin.workers import heartbeats, latest
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.wire import as_text
 from queue_async.models import CronInfo, ms_to_datetime
 from queue_async.producer.queue import Queue
 
-__all__ = ["schedules"]
+__all__ = ["merged", "schedules"]
 
 
 async def schedules(queue: Queue) -> list[CronInfo]:
@@ -74,3 +74,22 @@ def _next_tick(spec: str, zone: str, now: datetime) -> datetime | None:
     except (ZoneInfoNotFoundError, ValueError, KeyError, TypeError):
         return None
     return tick.astimezone(UTC)
+
+
+def merged(found: list[CronInfo]) -> list[CronInfo]:
+    """The schedules of a sharded queue from those of its shards: each tick goes to one
+    shard (the one its job id falls in), so the last tick is the latest of any shard."""
+    by_name: dict[str, CronInfo] = {}
+    for info in found:
+        seen = by_name.get(info.name)
+        if seen is None:
+            by_name[info.name] = info
+            continue
+        by_name[info.name] = seen.model_copy(
+            update={
+                "last_tick": latest(seen.last_tick, info.last_tick),
+                "recorded_at": latest(seen.recorded_at, info.recorded_at),
+                "live": seen.live or info.live,
+            }
+        )
+    return [by_name[name] for name in sorted(by_name)]

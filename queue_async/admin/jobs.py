@@ -51,7 +51,7 @@ def _filters(task: str | None, search: str | None) -> tuple[str, str]:
     return task or "", (search or "").lower()
 
 
-def _limit(limit: int, most: int | None = None) -> int:
+def check_limit(limit: int, most: int | None = None) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ConfigurationError(f"limit must be a positive integer, not {limit!r}")
     if most is not None and limit > most:
@@ -120,7 +120,7 @@ async def page(
     if order not in ("oldest", "newest"):
         raise ConfigurationError(f"order must be 'oldest' or 'newest', not {order!r}")
     task_name, text = _filters(task, search)
-    _limit(limit, _MAX_PAGE)
+    check_limit(limit, _MAX_PAGE)
     raw = decode_cursor(cursor, state)
     reply = await queue._broker.scripts.browse(
         state,
@@ -160,7 +160,7 @@ async def retry_dead(
     progress: Progress | None = None,
 ) -> int:
     task_name, text = _filters(task, search)
-    _limit(limit)
+    check_limit(limit)
     at_ms = _at_ms(at)
     scripts = queue._broker.scripts
 
@@ -189,7 +189,7 @@ async def purge(
 ) -> int:
     _state(state, PURGED)
     task_name, text = _filters(task, search)
-    _limit(limit)
+    check_limit(limit)
     scripts = queue._broker.scripts
 
     def step(cursor: str, most: int) -> Awaitable[tuple[int, str, int]]:

@@ -10,6 +10,7 @@ from the jobs themselves, at the time of the call.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pydantic
@@ -19,7 +20,7 @@ from queue_async.broker.wire import as_text
 from queue_async.models import RunningJob, WorkerHeartbeat, WorkerInfo, ms_to_datetime
 from queue_async.producer.queue import Queue
 
-__all__ = ["heartbeats", "live_workers"]
+__all__ = ["heartbeats", "live_workers", "merged"]
 
 _CHECKIN_FIELDS = "checkin progress checkin_at"
 
@@ -88,3 +89,27 @@ def _with_checkin(job: RunningJob, fields: bytes | list[bytes] | None) -> Runnin
         )
     except ValueError:
         return job
+
+
+def merged(queue: str, found: list[WorkerInfo]) -> list[WorkerInfo]:
+    """The workers of a sharded queue from those of its shards: one entry per worker (it
+    heartbeats on each shard it serves), with the jobs and prefetches of every shard."""
+    by_id: dict[str, WorkerInfo] = {}
+    for worker in found:
+        seen = by_id.get(worker.id)
+        if seen is None:
+            by_id[worker.id] = worker.model_copy(update={"queue": queue})
+            continue
+        by_id[worker.id] = seen.model_copy(
+            update={
+                "jobs": [*seen.jobs, *worker.jobs],
+                "prefetched": seen.prefetched + worker.prefetched,
+                "crons": sorted({*seen.crons, *worker.crons}),
+                "last_seen": latest(seen.last_seen, worker.last_seen),
+            }
+        )
+    return [by_id[worker_id] for worker_id in sorted(by_id)]
+
+
+def latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return max((t for t in (a, b) if t is not None), default=None)

@@ -42,11 +42,17 @@ logger = logging.getLogger("queue_async")
 class Broker:
     """Connections, key names and script calls of one queue."""
 
-    def __init__(self, redis_: str | AnyRedis, limits: Limits, *, prefix: str, name: str) -> None:
+    def __init__(self, connections: Connections, *, prefix: str, name: str) -> None:
         self.keys = QueueKeys.for_queue(prefix, name)
-        self.connections = Connections(redis_, limits)
-        self.client: AnyRedis = self.connections.client
+        self.connections = connections
+        """Shared by the shards of a sharded queue: one set of pools for all of them."""
+        self.client: AnyRedis = connections.client
         self.scripts = Scripts(self.client, self.keys)
+
+    @classmethod
+    def open(cls, redis_: str | AnyRedis, limits: Limits, *, prefix: str, name: str) -> Broker:
+        """A broker on connections of its own."""
+        return cls(Connections(redis_, limits), prefix=prefix, name=name)
 
     async def aclose(self) -> None:
         await self.connections.aclose()

@@ -9,7 +9,7 @@ from queue_async.broker.scripts import Scripts
 from queue_async.broker.wire import as_text
 from queue_async.models import QueueStats
 
-__all__ = ["read_stats"]
+__all__ = ["combined_stats", "read_stats"]
 
 
 async def read_stats(scripts: Scripts, name: str) -> QueueStats:
@@ -70,4 +70,44 @@ def stats_of(name: str, reply: list[Any]) -> QueueStats:
         workers=int(workers),
         paused=bool(paused),
         paused_tasks=sorted(as_text(task) for task in paused_tasks),
+    )
+
+
+_SUMMED = [
+    "ready",
+    "scheduled",
+    "delayed",
+    "retrying",
+    "leased",
+    "active",
+    "prefetched",
+    "dead",
+    "held",
+    "processed",
+    "failed",
+    "retried",
+    "died",
+]
+
+
+def combined_stats(name: str, shards: list[QueueStats]) -> QueueStats:
+    """The stats of a sharded queue from its shards': counts summed; latency the longest;
+    paused if every shard is; ``workers`` the most on one shard (a worker of the queue
+    serves every shard, and would be counted once per shard)."""
+    held_by_task: dict[str, int] = {}
+    held_by_key: dict[str, int] = {}
+    for part in shards:
+        for task, count in part.held_by_task.items():
+            held_by_task[task] = held_by_task.get(task, 0) + count
+        for key, count in part.held_by_key.items():
+            held_by_key[key] = held_by_key.get(key, 0) + count
+    return QueueStats(
+        queue=name,
+        **{field: sum(getattr(part, field) for part in shards) for field in _SUMMED},
+        latency=max(part.latency for part in shards),
+        workers=max(part.workers for part in shards),
+        paused=all(part.paused for part in shards),
+        paused_tasks=sorted(set.intersection(*(set(part.paused_tasks) for part in shards))),
+        held_by_task=held_by_task,
+        held_by_key=held_by_key,
     )

@@ -18,6 +18,7 @@ from queue_async.codec import Codec
 from queue_async.exceptions import ConfigurationError, EncodeError, PayloadTooLarge
 from queue_async.identifiers import check_job_id
 from queue_async.options import EnqueueOptions, TaskOptions, to_ms
+from queue_async.producer.shards import id_in_shard
 from queue_async.producer.tasks import JobSpec
 
 _KEY_MAX = 200
@@ -57,8 +58,14 @@ def new_job_id() -> str:
     return job_id if job_id[0] != "-" else "A" + job_id[1:]
 
 
-def encode_job(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> tuple[str, bytes]:
-    """The job's id and the job packed for enqueue.lua (id, options, task, payload)."""
+def encode_job(
+    codec: Codec, max_payload_bytes: int, spec: JobSpec[Any], shards: int = 1
+) -> tuple[str, bytes]:
+    """The job's id and the job packed for enqueue.lua (id, options, task, payload).
+
+    On a queue of ``shards`` > 1, a new id falls in the shard of the job's ``shard_key``, else
+    of its unique key, else of its concurrency key (see ``producer/shards.py``), so that jobs
+    that share one of them share a shard, and with it their order, claim or limit."""
     args, kwargs = _arguments(spec)
     payload = _payload(codec, max_payload_bytes, spec, args, kwargs)
     opts = spec.options
@@ -73,11 +80,24 @@ def encode_job(codec: Codec, max_payload_bytes: int, spec: JobSpec[Any]) -> tupl
         job_id = new_job_id()
         packed = pack_fields([priority]) if priority else b""
         return job_id, pack_job(job_id, packed, spec.task, payload)
-    job_id = new_job_id()
     if opts is not None and opts.job_id is not None:
         job_id = check_job_id(opts.job_id)
+    elif shards > 1 and (key := _route_key(opts, unique, gate)) is not None:
+        job_id = id_in_shard(new_job_id, key, shards)
+    else:
+        job_id = new_job_id()
     options = _options(opts, priority, gate, unique)
     return job_id, pack_job(job_id, pack_fields(options), spec.task, payload)
+
+
+def _route_key(opts: EnqueueOptions | None, unique: list[Arg], gate: list[Arg]) -> str | None:
+    if opts is not None and opts.shard_key is not None:
+        return opts.shard_key
+    if unique:
+        return str(unique[0])
+    if gate:
+        return str(gate[0])
+    return None
 
 
 def _options(

@@ -14,11 +14,12 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overloa
 import redis.asyncio
 
 from queue_async.broker.broker import Broker, Outcome
-from queue_async.broker.connections import Limits
+from queue_async.broker.connections import Connections, Limits
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_from_fields
-from queue_async.broker.stats import read_stats
+from queue_async.broker.scripts import Scripts
+from queue_async.broker.stats import combined_stats, read_stats
 from queue_async.broker.wire import as_text
 from queue_async.codec import Codec, JsonCodec
 from queue_async.context import JobContext
@@ -37,6 +38,7 @@ from queue_async.producer.coalesce import Coalescer
 from queue_async.producer.cron import CronSchedule
 from queue_async.producer.encode import encode_job
 from queue_async.producer.handle import JobHandle
+from queue_async.producer.shards import check_shards, shard_names, shard_of
 from queue_async.producer.tasks import JobSpec, Task
 from queue_async.producer.waiters import ResultWaiters
 
@@ -112,6 +114,10 @@ class Queue:
         allow_eviction: run on a server whose ``maxmemory-policy`` may evict keys (anything
             but ``noeviction``), knowing that an evicted key is lost jobs. Without it, the
             first enqueue and every worker start refuse such a server.
+        shards: spread the queue over this many queues of its own (``<name>.<k>``), each
+            one hash slot, so that on a Redis Cluster several masters serve it (see
+            "Sharded queues" in the README). A job's shard follows from its id; workers
+            serve every shard. Fixed for the life of the queue's jobs.
     """
 
     def __init__(
@@ -128,22 +134,16 @@ class Queue:
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
         allow_eviction: bool = False,
+        shards: int = 1,
     ) -> None:
         self.name = name
         self.prefix = prefix
         if redis_ is None:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
         limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
-        self._broker = Broker(redis_, limits, prefix=prefix, name=name)
-        # A RedisCluster on a cluster. Still declared as Redis until dashboard/audit.py takes
-        # either (AnyRedis): the calls users make on it (pipelines, reads) exist on both.
-        self.client: redis.asyncio.Redis = cast("redis.asyncio.Redis", self._broker.client)
-        """The producers' client (on a pool of the queue's own, also when a client was passed
-        in): for your own pipelines (see ``enqueue_many``)."""
-        self._waiters = ResultWaiters(self._broker.connections, self._broker.keys.done_channel)
+        names = shard_names(name, check_shards(shards))
+        connections = Connections(redis_, limits)
         self.allow_eviction = allow_eviction
-        self._server_checked = False
-        self._server_check_lock = asyncio.Lock()
         if codec is not None and not isinstance(codec, Codec):
             raise ConfigurationError(f"codec {codec!r} has no encode/decode methods")
         if max_payload_bytes < 1:
@@ -151,8 +151,31 @@ class Queue:
         self.codec: Codec = codec or JsonCodec()
         self.strict = strict
         self.max_payload_bytes = max_payload_bytes
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._startup_hooks: list[Hook] = []
+        self._shutdown_hooks: list[Hook] = []
+        self._middlewares: list[Middleware] = []
+        self._enqueue_middlewares: list[EnqueueMiddleware] = []
+        self._crons: dict[str, CronSchedule] = {}
+        self._bind(Broker(connections, prefix=prefix, name=name))
+        self._shards: tuple[Queue, ...] = (self,)
+        self._owner = self
+        if len(names) > 1:
+            self._shards = tuple(self._shard(n, connections) for n in names)
+
+    def _bind(self, broker: Broker) -> None:
+        """Take ``broker``'s server and keys: the connections and batching of one queue."""
+        self._broker = broker
+        # A RedisCluster on a cluster. Still declared as Redis until dashboard/audit.py takes
+        # either (AnyRedis): the calls users make on it (pipelines, reads) exist on both.
+        self.client: redis.asyncio.Redis = cast("redis.asyncio.Redis", broker.client)
+        """The producers' client (on a pool of the queue's own, also when a client was passed
+        in): for your own pipelines (see ``enqueue_many``)."""
+        self._waiters = ResultWaiters(broker.connections, broker.keys.done_channel)
+        self._server_checked = False
+        self._server_check_lock = asyncio.Lock()
         # Concurrent single calls of the process share round trips (see coalesce.py).
-        scripts = self._broker.scripts
+        scripts = broker.scripts
         self._enqueues: Coalescer[bytes, int | bytes] = Coalescer(
             lambda jobs: scripts.enqueue(b"".join(jobs)),
             max_items=_CHUNK,
@@ -160,20 +183,55 @@ class Queue:
             size=len,
         )
         self._watches = Coalescer(scripts.watch_many, max_items=_WATCH_BATCH)
-        self._reads = Coalescer(self._broker.jobs_fields, max_items=_READ_BATCH)
-        self._outcomes = Coalescer(self._broker.outcomes, max_items=_READ_BATCH)
-        self._tasks: dict[str, Task[Any, Any]] = {}
-        self._startup_hooks: list[Hook] = []
-        self._shutdown_hooks: list[Hook] = []
-        self._middlewares: list[Middleware] = []
-        self._enqueue_middlewares: list[EnqueueMiddleware] = []
-        self._crons: dict[str, CronSchedule] = {}
+        self._reads = Coalescer(broker.jobs_fields, max_items=_READ_BATCH)
+        self._outcomes = Coalescer(broker.outcomes, max_items=_READ_BATCH)
         # Views made once: the worker reads ``tasks`` for every job it runs.
         self._tasks_view = MappingProxyType(self._tasks)
         self._crons_view = MappingProxyType(self._crons)
 
+    def _shard(self, name: str, connections: Connections) -> Queue:
+        """One shard of this queue: a queue of its own keys on the same connections, with
+        this queue's tasks, crons, hooks and middleware (the same objects, so that what is
+        registered later counts too). A cron tick goes to the shard of its job's id."""
+        shard = object.__new__(Queue)
+        shard.name = name
+        shard.prefix = self.prefix
+        shard.allow_eviction = self.allow_eviction
+        shard.codec = self.codec
+        shard.strict = self.strict
+        shard.max_payload_bytes = self.max_payload_bytes
+        shard._tasks = self._tasks
+        shard._startup_hooks = self._startup_hooks
+        shard._shutdown_hooks = self._shutdown_hooks
+        shard._middlewares = self._middlewares
+        shard._enqueue_middlewares = self._enqueue_middlewares
+        shard._crons = self._crons
+        shard._bind(Broker(connections, prefix=self.prefix, name=name))
+        shard._shards = (shard,)
+        shard._owner = self
+        return shard
+
     def __repr__(self) -> str:
+        if len(self._shards) > 1:
+            return f"<Queue {self.name!r} in {len(self._shards)} shards>"
         return f"<Queue {self.name!r} keys {self._broker.keys.prefix}*>"
+
+    @property
+    def shards(self) -> tuple[Queue, ...]:
+        """The queues that hold this queue's jobs, one per hash slot: the queue itself, or its
+        shards (``Queue(shards=N)``), which a worker of this queue serves alike."""
+        return self._shards
+
+    @property
+    def sharded_as(self) -> Queue:
+        """The sharded queue this queue is a shard of; the queue itself if it is none."""
+        return self._owner
+
+    def shard_for(self, job_id: str) -> Queue:
+        """The shard that holds (or would hold) the job of this id (this queue itself if it
+        has one shard)."""
+        shards = self._shards
+        return shards[0] if len(shards) == 1 else shards[shard_of(job_id, len(shards))]
 
     @classmethod
     def embedded(
@@ -229,6 +287,9 @@ class Queue:
 
     async def close(self) -> None:
         """Close the connections this queue opened (a client passed in is left open)."""
+        for shard in self._shards:
+            if shard is not self:
+                await shard._waiters.aclose()
         await self._waiters.aclose()
         await self._broker.aclose()
 
@@ -417,15 +478,17 @@ class Queue:
         right after it. Each gets its own handle and outcome; a call inside ``pipeline`` is
         not combined with others.
         """
+        if self._owner is not self:  # a shard: its jobs go where their ids say
+            return await self._owner.enqueue_spec(spec, pipeline=pipeline)
         if pipeline is not None or self._enqueue_middlewares:
             handles = await self.enqueue_many([spec], pipeline=pipeline)
             return handles[0]
         return await self._enqueue_one(spec)
 
     async def _enqueue_one(self, spec: JobSpec[R]) -> JobHandle[R]:
-        job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec)
+        job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec, len(self._shards))
         await self._check_server_once()
-        return self._handle(job_id, await self._enqueues.call(packed))
+        return self._handle(job_id, await self.shard_for(job_id)._enqueues.call(packed))
 
     async def enqueue_many(
         self,
@@ -450,6 +513,8 @@ class Queue:
         when you execute it. The handles then name the ids sent: a unique job that was
         deduplicated shows in the pipeline's result, not in its handle.
         """
+        if self._owner is not self:  # a shard: its jobs go where their ids say
+            return await self._owner.enqueue_many(specs, pipeline=pipeline)
         specs = list(specs)
         if self._enqueue_middlewares:
             return await self._through_middleware(specs, pipeline)
@@ -471,8 +536,15 @@ class Queue:
     async def _enqueue_all(
         self, specs: list[JobSpec[Any]], pipeline: redis.asyncio.client.Pipeline | None
     ) -> list[JobHandle[Any]]:
-        codec, limit = self.codec, self.max_payload_bytes
-        encoded = [encode_job(codec, limit, spec) for spec in specs]
+        codec, limit, count = self.codec, self.max_payload_bytes, len(self._shards)
+        encoded = [encode_job(codec, limit, spec, count) for spec in specs]
+        if count > 1:
+            if pipeline is not None:
+                raise ConfigurationError(
+                    f"{self!r} spreads its jobs over {count} hash slots: a pipeline (one "
+                    "transaction, one slot) cannot hold them; enqueue without pipeline="
+                )
+            return await self._enqueue_sharded(specs, encoded)
         ids = [job_id for job_id, _ in encoded]
         chunks = _chunks([job for _, job in encoded])
         await self._check_server_once()
@@ -486,15 +558,59 @@ class Queue:
         if len(chunks) == 1:
             replies = await scripts.enqueue(chunks[0][1])
         else:
-            replies = []
-            for transaction in _transactions(chunks):
-                try:
-                    replies += await scripts.enqueue_chunks([c for _, c in transaction])
-                except BrokerError as exc:
-                    if not replies and len(transaction) == len(chunks):
-                        raise  # one transaction: all or none still holds
-                    raise self._incomplete(specs, ids, replies, transaction, exc) from exc
+            transactions = [(scripts, t) for t in _transactions(chunks)]
+            replies = await self._send(specs, ids, transactions)
         return self._handles(ids, replies)
+
+    async def _send(
+        self,
+        specs: list[JobSpec[Any]],
+        ids: list[str],
+        transactions: list[tuple[Scripts, list[tuple[int, bytes]]]],
+    ) -> list[int | bytes]:
+        """Send the transactions one after the other, each to its queue's (or shard's) slot;
+        ``EnqueueIncomplete`` if one fails after another committed."""
+        replies: list[int | bytes] = []
+        for scripts, transaction in transactions:
+            try:
+                if len(transaction) == 1:
+                    replies += await scripts.enqueue(transaction[0][1])
+                else:
+                    replies += await scripts.enqueue_chunks([c for _, c in transaction])
+            except BrokerError as exc:
+                if not replies and len(transactions) == 1:
+                    raise  # one transaction: all or none still holds
+                raise self._incomplete(specs, ids, replies, transaction, exc) from exc
+        return replies
+
+    async def _enqueue_sharded(
+        self, specs: list[JobSpec[Any]], encoded: list[tuple[str, bytes]]
+    ) -> list[JobHandle[Any]]:
+        """``enqueue_many`` on several shards: the jobs grouped by shard, each shard's in
+        transactions of their own (all or none per transaction, as on one queue), the
+        handles back in the order of ``specs``."""
+        count = len(self._shards)
+        where = [shard_of(job_id, count) for job_id, _ in encoded]
+        order = sorted(range(len(specs)), key=where.__getitem__)
+        specs = [specs[i] for i in order]
+        ids = [encoded[i][0] for i in order]
+        transactions: list[tuple[Scripts, list[tuple[int, bytes]]]] = []
+        start = 0
+        for shard_index, shard in enumerate(self._shards):
+            end = start
+            while end < len(order) and where[order[end]] == shard_index:
+                end += 1
+            if end > start:
+                chunks = _chunks([encoded[i][1] for i in order[start:end]], offset=start)
+                scripts = shard._broker.scripts
+                transactions += [(scripts, t) for t in _transactions(chunks)]
+            start = end
+        await self._check_server_once()
+        handles = self._handles(ids, await self._send(specs, ids, transactions))
+        in_order: list[JobHandle[Any]] = [handles[0]] * len(handles)
+        for at, i in enumerate(order):
+            in_order[i] = handles[at]
+        return in_order
 
     async def _check_server_once(self) -> None:
         """``check_server`` before the first enqueue: one check for all the first callers,
@@ -555,7 +671,8 @@ class Queue:
         """Cancel a job that has not started. True if this call cancelled it."""
         if not _is_job_id(job_id):
             return False
-        state = await self._broker.scripts.cancel(job_id, _CANCELLED_KEEP_MS)
+        scripts = self.shard_for(job_id)._broker.scripts
+        state = await scripts.cancel(job_id, _CANCELLED_KEEP_MS)
         return state in ("ready", "scheduled")
 
     async def abort(self, job_id: str) -> bool:
@@ -564,45 +681,55 @@ class Queue:
         True if this call cancelled the job or flagged it for abort."""
         if not _is_job_id(job_id):
             return False
-        state = await self._broker.scripts.cancel(job_id, _CANCELLED_KEEP_MS, abort=True)
+        scripts = self.shard_for(job_id)._broker.scripts
+        state = await scripts.cancel(job_id, _CANCELLED_KEEP_MS, abort=True)
         return state in ("ready", "scheduled", "active")
 
     async def read_job(self, job_id: str) -> Job | None:
         """The job as a ``Job`` model, or None if it does not exist."""
-        fields = await self._reads.call(job_id)
+        shard = self.shard_for(job_id)
+        fields = await shard._reads.call(job_id)
         if fields is None:
             return None
-        return job_from_fields(job_id, self.name, self.codec, fields)
+        return job_from_fields(job_id, shard.name, self.codec, fields)
 
     async def read_outcome(self, job_id: str) -> Outcome | None:
         """How the job ended (or stands): state, task, stored result and error; None if it
         does not exist. Lighter than ``read_job``: what ``result()`` needs."""
-        return await self._outcomes.call(job_id)
+        return await self.shard_for(job_id)._outcomes.call(job_id)
 
     async def job_status(self, job_id: str) -> JobStatus | None:
         """The job's status alone (one cheap read), or None if it does not exist."""
-        return await self._broker.job_status(job_id)
+        return await self.shard_for(job_id)._broker.job_status(job_id)
 
     async def wait_finished(self, job_id: str, timeout: float | None) -> bool:
         """Wait until the job is in a final state (True) or gone (False); ``JobTimeout`` if
         ``timeout`` seconds pass first (see ``JobHandle.result``)."""
-        return await self._waiters.wait_finished(self._watches.call, job_id, timeout)
+        shard = self.shard_for(job_id)
+        return await shard._waiters.wait_finished(shard._watches.call, job_id, timeout)
 
     async def stats(self) -> QueueStats:
         """Counts per state, latency and lifetime counters, as of one moment (one script:
         see ``QueueStats``)."""
-        return await read_stats(self._broker.scripts, self.name)
+        if len(self._shards) == 1:
+            return await read_stats(self._broker.scripts, self.name)
+        parts = await asyncio.gather(*(read_stats(s._broker.scripts, s.name) for s in self._shards))
+        return combined_stats(self.name, list(parts))
 
     async def pause(self, task: str | Task[Any, Any] | None = None) -> None:
         """Stop workers everywhere from starting this queue's jobs (or one task's).
 
         Enqueueing still works and running jobs finish; ``resume`` lets the rest go.
         """
-        await self._broker.scripts.pause(self._gated_task(task))
+        gated = self._gated_task(task)
+        for shard in self._shards:
+            await shard._broker.scripts.pause(gated)
 
     async def resume(self, task: str | Task[Any, Any] | None = None) -> None:
         """Undo ``pause`` for the queue (or the task); held jobs go back in their order."""
-        await self._broker.scripts.resume(self._gated_task(task))
+        gated = self._gated_task(task)
+        for shard in self._shards:
+            await shard._broker.scripts.resume(gated)
 
     @staticmethod
     def _gated_task(task: str | Task[Any, Any] | None) -> str:
@@ -625,9 +752,12 @@ class Queue:
         # effort, so that an enqueue fails (if it does) with its own error, not this one's.
         try:
             with translate_errors("registering the queue"):
-                await self.client.sadd(QueueKeys.registry(self.prefix), self.name)
+                names = [shard.name for shard in self._shards]
+                await self.client.sadd(QueueKeys.registry(self.prefix), *names)
         except BrokerError as exc:
             logger.warning("could not add %r to the registry of queues: %s", self.name, exc)
+        for shard in self._shards:
+            shard._server_checked = True
         self._server_checked = True
 
     async def ping(self) -> None:
@@ -660,18 +790,18 @@ def _pinned(spec: JobSpec[Any], job_id: str) -> JobSpec[Any]:
     return replace(spec, options=EnqueueOptions.model_validate({"job_id": job_id}))
 
 
-def _chunks(jobs: list[bytes]) -> list[tuple[int, bytes]]:
+def _chunks(jobs: list[bytes], offset: int = 0) -> list[tuple[int, bytes]]:
     """Packed jobs cut into script calls of at most _CHUNK jobs and about _CHUNK_BYTES;
-    each with the index just past its last job."""
+    each with the index just past its last job (counted from ``offset``)."""
     chunks: list[tuple[int, bytes]] = []
     start = size = 0
     for index, job in enumerate(jobs):
         if index > start and (index - start >= _CHUNK or size + len(job) > _CHUNK_BYTES):
-            chunks.append((index, b"".join(jobs[start:index])))
+            chunks.append((offset + index, b"".join(jobs[start:index])))
             start, size = index, 0
         size += len(job)
     if jobs:
-        chunks.append((len(jobs), b"".join(jobs[start:])))
+        chunks.append((offset + len(jobs), b"".join(jobs[start:])))
     return chunks
 
 

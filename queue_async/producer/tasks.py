@@ -183,6 +183,7 @@ class Task(Generic[P, R]):
         unique_while_running: bool | None = None,
         headers: dict[str, str] | None = None,
         replace: bool | None = None,
+        shard_key: str | None = None,
     ) -> TaskCall[P, R]:
         """This task with per-enqueue options; invalid values raise ``ValidationError``.
 
@@ -202,6 +203,8 @@ class Task(Generic[P, R]):
             headers: text metadata for the job (``JobContext.headers``, ``Job.headers``).
             replace: with ``job_id``, replace a finished job (done, dead, cancelled, aborted)
                 of that id; a job that waits or runs is kept and returned.
+            shard_key: on a sharded queue, jobs of one key go to one shard, and so start in
+                the order they were enqueued (within a priority); not with ``job_id``.
         """
         opts = EnqueueOptions.model_validate(
             {
@@ -218,6 +221,7 @@ class Task(Generic[P, R]):
                 "unique_while_running": unique_while_running,
                 "headers": headers,
                 "replace": replace,
+                "shard_key": shard_key,
             }
         )
         return TaskCall(self, opts)

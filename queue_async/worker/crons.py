@@ -95,6 +95,8 @@ async def fire(
         *schedule.args, **schedule.kwargs
     )
     job_id, job = encode_job(queue.codec, queue.max_payload_bytes, spec)
+    if queue.sharded_as.shard_for(job_id) is not queue:
+        return  # another shard of the queue takes this tick: the one its job id falls in
     backoff = Backoff(reconnect_max)
     while True:
         try:

@@ -162,7 +162,7 @@ class Executor:
             job_id=job.id,
             task=job.task,
             attempt=job.attempt,
-            queue=job.queue,
+            queue=job.queue.sharded_as,  # a job of a shard belongs to the sharded queue
             state=self.state,
             worker_id=self.worker_id,
             enqueued_ms=job.enqueued_ms,

@@ -123,6 +123,9 @@ class Lane:
     weight: int = 1
     middleware: tuple[Middleware, ...] = ()
     book: LeaseBook = field(default_factory=LeaseBook)
+    group: int = 0
+    """The queue given to the worker that this lane serves (the shards of one queue share
+    it): ``lease_order`` orders groups, and takes the lanes of a group in turn."""
 
     async def lease(
         self, settings: WorkerSettings, worker_id: str, lease_id: str, free: int, idle_ms: int
@@ -239,14 +242,27 @@ class Lane:
             logger.debug("could not deregister worker %s: %s", worker_id, exc)
 
 
-def lease_order(lanes: Sequence[Lane], strategy: Strategy, rng: random.Random) -> list[Lane]:
-    """The lanes in the order to try this round: as given (strict), or drawn by weight."""
-    if strategy == "strict" or len(lanes) == 1:
+def lease_order(
+    lanes: Sequence[Lane], strategy: Strategy, rng: random.Random, turn: int = 0
+) -> list[Lane]:
+    """The lanes in the order to try this round: their queues as given (strict), or drawn by
+    weight; the shards of one queue in turn, starting one further each round, so that no
+    shard is always taken first."""
+    if len(lanes) == 1:
         return list(lanes)
-    pool = list(lanes)
+    groups: dict[int, list[Lane]] = {}
+    for lane in lanes:
+        groups.setdefault(lane.group, []).append(lane)
+    pool = list(groups.values())
+    if strategy != "strict":
+        drawn = []
+        while pool:
+            pick = rng.choices(pool, weights=[group[0].weight for group in pool])[0]
+            drawn.append(pick)
+            pool.remove(pick)
+        pool = drawn
     order = []
-    while pool:
-        pick = rng.choices(pool, weights=[lane.weight for lane in pool])[0]
-        order.append(pick)
-        pool.remove(pick)
+    for group in pool:
+        start = turn % len(group)
+        order += group[start:] + group[:start]
     return order

@@ -89,29 +89,25 @@ class Worker:
         queues = _check_queues(queue)
         if strategy not in ("strict", "weighted"):
             raise ConfigurationError(f"strategy is 'strict' or 'weighted', not {strategy!r}")
-        weights = list(weights) if weights is not None else [1] * len(queues)
-        if len(weights) != len(queues) or not all(
-            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in weights
-        ):
-            raise ConfigurationError(
-                f"weights must be one positive integer per queue ({len(queues)}), not {weights!r}"
-            )
+        served, weights, groups = _served(queues, weights)
         if concurrency is not None:
             overrides["concurrency"] = concurrency
         base = settings.model_dump() if settings else {}
         self.settings = WorkerSettings.model_validate({**base, **overrides})
-        self.queues = queues
         self.queue = queues[0]
+        self.queues = served
+        """The queues whose jobs this worker runs: those given, a sharded one as its shards."""
         self.strategy: Strategy = strategy
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.state: dict[str, Any] = {}
         self.threads = HandlerThreads(self.settings.concurrency)
         """The threads of sync handlers (see ``threads.py``)."""
         self._clients: list[Client] = []
-        self._lanes = self._make_lanes(queues, weights, tuple(middleware))
+        self._lanes = self._make_lanes(self.queues, weights, groups, tuple(middleware))
         self._waits = IdleWaits(self._lanes, self._clients)
         self._lane_of = {id(lane.queue): lane for lane in self._lanes}
         self._startup_hooks = _unique([*(h for q in queues for h in q.startup_hooks), *on_startup])
+        self._rounds = 0
         self._shutdown_hooks = _unique(
             [*(h for q in queues for h in q.shutdown_hooks), *on_shutdown]
         )
@@ -152,19 +148,25 @@ class Worker:
         self._runs_crons = False
 
     def _make_lanes(
-        self, queues: list[Queue], weights: list[int], middleware: tuple[Middleware, ...]
+        self,
+        queues: list[Queue],
+        weights: list[int],
+        groups: list[int],
+        middleware: tuple[Middleware, ...],
     ) -> list[Lane]:
-        """A lane per queue. The worker's calls go on connections of its own, apart from the
-        producers' pools, so that no number of enqueues or result waiters can starve them."""
+        """A lane per queue (per shard). The worker's calls go on connections of its own,
+        apart from the producers' pools, so that no number of enqueues or result waiters can
+        starve them; the shards of a queue share them."""
         lanes = []
-        for q, weight in zip(queues, weights, strict=True):
-            client = q._broker.connections.worker_client()
-            self._clients.append(client)
-            lanes.append(
-                Lane(
-                    q, Scripts(client.redis, q._broker.keys), weight, (*q.middlewares, *middleware)
-                )
-            )
+        clients: dict[int, Client] = {}
+        for q, weight, group in zip(queues, weights, groups, strict=True):
+            connections = q._broker.connections
+            client = clients.get(id(connections))
+            if client is None:
+                client = clients[id(connections)] = connections.worker_client()
+                self._clients.append(client)
+            scripts = Scripts(client.redis, q._broker.keys)
+            lanes.append(Lane(q, scripts, weight, (*q.middlewares, *middleware), group=group))
         return lanes
 
     def __repr__(self) -> str:
@@ -492,7 +494,8 @@ class Worker:
         idle_ms = 0 if burst or len(self._lanes) > 1 else to_ms(self.settings.max_idle_wait)
         wait = -1
         scheduled = 0
-        for lane in lease_order(self._lanes, self.strategy, self._random):
+        self._rounds += 1
+        for lane in lease_order(self._lanes, self.strategy, self._random, self._rounds):
             free = self._room()
             self._lease_seq += 1
             # Shielded: a stop that cut the reply off would leave the jobs it leased active,
@@ -703,10 +706,27 @@ def _check_queues(queue: Queue | Sequence[Queue]) -> list[Queue]:
     for q in queues:
         if not isinstance(q, Queue):
             raise TypeError(f"Worker() takes a Queue or a list of them, not {type(q).__name__}")
-    prefixes = [q._broker.keys.prefix for q in queues]
+    prefixes = [shard._broker.keys.prefix for q in queues for shard in q.shards]
     if len(set(prefixes)) != len(prefixes):
         raise ConfigurationError(f"Worker() was given the same queue twice: {prefixes}")
     return queues
+
+
+def _served(
+    queues: list[Queue], weights: Sequence[int] | None
+) -> tuple[list[Queue], list[int], list[int]]:
+    """The queues a worker serves, a sharded one as its shards (one lane each, taken from in
+    turn), with their weights and the index of the queue given that each stands for."""
+    weights = list(weights) if weights is not None else [1] * len(queues)
+    if len(weights) != len(queues) or not all(
+        isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in weights
+    ):
+        raise ConfigurationError(
+            f"weights must be one positive integer per queue ({len(queues)}), not {weights!r}"
+        )
+    groups = [i for i, q in enumerate(queues) for _ in q.shards]
+    served = [shard for q in queues for shard in q.shards]
+    return served, [weights[i] for i in groups], groups
 
 
 def _unique(hooks: list[Hook]) -> list[Hook]:
