@@ -40,7 +40,8 @@ def main() -> None:
         anyio.run(wake_floor, url, name)
         return
     logging.getLogger("queue_async").setLevel(logging.ERROR)  # soak retries log each try
-    queue = qa.Queue(url, name=name)
+    # BENCH_SHARDS=N serves a sharded queue (see shards.py).
+    queue = qa.Queue(url, name=name, shards=int(os.environ.get("BENCH_SHARDS", "1")))
     latencies: list[float] = []
 
     @queue.task(name="bench.noop")

@@ -113,6 +113,12 @@ def _connection() -> argparse.ArgumentParser:
     )
     common.add_argument("--queue", default=None, help="the queue's name (default: default)")
     common.add_argument("--prefix", default="qa", help="the queue's key prefix (default: qa)")
+    common.add_argument(
+        "--shards",
+        type=_positive(int),
+        default=1,
+        help="the queue's shards, if it is sharded (Queue(shards=N); default: 1)",
+    )
     common.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return common
 

@@ -298,3 +298,24 @@ async def test_admin_shows_a_worker_of_every_shard_once(sharded: qa.Queue) -> No
                 await anyio.sleep(0.05)
         assert [(w.id, w.queue) for w in workers] == [(worker.id, sharded.name)]
         gate.set()
+
+
+async def test_the_command_line_reaches_a_sharded_queue_with_shards(
+    sharded: qa.Queue, redis_url: str
+) -> None:
+    from tests.test_cli_admin import failed_with, run  # noqa: PLC0415 - its subprocess runner
+
+    @sharded.task(name="shards.boom", retries=0)
+    async def boom(n: int) -> None:
+        raise qa.Fatal(f"declined {n}")
+
+    await sharded.enqueue_many([boom.call(n) for n in range(12)])
+    await burst(sharded)
+    place = ["--url", redis_url, "--prefix", sharded.prefix, "--queue", sharded.name]
+    info = await run("info", "--json", *place, "--shards", str(SHARDS))
+    assert info.code == 0, info.err
+    assert (info.json()["queue"], info.json()["dead"]) == (sharded.name, 12)
+    retried = await run("retry", "--dead", "--json", *place, "--shards", str(SHARDS), "--yes")
+    assert retried.code == 0, retried.err
+    assert (await sharded.stats()).ready == 12
+    failed_with(await run("info", *place, "--shards", "0"), 2, "--shards")

@@ -52,10 +52,13 @@ class Admin:
         name: str = "default",
         prefix: str = "qa",
         codec: Codec | None = None,
+        shards: int = 1,
     ) -> Admin:
         """An ``Admin`` on its own ``Queue`` (closed with the admin: ``async with``).
-        ``redis_`` defaults to ``$REDIS_URL``; ``codec`` is the queue's, if not JSON."""
-        admin = cls(Queue(redis_, name=name, prefix=prefix, codec=codec))
+        ``redis_`` defaults to ``$REDIS_URL``; ``codec`` is the queue's, if not JSON;
+        ``shards`` the queue's, if it is sharded (each shard is also a queue of its own,
+        ``<name>.<k>``, listed by ``queues()``)."""
+        admin = cls(Queue(redis_, name=name, prefix=prefix, codec=codec, shards=shards))
         admin._owned = True
         return admin
 

@@ -83,7 +83,9 @@ async def _run(args: argparse.Namespace, queue: qa.Queue | None) -> int:
             return await command(qa.Admin(queue), args, out)
         finally:
             await queue.close()
-    admin = qa.Admin.connect(args.url, name=_name(args, queue), prefix=args.prefix)
+    admin = qa.Admin.connect(
+        args.url, name=_name(args, queue), prefix=args.prefix, shards=args.shards
+    )
     async with admin:
         return await command(admin, args, out)
 
