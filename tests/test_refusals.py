@@ -139,3 +139,19 @@ async def test_a_server_that_hides_its_policy_is_used_with_a_warning(
         handle = await queue.enqueue("some.task")
         assert (await handle.info()).status is qa.JobStatus.READY
     assert "cannot read the server's maxmemory-policy" in caplog.text
+
+
+async def test_enqueue_to_a_read_only_replica_is_an_outage_to_repeat_not_a_refusal(
+    private_server: EmbeddedServer, admin: redis.asyncio.Redis
+) -> None:
+    # An old master back as a replica after a failover: the same call succeeds once a
+    # primary answers (behind Sentinel, on the new master), so callers back off and repeat.
+    async with qa.Queue(private_server.url, name=unique_name()) as queue:
+        await read_only(admin)
+        try:
+            with pytest.raises(qa.BrokerConnectionError, match="read-only replica"):
+                await queue.enqueue("some.task", 1)
+        finally:
+            await writable(admin)
+        await queue.enqueue("some.task", 2)
+        assert (await queue.stats()).ready == 1
