@@ -1,0 +1,163 @@
+"""Jobs through Redis Sentinel: the URL and the client forms, and a failover under load."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import anyio
+import pytest
+import redis.asyncio
+
+import queue_async as qa
+from tests.conftest import unique_name
+from tests.helpers import FAST, drain
+from tests.sentinel.conftest import LocalSentinel
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_jobs_run_and_report_results_through_a_sentinel_url(
+    sentinel: LocalSentinel, redis_url: str
+) -> None:
+    async with qa.Queue(redis_url, name=unique_name()) as q:
+
+        @q.task(name="double")
+        async def double(x: int) -> int:
+            return 2 * x
+
+        handles = [await double.enqueue(i) for i in range(5)]
+        async with qa.Worker(q, concurrency=2):
+            with anyio.fail_after(10):
+                results = [await h.result(timeout=10) for h in handles]
+        assert results == [0, 2, 4, 6, 8]
+        master = redis.asyncio.Redis(port=sentinel.master_port())
+        try:
+            # The queue's keys are on the master the sentinels name.
+            assert [key async for key in master.scan_iter(match=f"{q._broker.keys.prefix}*")]
+        finally:
+            await master.aclose()
+
+
+async def test_a_master_for_client_can_be_passed_in(client: redis.asyncio.Redis) -> None:
+    async with qa.Queue(client, name=unique_name()) as q:
+
+        @q.task(name="echo")
+        async def echo(x: int) -> int:
+            return x
+
+        handle = await q.enqueue("echo", 7)
+        await drain(q)
+        assert await handle.result(timeout=5) == 7
+
+
+@dataclass
+class FailoverRun:
+    """What producers and the worker did around a failover, and what the new master holds."""
+
+    acknowledged: list[str] = field(default_factory=list)
+    """Ids of the jobs whose enqueue returned, in order."""
+    acknowledged_after_failover: int = 0
+    enqueue_errors: list[str] = field(default_factory=list)
+    killed_at_ms: int = 0
+    done: int = 0
+    lost: list[str] = field(default_factory=list)
+    """Acknowledged, but not on the new master: writes replication had not carried over."""
+    other: dict[str, str] = field(default_factory=dict)
+    last_done_before_kill_ms: int = 0
+    first_done_after_kill_ms: int = 0
+
+
+async def produce(
+    work: qa.Task[[int], int], label: str, run: FailoverRun, stop: anyio.Event
+) -> None:
+    """Enqueue jobs one at a time until told to stop; an enqueue that fails is repeated with
+    the same job id (so a repeat of one that did land adds nothing)."""
+    for i in itertools.count():
+        if stop.is_set():
+            return
+        job_id = f"{label}-{i}"
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await work.options(job_id=job_id).enqueue(i)
+                    break
+                except qa.BrokerConnectionError as exc:
+                    run.enqueue_errors.append(type(exc.__cause__).__name__)
+                    await anyio.sleep(0.02)
+        run.acknowledged.append(job_id)
+        await anyio.sleep(0.005)
+
+
+async def account(q: qa.Queue, run: FailoverRun) -> None:
+    """Every acknowledged job is done, or lost to asynchronous replication; nothing else."""
+    rows = await q._broker.jobs_fields(run.acknowledged)
+    finished = []
+    for job_id, fields in zip(run.acknowledged, rows, strict=True):
+        if fields is None:
+            run.lost.append(job_id)
+        elif fields.get("state") == b"done":
+            run.done += 1
+            finished.append(int(fields["finished"]))
+        else:
+            run.other[job_id] = fields.get("state", b"?").decode()
+    run.last_done_before_kill_ms = max((t for t in finished if t < run.killed_at_ms), default=0)
+    run.first_done_after_kill_ms = min((t for t in finished if t >= run.killed_at_ms), default=0)
+
+
+@pytest.mark.timeout(90)
+async def test_producers_and_a_worker_continue_on_the_promoted_replica_after_the_master_dies(
+    own_sentinel: LocalSentinel,
+) -> None:
+    run = FailoverRun()
+    async with qa.Queue(own_sentinel.url, name=unique_name()) as q:
+
+        @q.task(name="work", retries=20, backoff_base=0.05, backoff_cap=0.2)
+        async def work(i: int) -> int:
+            await anyio.sleep(0.005)
+            return i
+
+        # Enqueued before the kill, due after the failover: its waiter spans the failover.
+        spanning = await work.options(delay=timedelta(seconds=4)).enqueue(-1)
+        stop = anyio.Event()
+        settings = {**FAST, "reconnect_max": 0.25}
+        async with qa.Worker(q, concurrency=10, **settings) as worker:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce, work, "a", run, stop)
+                tg.start_soon(produce, work, "b", run, stop)
+                with anyio.fail_after(10):
+                    while len(run.acknowledged) < 100:
+                        await anyio.sleep(0.02)
+                old = await anyio.to_thread.run_sync(own_sentinel.kill_master)
+                run.killed_at_ms = int(time.time() * 1000)  # gone: what finishes later is new
+                new = await anyio.to_thread.run_sync(own_sentinel.wait_failover, old)
+                promoted_after = time.time() - run.killed_at_ms / 1000
+                failed_over = len(run.acknowledged)
+                with anyio.fail_after(20):
+                    while len(run.acknowledged) < failed_over + 100:
+                        await anyio.sleep(0.02)
+                stop.set()
+            run.acknowledged_after_failover = len(run.acknowledged) - failed_over
+            with anyio.fail_after(20):
+                assert await spanning.result(timeout=20) == -1
+                while (s := await q.stats()).ready or s.scheduled or s.active:
+                    await anyio.sleep(0.1)
+            assert worker.running
+        await account(q, run)
+    interruption = (run.first_done_after_kill_ms - run.killed_at_ms) / 1000
+    print(
+        f"\nfailover {old} -> {new}, named by every sentinel {promoted_after:.3f} s after the "
+        f"kill: {len(run.acknowledged)} jobs acknowledged "
+        f"({run.acknowledged_after_failover} after the failover), {run.done} done, "
+        f"{len(run.lost)} lost; enqueue errors during the failover: "
+        f"{Counter(run.enqueue_errors)}; last job done before the kill "
+        f"{(run.killed_at_ms - run.last_done_before_kill_ms) / 1000:.3f} s before it, first "
+        f"done after it {interruption:.3f} s after it"
+    )
+    assert new != old
+    assert run.other == {}, "acknowledged jobs neither done nor lost"
+    assert run.done + len(run.lost) == len(run.acknowledged)
+    assert run.acknowledged_after_failover >= 100 and run.first_done_after_kill_ms > 0
