@@ -155,6 +155,15 @@ class LocalSentinel:
         self.wait_for(moved, "fail over", seconds)
         new = self.master_port()
         self.wait_for(lambda: _info(new, "replication")["role"] == "master", "promote a replica")
+        # An old master still running (a manual failover) takes writes until the sentinels
+        # make it a replica of the new one (and close its clients' connections).
+        for port in self.servers:
+            if port != new:
+                self.wait_for(
+                    lambda port=port: _info(port, "replication").get("master_port") == new,
+                    f"make {port} a replica of {new}",
+                    seconds,
+                )
         return new
 
     @property
