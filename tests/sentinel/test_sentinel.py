@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import Counter
@@ -11,6 +12,7 @@ from datetime import timedelta
 import anyio
 import pytest
 import redis.asyncio
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 import queue_async as qa
 from queue_async.broker.scripts import LIBRARY
@@ -206,3 +208,34 @@ async def test_a_promoted_replica_without_the_function_library_gets_it(
             assert await replica.function_list(library=LIBRARY.name)
     finally:
         await replica.aclose()
+
+
+def test_one_queue_serves_successive_event_loops(redis_url: str) -> None:
+    # A module-level Queue used by successive asyncio.run calls: its pools, and its clients
+    # of the sentinels, open new connections on each new loop.
+    q = qa.Queue(redis_url, name=unique_name())
+
+    @q.task(name="echo")
+    async def echo(x: int) -> int:
+        return x
+
+    async def one(x: int) -> int:
+        handle = await echo.enqueue(x)
+        await drain(q)
+        return await handle.result(timeout=5)
+
+    try:
+        assert [asyncio.run(one(x)) for x in range(3)] == [0, 1, 2]
+    finally:
+        asyncio.run(q.close())
+
+
+async def test_callers_beyond_max_connections_wait_for_a_free_one(redis_url: str) -> None:
+    async with qa.Queue(redis_url, name=unique_name(), max_connections=2) as q:
+        assert isinstance(q.client.connection_pool, SentinelConnectionPool)
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(q.enqueue_many, [q.call("job", i)])
+        assert (await q.stats()).ready == 200
+        assert len(q.client.connection_pool._in_use_connections) == 0
+        assert len(q.client.connection_pool._available_connections) <= 2
