@@ -93,17 +93,38 @@ async def test_worker_survives_a_refusal_and_records_every_job_once(
     assert "Redis is reachable again" in caplog.text
 
 
-async def test_enqueue_while_out_of_memory_says_so_and_writes_nothing(
-    private_server: EmbeddedServer, admin: redis.asyncio.Redis
+@pytest.mark.parametrize(
+    ("refuse", "accept", "error", "said"),
+    [
+        pytest.param(out_of_memory, memory_back, qa.BrokerError, "out of memory", id="oom"),
+        # An old master back as a replica after a failover: the same call succeeds once a
+        # primary answers (behind Sentinel, on the new master), so it is an outage to repeat.
+        pytest.param(
+            read_only, writable, qa.BrokerConnectionError, "read-only replica", id="readonly"
+        ),
+    ],
+)
+async def test_enqueue_while_refused_says_so_and_writes_nothing(
+    private_server: EmbeddedServer,
+    admin: redis.asyncio.Redis,
+    refuse: object,
+    accept: object,
+    error: type[Exception],
+    said: str,
 ) -> None:
     async with qa.Queue(private_server.url, name=unique_name()) as queue:
-        await out_of_memory(admin)
+        await refuse(admin)  # type: ignore[operator]
         try:
-            with pytest.raises(qa.BrokerError, match="out of memory"):
+            with pytest.raises(error, match=said) as caught:
                 await queue.enqueue("some.task", 1)
         finally:
-            await memory_back(admin)
+            await accept(admin)  # type: ignore[operator]
+        assert isinstance(caught.value, qa.BrokerConnectionError) is (
+            error is qa.BrokerConnectionError
+        )
         assert (await queue.stats()).ready == 0
+        await queue.enqueue("some.task", 2)
+        assert (await queue.stats()).ready == 1
 
 
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl", "allkeys-random"])
@@ -139,19 +160,3 @@ async def test_a_server_that_hides_its_policy_is_used_with_a_warning(
         handle = await queue.enqueue("some.task")
         assert (await handle.info()).status is qa.JobStatus.READY
     assert "cannot read the server's maxmemory-policy" in caplog.text
-
-
-async def test_enqueue_to_a_read_only_replica_is_an_outage_to_repeat_not_a_refusal(
-    private_server: EmbeddedServer, admin: redis.asyncio.Redis
-) -> None:
-    # An old master back as a replica after a failover: the same call succeeds once a
-    # primary answers (behind Sentinel, on the new master), so callers back off and repeat.
-    async with qa.Queue(private_server.url, name=unique_name()) as queue:
-        await read_only(admin)
-        try:
-            with pytest.raises(qa.BrokerConnectionError, match="read-only replica"):
-                await queue.enqueue("some.task", 1)
-        finally:
-            await writable(admin)
-        await queue.enqueue("some.task", 2)
-        assert (await queue.stats()).ready == 1

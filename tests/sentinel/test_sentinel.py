@@ -1,4 +1,5 @@
-"""Jobs through Redis Sentinel: the URL and the client forms, and a failover under load."""
+"""What only Sentinel shows: jobs through its URL, its pools, and failovers under load (the
+client form: test_rerun_core.py)."""
 
 from __future__ import annotations
 
@@ -43,18 +44,6 @@ async def test_jobs_run_and_report_results_through_a_sentinel_url(
             assert [key async for key in master.scan_iter(match=f"{q._broker.keys.prefix}*")]
         finally:
             await master.aclose()
-
-
-async def test_a_master_for_client_can_be_passed_in(client: redis.asyncio.Redis) -> None:
-    async with qa.Queue(client, name=unique_name()) as q:
-
-        @q.task(name="echo")
-        async def echo(x: int) -> int:
-            return x
-
-        handle = await q.enqueue("echo", 7)
-        await drain(q)
-        assert await handle.result(timeout=5) == 7
 
 
 @dataclass
