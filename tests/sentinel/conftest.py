@@ -39,9 +39,10 @@ def _info(port: int, section: str) -> dict[str, object]:
 class LocalSentinel:
     """Two data servers (a master and its replica) and three sentinels watching them."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self) -> None:
         self.binary = find_server_binary()
-        self.folder = folder
+        self._files = tempfile.TemporaryDirectory(prefix="qa-sentinel-")
+        self.folder = Path(self._files.name)
         self.data_ports = [_free_port(), _free_port()]
         self.sentinel_ports = [_free_port() for _ in range(SENTINELS)]
         self.servers: dict[int, subprocess.Popen[bytes]] = {}
@@ -175,32 +176,33 @@ class LocalSentinel:
         return Sentinel([("127.0.0.1", port) for port in self.sentinel_ports], socket_timeout=1)
 
     def stop(self) -> None:
+        """Kill every process and remove the files."""
         processes = [*self.sentinels, *self.servers.values()]
         for process in processes:
             process.kill()
         for process in processes:
             process.wait()
+        self._files.cleanup()
 
+    def __enter__(self) -> LocalSentinel:
+        return self
 
-def _deployment() -> Iterator[LocalSentinel]:
-    with tempfile.TemporaryDirectory(prefix="qa-sentinel-") as folder:
-        local = LocalSentinel(Path(folder))
-        try:
-            yield local
-        finally:
-            local.stop()
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 @pytest.fixture(scope="session")
 def sentinel() -> Iterator[LocalSentinel]:
     """The session's deployment: its master never changes."""
-    yield from _deployment()
+    with LocalSentinel() as local:
+        yield local
 
 
 @pytest.fixture
 def own_sentinel() -> Iterator[LocalSentinel]:
     """A deployment of this test's own, whose master it may kill."""
-    yield from _deployment()
+    with LocalSentinel() as local:
+        yield local
 
 
 @pytest.fixture(scope="session")
