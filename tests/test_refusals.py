@@ -160,3 +160,30 @@ async def test_a_server_that_hides_its_policy_is_used_with_a_warning(
         handle = await queue.enqueue("some.task")
         assert (await handle.info()).status is qa.JobStatus.READY
     assert "cannot read the server's maxmemory-policy" in caplog.text
+
+
+async def test_an_idle_worker_whose_wait_a_demotion_ends_counts_an_outage_and_goes_on(
+    private_server: EmbeddedServer,
+    admin: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A master made a replica (a failover) ends its blocked calls with UNBLOCKED.
+    caplog.set_level(logging.INFO, logger="queue_async")
+    async with qa.Queue(private_server.url, name=unique_name()) as queue:
+
+        @queue.task
+        async def work() -> int:
+            return 1
+
+        async with qa.Worker(queue, **{**FAST, "max_idle_wait": 5.0, "reconnect_max": 0.2}):
+            with anyio.fail_after(5):
+                while not (await admin.info("clients"))["blocked_clients"]:
+                    await anyio.sleep(0.02)  # until the idle worker blocks on the server
+            await read_only(admin)
+            with anyio.fail_after(5):
+                while "stopped being a master" not in caplog.text:
+                    await anyio.sleep(0.02)
+            await writable(admin)
+            handle = await work.enqueue()
+            assert await handle.result(timeout=10) == 1
+    assert "Redis unreachable (Redis refused waiting for jobs" in caplog.text

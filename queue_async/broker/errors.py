@@ -58,7 +58,11 @@ _REFUSAL_CODES = (
     ("MISCONF", "the server cannot persist to disk: see its log"),
     ("BUSY", "the server is busy running a long script"),
     ("CROSSSLOT", "the call's keys are in different hash slots of the cluster"),
+    ("UNBLOCKED", "the server stopped being a master while the call blocked (a failover?)"),
 )
+# Codes of refusals that count as an outage (see _OUTAGE_REFUSALS): a blocking wait that a
+# master's demotion ended is repeated, on the new master once the sentinels name it.
+_OUTAGE_CODES = ("UNBLOCKED",)
 
 
 def describe_refusal(exc: BaseException) -> str:
@@ -113,6 +117,7 @@ def translate_errors(doing: str) -> Iterator[None]:
             "is right; the call can be repeated once it is back"
         ) from exc
     except redis.exceptions.RedisError as exc:
-        raise BrokerError(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
+        error = BrokerConnectionError if str(exc).startswith(_OUTAGE_CODES) else BrokerError
+        raise error(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
     except redis.exceptions.RedisClusterException as exc:  # not a RedisError
         raise BrokerError(f"the Redis Cluster client refused {doing}: {exc}") from exc
