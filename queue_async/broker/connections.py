@@ -29,7 +29,8 @@ service's master each time they connect (redis-py's ``SentinelConnectionPool``);
 queue's sentinel clients are its own, made from the same sentinel addresses and settings.
 After a failover a connection to the old master fails (or, when the old master is back as a
 replica, its READONLY answer closes the connection), and the call is tried again on the
-master the sentinels name.
+master the sentinels name; an old master that still runs (a manual failover) is left within
+``_MASTER_CHECK`` of the sentinels naming another.
 
 A connection belongs to the event loop it was opened on. Every pool here notices when it is
 used from a new loop after the old one stopped (a module-level ``Queue`` shared by tests that
@@ -44,6 +45,7 @@ import asyncio
 import contextlib
 import inspect
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -78,6 +80,9 @@ _SENTINEL_URL_FORM = (
 )
 # Connections a queue opens to each sentinel at most, to ask where the master is.
 _SENTINEL_POOL = 4
+# Seconds between two questions of a pool to the sentinels about where the master is, besides
+# the one each new connection asks (see _SentinelPool).
+_MASTER_CHECK = 0.5
 
 # How many times a call is repeated after a connection error (server restarted, connection
 # reset) before it fails; a timeout is not repeated, so a silent server fails a call after
@@ -166,7 +171,26 @@ def _drop_transport(connection: Any) -> None:
 class _SentinelPool(SentinelConnectionPool, _LoopBoundPool):
     """A waiting, loop-bound pool (``_LoopBoundPool``) of connections to the master that the
     sentinels name: each connection asks them when it connects (``SentinelConnectionPool``),
-    and a READONLY answer (the master became a replica) closes it as a lost connection."""
+    and a READONLY answer (the master became a replica) closes it as a lost connection.
+
+    redis-py's pool would keep using a connection to an old master that still runs (a manual
+    failover, a partition) until the sentinels make it a replica, which they may do only
+    seconds later, and every write it takes meanwhile is lost. So it also asks the sentinels
+    again at most every ``_MASTER_CHECK`` seconds when a connection is taken, and closes a
+    connection to a server they no longer name before it is used.
+    """
+
+    _next_check = 0.0
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + _MASTER_CHECK
+            with contextlib.suppress(redis.exceptions.ConnectionError):  # none now: connect says
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        address = (connection.host, connection.port)
+        if connection.is_connected and self.master_address not in (None, address):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,13 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 from redis.asyncio.sentinel import SentinelConnectionPool
 
@@ -19,7 +21,7 @@ import queue_async as qa
 from queue_async.broker.scripts import LIBRARY
 from tests.conftest import unique_name
 from tests.helpers import FAST, drain
-from tests.sentinel.conftest import LocalSentinel
+from tests.sentinel.conftest import SERVICE, LocalSentinel
 
 pytestmark = pytest.mark.anyio
 
@@ -61,6 +63,13 @@ class FailoverRun:
     other: dict[str, str] = field(default_factory=dict)
     last_done_before_kill_ms: int = 0
     first_done_after_kill_ms: int = 0
+    promoted_after: float = 0.0
+    """Seconds from the master going to every sentinel naming the new one."""
+
+    @property
+    def interruption(self) -> float:
+        """Seconds from the master going to the first job done after it."""
+        return (self.first_done_after_kill_ms - self.killed_at_ms) / 1000
 
 
 async def produce(
@@ -100,19 +109,20 @@ async def account(q: qa.Queue, run: FailoverRun) -> None:
     run.first_done_after_kill_ms = min((t for t in finished if t >= run.killed_at_ms), default=0)
 
 
-@pytest.mark.timeout(90)
-async def test_producers_and_a_worker_continue_on_the_promoted_replica_after_the_master_dies(
-    own_sentinel: LocalSentinel,
-) -> None:
-    run = FailoverRun()
-    async with qa.Queue(own_sentinel.url, name=unique_name()) as q:
+async def fail_over_under_load(
+    deployment: LocalSentinel, fail: Callable[[], int], run: FailoverRun
+) -> tuple[int, int]:
+    """Two producers enqueue and a worker processes while ``fail()`` takes the master away
+    (returning its port); then until the failover is done and 100 more jobs were enqueued,
+    and until every job has ended. Fills ``run``; returns the old and the new master's port."""
+    async with qa.Queue(deployment.url, name=unique_name()) as q:
 
         @q.task(name="work", retries=20, backoff_base=0.05, backoff_cap=0.2)
         async def work(i: int) -> int:
             await anyio.sleep(0.005)
             return i
 
-        # Enqueued before the kill, due after the failover: its waiter spans the failover.
+        # Enqueued before the failover, due after it: its waiter spans the failover.
         spanning = await work.options(delay=timedelta(seconds=4)).enqueue(-1)
         stop = anyio.Event()
         settings = {**FAST, "reconnect_max": 0.25}
@@ -123,10 +133,10 @@ async def test_producers_and_a_worker_continue_on_the_promoted_replica_after_the
                 with anyio.fail_after(10):
                     while len(run.acknowledged) < 100:
                         await anyio.sleep(0.02)
-                old = await anyio.to_thread.run_sync(own_sentinel.kill_master)
-                run.killed_at_ms = int(time.time() * 1000)  # gone: what finishes later is new
-                new = await anyio.to_thread.run_sync(own_sentinel.wait_failover, old)
-                promoted_after = time.time() - run.killed_at_ms / 1000
+                old = await anyio.to_thread.run_sync(fail)
+                run.killed_at_ms = int(time.time() * 1000)
+                new = await anyio.to_thread.run_sync(deployment.wait_failover, old)
+                run.promoted_after = time.time() - run.killed_at_ms / 1000
                 failed_over = len(run.acknowledged)
                 with anyio.fail_after(20):
                     while len(run.acknowledged) < failed_over + 100:
@@ -139,23 +149,54 @@ async def test_producers_and_a_worker_continue_on_the_promoted_replica_after_the
                     await anyio.sleep(0.1)
             assert worker.running
         await account(q, run)
-    interruption = (run.first_done_after_kill_ms - run.killed_at_ms) / 1000
     print(
-        f"\nfailover {old} -> {new}, named by every sentinel {promoted_after:.3f} s after the "
-        f"kill: {len(run.acknowledged)} jobs acknowledged "
+        f"\nfailover {old} -> {new}, named by every sentinel {run.promoted_after:.3f} s after "
+        f"the master went: {len(run.acknowledged)} jobs acknowledged "
         f"({run.acknowledged_after_failover} after the failover), {run.done} done, "
         f"{len(run.lost)} lost; enqueue errors during the failover: "
-        f"{Counter(run.enqueue_errors)}; last job done before the kill "
-        f"{(run.killed_at_ms - run.last_done_before_kill_ms) / 1000:.3f} s before it, first "
-        f"done after it {interruption:.3f} s after it"
+        f"{Counter(run.enqueue_errors)}; last job done before the master went "
+        f"{(run.killed_at_ms - run.last_done_before_kill_ms) / 1000:.3f} s before, first "
+        f"done after {run.interruption:.3f} s after"
     )
     assert new != old
     assert run.other == {}, "acknowledged jobs neither done nor lost"
     assert run.done + len(run.lost) == len(run.acknowledged)
-    assert run.acknowledged_after_failover >= 100 and run.first_done_after_kill_ms > 0
+    assert run.acknowledged_after_failover >= 100
+    return old, new
+
+
+@pytest.mark.timeout(90)
+async def test_producers_and_a_worker_continue_on_the_promoted_replica_after_the_master_dies(
+    own_sentinel: LocalSentinel,
+) -> None:
+    run = FailoverRun()
+    await fail_over_under_load(own_sentinel, own_sentinel.kill_master, run)
+    # Gone when killed_at_ms was taken, so what finished later finished on the new master.
     # The sentinels take about 2.3 s here (down-after 1 s, then an election); the worker
     # starts again within its backoff (0.25 s) of the promotion.
-    assert interruption < 10
+    assert 0 < run.interruption < 10
+
+
+@pytest.mark.timeout(90)
+async def test_a_manual_failover_loses_only_what_the_old_master_took_before_its_demotion(
+    own_sentinel: LocalSentinel,
+) -> None:
+    # SENTINEL FAILOVER promotes the replica while the old master still runs: connections
+    # opened to it before keep writing there until the sentinels make it a replica (and
+    # close them), and those writes are lost. Counted, not asserted away.
+    run = FailoverRun()
+
+    def manual() -> int:
+        old = own_sentinel.master_port()
+        with redis.Redis(port=own_sentinel.sentinel_ports[0]) as sentinel:
+            sentinel.sentinel_failover(SERVICE)
+        return old
+
+    await fail_over_under_load(own_sentinel, manual, run)
+    # The sentinels demote the old master about 10 s after the promotion; the pools leave it
+    # within _MASTER_CHECK (0.5 s) of the sentinels naming the new master, about 0.7 s of
+    # writes here (without that check they stayed until the demotion: 92 % lost).
+    assert len(run.lost) < len(run.acknowledged) / 3
 
 
 async def enqueue_through(work: qa.Task[[int], int], i: int) -> qa.JobHandle[int]:
