@@ -75,3 +75,25 @@ async def test_a_sentinel_client_with_decoded_responses_is_refused() -> None:
     sentinel = Sentinel([("10.0.0.1", 26379)])
     with pytest.raises(qa.ConfigurationError, match="decode_responses=False"):
         qa.Queue(sentinel.master_for("orders", decode_responses=True), name="q")
+
+
+async def test_a_master_for_client_lends_its_sentinels_and_settings() -> None:
+    sentinel = Sentinel(
+        [("10.0.0.1", 26379), ("10.0.0.2", 26380)],
+        sentinel_kwargs={"password": "for-sentinels"},
+        password="for-servers",
+        db=2,
+    )
+    async with qa.Queue(sentinel.master_for("orders"), name="q") as q:
+        recipe = q._broker.connections.sentinel
+        assert recipe is not None
+        assert recipe.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+        assert recipe.sentinel_settings["password"] == "for-sentinels"
+        assert (recipe.settings["password"], recipe.settings["db"]) == ("for-servers", 2)
+        # Its pools are the queue's own, on the same sentinels (no connection opened yet).
+        sentinels = q._broker.connections._sentinels
+        assert sentinels is not None and sentinels is not sentinel
+        assert [s.connection_pool.connection_kwargs["password"] for s in sentinels.sentinels] == [
+            "for-sentinels",
+            "for-sentinels",
+        ]

@@ -336,12 +336,9 @@ class _SentinelRecipe:
             raise ConfigurationError("the Sentinel client names no sentinels")
         first = manager.sentinels[0].connection_pool
         own = {"host", "port", "socket_timeout", "socket_connect_timeout", "retry"}
+        addresses = [s.connection_pool.connection_kwargs for s in manager.sentinels]
         return cls(
-            sentinels=tuple(
-                (str(s.connection_pool.connection_kwargs["host"]),
-                 int(s.connection_pool.connection_kwargs["port"]))
-                for s in manager.sentinels
-            ),
+            sentinels=tuple((str(a["host"]), int(a["port"])) for a in addresses),
             sentinel_class=first.connection_class,
             sentinel_settings={k: v for k, v in first.connection_kwargs.items() if k not in own},
             service=str(pool.service_name),
@@ -353,7 +350,7 @@ class _SentinelRecipe:
             },
             min_other_sentinels=int(manager.min_other_sentinels),
             force_master_ip=getattr(manager, "_force_master_ip", None),
-        )  # fmt: skip
+        )
 
     def manager(self, limits: Limits) -> Sentinel:
         """A ``Sentinel`` of our own, whose clients of the sentinels are on waiting,
