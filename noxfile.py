@@ -44,6 +44,14 @@ def tests_cluster(session: nox.Session) -> None:
 
 
 @nox.session
+def tests_sentinel(session: nox.Session) -> None:
+    """Jobs through Redis Sentinel, and a failover under load, on a local master, replica and
+    three sentinels of the embedded Valkey that the tests start (tests/sentinel/)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/sentinel", *session.posargs, env={"QA_SENTINEL_TESTS": "1"})
+
+
+@nox.session
 def tests_redis7(session: nox.Session) -> None:
     """The test suite against Redis 7 (Debian's redis-server) instead of the embedded Valkey."""
     binary = shutil.which("redis-server")

@@ -47,9 +47,15 @@ def private_server() -> Iterator[EmbeddedServer]:
         yield server
 
 
-# tests/cluster/ reruns chosen tests on a local Redis Cluster it starts: only when asked
-# (`nox -s tests_cluster` sets QA_CLUSTER_TESTS=1), so the default run is unchanged.
-collect_ignore = [] if os.environ.get("QA_CLUSTER_TESTS") else ["cluster"]
+# tests/cluster/ reruns chosen tests on a local Redis Cluster it starts, tests/sentinel/ runs
+# jobs through a local Sentinel deployment and fails it over: only when asked (`nox -s
+# tests_cluster` sets QA_CLUSTER_TESTS=1, `nox -s tests_sentinel` QA_SENTINEL_TESTS=1), so
+# the default run is unchanged.
+collect_ignore = [
+    folder
+    for folder, gate in (("cluster", "QA_CLUSTER_TESTS"), ("sentinel", "QA_SENTINEL_TESTS"))
+    if not os.environ.get(gate)
+]
 
 
 def unique_name() -> str:

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
+import redis.asyncio
 
 import queue_async as qa
 from queue_async.producer.encode import new_job_id
+from tests.conftest import unique_name
 from tests.helpers import FAST, drain, ready_ids
 
 pytestmark = pytest.mark.anyio
@@ -31,6 +33,20 @@ async def test_enqueued_job_runs_and_result_is_returned(queue: qa.Queue) -> None
     assert (info.args, info.kwargs, info.attempts, info.result) == ([1, 2], {}, 1, 3)
     assert info.enqueued_at is not None and info.started_at is not None
     assert info.finished_at is not None and info.finished_at >= info.started_at
+
+
+async def test_a_client_passed_in_lends_its_server(client: redis.asyncio.Redis) -> None:
+    # The fixture's client: of one server here, a RedisCluster in tests/cluster/, a
+    # Sentinel(...).master_for(...) client in tests/sentinel/.
+    async with qa.Queue(client, name=unique_name()) as q:
+
+        @q.task(name="echo")
+        async def echo(x: int) -> int:
+            return x
+
+        handle = await q.enqueue("echo", 7)
+        await drain(q)
+        assert await handle.result(timeout=5) == 7
 
 
 async def test_task_name_defaults_to_module_and_qualname(queue: qa.Queue) -> None:

@@ -93,17 +93,38 @@ async def test_worker_survives_a_refusal_and_records_every_job_once(
     assert "Redis is reachable again" in caplog.text
 
 
-async def test_enqueue_while_out_of_memory_says_so_and_writes_nothing(
-    private_server: EmbeddedServer, admin: redis.asyncio.Redis
+@pytest.mark.parametrize(
+    ("refuse", "accept", "error", "said"),
+    [
+        pytest.param(out_of_memory, memory_back, qa.BrokerError, "out of memory", id="oom"),
+        # An old master back as a replica after a failover: the same call succeeds once a
+        # primary answers (behind Sentinel, on the new master), so it is an outage to repeat.
+        pytest.param(
+            read_only, writable, qa.BrokerConnectionError, "read-only replica", id="readonly"
+        ),
+    ],
+)
+async def test_enqueue_while_refused_says_so_and_writes_nothing(
+    private_server: EmbeddedServer,
+    admin: redis.asyncio.Redis,
+    refuse: object,
+    accept: object,
+    error: type[Exception],
+    said: str,
 ) -> None:
     async with qa.Queue(private_server.url, name=unique_name()) as queue:
-        await out_of_memory(admin)
+        await refuse(admin)  # type: ignore[operator]
         try:
-            with pytest.raises(qa.BrokerError, match="out of memory"):
+            with pytest.raises(error, match=said) as caught:
                 await queue.enqueue("some.task", 1)
         finally:
-            await memory_back(admin)
+            await accept(admin)  # type: ignore[operator]
+        assert isinstance(caught.value, qa.BrokerConnectionError) is (
+            error is qa.BrokerConnectionError
+        )
         assert (await queue.stats()).ready == 0
+        await queue.enqueue("some.task", 2)
+        assert (await queue.stats()).ready == 1
 
 
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl", "allkeys-random"])
@@ -139,3 +160,30 @@ async def test_a_server_that_hides_its_policy_is_used_with_a_warning(
         handle = await queue.enqueue("some.task")
         assert (await handle.info()).status is qa.JobStatus.READY
     assert "cannot read the server's maxmemory-policy" in caplog.text
+
+
+async def test_an_idle_worker_whose_wait_a_demotion_ends_counts_an_outage_and_goes_on(
+    private_server: EmbeddedServer,
+    admin: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A master made a replica (a failover) ends its blocked calls with UNBLOCKED.
+    caplog.set_level(logging.INFO, logger="queue_async")
+    async with qa.Queue(private_server.url, name=unique_name()) as queue:
+
+        @queue.task
+        async def work() -> int:
+            return 1
+
+        async with qa.Worker(queue, **{**FAST, "max_idle_wait": 5.0, "reconnect_max": 0.2}):
+            with anyio.fail_after(5):
+                while not (await admin.info("clients"))["blocked_clients"]:
+                    await anyio.sleep(0.02)  # until the idle worker blocks on the server
+            await read_only(admin)
+            with anyio.fail_after(5):
+                while "stopped being a master" not in caplog.text:
+                    await anyio.sleep(0.02)
+            await writable(admin)
+            handle = await work.enqueue()
+            assert await handle.result(timeout=10) == 1
+    assert "Redis unreachable (Redis refused waiting for jobs" in caplog.text

@@ -22,6 +22,16 @@ wait for a free connection: a call past ``max_connections`` connections to one n
 again briefly, then fails with ``BrokerConnectionError``. Such a client is not rebound to a
 new event loop either: make a cluster ``Queue`` on the loop that uses it.
 
+Behind Redis Sentinel (a ``redis+sentinel://`` or ``rediss+sentinel://`` URL, or a client
+from ``redis.asyncio.sentinel.Sentinel(...).master_for(name)``) each "pool" above is a
+waiting, loop-bound pool as for one server, whose connections ask the sentinels for the
+service's master each time they connect (redis-py's ``SentinelConnectionPool``); the
+queue's sentinel clients are its own, made from the same sentinel addresses and settings.
+After a failover a connection to the old master fails (or, when the old master is back as a
+replica, its READONLY answer closes the connection), and the call is tried again on the
+master the sentinels name; an old master that still runs (a manual failover) is left within
+``_MASTER_CHECK`` of the sentinels naming another.
+
 A connection belongs to the event loop it was opened on. Every pool here notices when it is
 used from a new loop after the old one stopped (a module-level ``Queue`` shared by tests that
 each run their own loop, or by successive ``asyncio.run`` calls): it closes the old loop's
@@ -35,16 +45,19 @@ import asyncio
 import contextlib
 import inspect
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
+from urllib.parse import unquote
 
 import anyio
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import AbstractBackoff
 
 from queue_async.broker.errors import translate_errors
@@ -57,6 +70,19 @@ AnyRedis: TypeAlias = redis.asyncio.Redis | RedisCluster
 
 # The URL schemes of a cluster, and the scheme redis-py reads for each.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# The URL schemes of a service behind Redis Sentinel, and the scheme of its servers.
+SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+_SENTINEL_PORT = 26379
+_SENTINEL_URL_FORM = (
+    "redis+sentinel://[user:password@]host:port[,host:port...]/<service_name>[/db] "
+    "(rediss+sentinel:// for TLS), naming the sentinels and the master's service name as "
+    "they know it (sentinel monitor <service_name> ...)"
+)
+# Connections a queue opens to each sentinel at most, to ask where the master is.
+_SENTINEL_POOL = 4
+# Seconds between two questions of a pool to the sentinels about where the master is, besides
+# the one each new connection asks (see _SentinelPool).
+_MASTER_CHECK = 0.5
 
 # How many times a call is repeated after a connection error (server restarted, connection
 # reset) before it fails; a timeout is not repeated, so a silent server fails a call after
@@ -140,6 +166,31 @@ def _drop_transport(connection: Any) -> None:
         if sock is not None:
             sock.close()
             transport._sock = None
+
+
+class _SentinelPool(SentinelConnectionPool, _LoopBoundPool):
+    """A waiting, loop-bound pool (``_LoopBoundPool``) of connections to the master that the
+    sentinels name: each connection asks them when it connects (``SentinelConnectionPool``),
+    and a READONLY answer (the master became a replica) closes it as a lost connection.
+
+    redis-py's pool would keep using a connection to an old master that still runs (a manual
+    failover, a partition) until the sentinels make it a replica, which they may do only
+    seconds later, and every write it takes meanwhile is lost. So it also asks the sentinels
+    again at most every ``_MASTER_CHECK`` seconds when a connection is taken, and closes a
+    connection to a server they no longer name before it is used.
+    """
+
+    _next_check = 0.0
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + _MASTER_CHECK
+            with contextlib.suppress(redis.exceptions.ConnectionError):  # none now: connect says
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        address = (connection.host, connection.port)
+        if connection.is_connected and self.master_address not in (None, address):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +305,128 @@ def _cluster_url(url: str) -> RedisCluster:
         ) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _SentinelRecipe:
+    """How to reach the master of a service behind Redis Sentinel: the sentinels and how to
+    talk to them, the service's name, and the settings of a connection to its master."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    sentinel_class: type[Any]
+    sentinel_settings: dict[str, Any]
+    """Of a connection to a sentinel (TLS, credentials), without address and timeouts."""
+    service: str
+    connection_class: type[Any]
+    settings: dict[str, Any]
+    """Of a connection to the master (credentials, db, TLS...), without its address."""
+    min_other_sentinels: int
+    force_master_ip: str | None
+
+    @classmethod
+    def of(cls, client: redis.asyncio.Redis) -> _SentinelRecipe:
+        """The recipe of a ``Sentinel(...).master_for(name)`` client (opens no connection)."""
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        if not pool.is_master:
+            raise ConfigurationError(
+                "the Sentinel client is for a replica (slave_for/replica_for): jobs are written "
+                "on the master, so pass Sentinel(...).master_for(service_name)"
+            )
+        manager = pool.sentinel_manager
+        if not manager.sentinels:
+            raise ConfigurationError("the Sentinel client names no sentinels")
+        first = manager.sentinels[0].connection_pool
+        own = {"host", "port", "socket_timeout", "socket_connect_timeout", "retry"}
+        addresses = [s.connection_pool.connection_kwargs for s in manager.sentinels]
+        return cls(
+            sentinels=tuple((str(a["host"]), int(a["port"])) for a in addresses),
+            sentinel_class=first.connection_class,
+            sentinel_settings={k: v for k, v in first.connection_kwargs.items() if k not in own},
+            service=str(pool.service_name),
+            connection_class=pool.connection_class,
+            settings={
+                k: v
+                for k, v in pool.connection_kwargs.items()
+                if k not in {"connection_pool", "host", "port"}
+            },
+            min_other_sentinels=int(manager.min_other_sentinels),
+            force_master_ip=getattr(manager, "_force_master_ip", None),
+        )
+
+    def manager(self, limits: Limits) -> Sentinel:
+        """A ``Sentinel`` of our own, whose clients of the sentinels are on waiting,
+        loop-bound pools; a sentinel that does not answer is skipped, not retried."""
+        extra = {} if self.force_master_ip is None else {"force_master_ip": self.force_master_ip}
+        manager = Sentinel([], min_other_sentinels=self.min_other_sentinels, **extra)  # type: ignore[no-untyped-call]
+        manager.sentinels = [
+            redis.asyncio.Redis(
+                connection_pool=_LoopBoundPool(
+                    connection_class=self.sentinel_class,
+                    max_connections=_SENTINEL_POOL,
+                    timeout=limits.pool_timeout,
+                    host=host,
+                    port=port,
+                    socket_connect_timeout=limits.connect_timeout,
+                    socket_timeout=limits.command_timeout,
+                    retry=Retry(_Jitter(), 0),
+                    **self.sentinel_settings,
+                )
+            )
+            for host, port in self.sentinels
+        ]
+        return manager
+
+
+def _sentinel_url(url: str) -> redis.asyncio.Redis:
+    """A template ``master_for`` client for a Sentinel URL (opens no connection)."""
+    scheme, rest = url.split("://", 1)
+
+    def bad(problem: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"cannot use the Sentinel URL {_redact(url)!r}: {problem}. Use {_SENTINEL_URL_FORM}"
+        )
+
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    credentials, _, hosts = netloc.rpartition("@")
+    addresses = [_sentinel_address(part, bad) for part in hosts.split(",")]
+    service, _, db = path.strip("/").partition("/")
+    if not service:
+        raise bad("it names no service (the master's name in the sentinels' configuration)")
+    if db and not db.isdigit():
+        raise bad(f"the database {db!r} after the service name is not a number")
+    auth = f"{credentials}@" if credentials else ""
+    template = f"{SENTINEL_SCHEMES[scheme]}://{auth}master/{db or 0}{'?' if query else ''}{query}"
+    try:
+        settings: dict[str, Any] = dict(parse_url(template))
+    except ValueError as exc:
+        raise bad(str(exc)) from exc
+    settings.pop("host", None)
+    settings.pop("port", None)
+    tls = {k: v for k, v in settings.items() if k.startswith("ssl_")}
+    if settings.pop("connection_class", None) is SSLConnection:
+        settings["ssl"] = tls["ssl"] = True  # to the sentinels too
+    sentinels = Sentinel(addresses, sentinel_kwargs=tls, **settings)  # type: ignore[no-untyped-call]
+    return sentinels.master_for(unquote(service))  # type: ignore[no-any-return]
+
+
+def _sentinel_address(part: str, bad: Callable[[str], ConfigurationError]) -> tuple[str, int]:
+    """``host[:port]`` (``[ipv6]:port``) of one sentinel; the port is 26379 by default."""
+    if part.startswith("["):
+        host, _, port = part[1:].partition("]")
+        port = port.removeprefix(":")
+    elif ":" in part:
+        host, _, port = part.rpartition(":")
+    else:
+        host, port = part, ""
+    if not host:
+        raise bad(f"{part!r} names no sentinel host")
+    if not port:
+        return host, _SENTINEL_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad(f"the sentinel {part!r} has no valid port (host:port, 1 to 65535)")
+    return host, int(port)
+
+
 class Connections:
     """The pools of one ``Queue``: the producers' client, and clients made for workers."""
 
@@ -261,8 +434,16 @@ class Connections:
         self.limits = limits.check()
         self.cluster: _ClusterRecipe | None = None
         """How to make clients of the cluster, if the queue lives on one."""
-        if isinstance(source, str) and source.split("://", 1)[0] in CLUSTER_SCHEMES:
+        self.sentinel: _SentinelRecipe | None = None
+        """How to reach the master behind Sentinel, if the queue lives behind one."""
+        self._sentinels: Sentinel | None = None
+        scheme = source.split("://", 1)[0] if isinstance(source, str) else None
+        if scheme in CLUSTER_SCHEMES:
+            assert isinstance(source, str)
             source = _cluster_url(source)
+        elif scheme in SENTINEL_SCHEMES:
+            assert isinstance(source, str)
+            source = _sentinel_url(source)
         if isinstance(source, RedisCluster):
             self.cluster = _ClusterRecipe.of(source)
             self.client: AnyRedis = self.make_client(limits.max_connections).redis
@@ -295,12 +476,18 @@ class Connections:
             self.owns_client = False
         else:
             raise ConfigurationError(
-                "Queue() takes a Redis URL or a redis.asyncio.Redis (or RedisCluster) client, "
+                "Queue() takes a Redis URL or a redis.asyncio.Redis client (a RedisCluster, or "
+                "a Sentinel(...).master_for(service_name) client), "
                 f"not {type(source)!r}"
             )
         base = self.client.connection_pool
         self._connection_class = base.connection_class
         self._kwargs: dict[str, Any] = dict(base.connection_kwargs)
+        if isinstance(base, SentinelConnectionPool):
+            self.sentinel = _SentinelRecipe.of(self.client)
+            self._sentinels = self.sentinel.manager(limits)
+            self._connection_class = self.sentinel.connection_class
+            self._kwargs = self.sentinel.settings
         if not self.owns_client:
             # The producers get a bounded, waiting pool of ours on the client's settings:
             # the user's own pool may fail past its size (redis-py 8: 100) instead of waiting.
@@ -313,6 +500,8 @@ class Connections:
         if self.cluster is not None:
             return ("cluster", self.cluster.nodes)
         k = self._kwargs
+        if self.sentinel is not None:
+            return ("sentinel", self.sentinel.sentinels, self.sentinel.service, k.get("db"))
         return (self._connection_class, k.get("host"), k.get("port"), k.get("path"), k.get("db"))
 
     def make_client(self, max_connections: int, *, blocking_reads: bool = False) -> Client:
@@ -334,7 +523,10 @@ class Connections:
         }
         if not blocking_reads and kwargs["socket_timeout"] is None:
             kwargs["socket_timeout"] = self.limits.command_timeout
-        pool = _LoopBoundPool(
+        if self.sentinel is not None:
+            kwargs["service_name"] = self.sentinel.service
+            kwargs["sentinel_manager"] = self._sentinels
+        pool = (_LoopBoundPool if self.sentinel is None else _SentinelPool)(
             connection_class=self._connection_class,
             max_connections=max_connections,
             timeout=self.limits.pool_timeout,
@@ -349,6 +541,8 @@ class Connections:
     async def aclose(self) -> None:
         if self.owns_client:
             await close_client(self.client)
+        if self._sentinels is not None:
+            await asyncio.gather(*(close_client(s) for s in self._sentinels.sentinels))
 
 
 class Client:

@@ -21,6 +21,16 @@ _CLUSTER_TRANSIENT = (
     redis.exceptions.SlotNotCoveredError,
 )
 
+# Refusals that end by themselves or need a new connection, not a different call: they count
+# as an outage (BrokerConnectionError), so callers back off and repeat the call. READONLY is an
+# old master that came back as a replica after a failover: behind Sentinel the connection is
+# closed and the repeated call asks the sentinels for the new master.
+_OUTAGE_REFUSALS = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+)
+
 # redis-py turns these error codes into classes (and drops the code from the message).
 _REFUSAL_CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (
@@ -29,7 +39,8 @@ _REFUSAL_CLASSES: tuple[tuple[type[Exception], str], ...] = (
     ),
     (
         redis.exceptions.ReadOnlyError,
-        "the server is a read-only replica (after a failover?): point the URL at the primary",
+        "the server is a read-only replica (after a failover?): behind Sentinel the call goes "
+        "to the new master once the sentinels name it; with a plain URL, point it at the primary",
     ),
     (
         redis.exceptions.NoPermissionError,
@@ -47,7 +58,11 @@ _REFUSAL_CODES = (
     ("MISCONF", "the server cannot persist to disk: see its log"),
     ("BUSY", "the server is busy running a long script"),
     ("CROSSSLOT", "the call's keys are in different hash slots of the cluster"),
+    ("UNBLOCKED", "the server stopped being a master while the call blocked (a failover?)"),
 )
+# Codes of refusals that count as an outage (see _OUTAGE_REFUSALS): a blocking wait that a
+# master's demotion ended is repeated, on the new master once the sentinels name it.
+_OUTAGE_CODES = ("UNBLOCKED",)
 
 
 def describe_refusal(exc: BaseException) -> str:
@@ -77,7 +92,7 @@ def translate_errors(doing: str) -> Iterator[None]:
             f"Redis did not answer in time while {doing} ({exc}): the server is hung, "
             "overloaded or unreachable. The call may or may not have taken effect"
         ) from exc
-    except (redis.exceptions.AuthenticationError, redis.exceptions.BusyLoadingError) as exc:
+    except _OUTAGE_REFUSALS as exc:
         raise BrokerConnectionError(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
     except _CLUSTER_TRANSIENT as exc:
         raise BrokerConnectionError(
@@ -102,6 +117,7 @@ def translate_errors(doing: str) -> Iterator[None]:
             "is right; the call can be repeated once it is back"
         ) from exc
     except redis.exceptions.RedisError as exc:
-        raise BrokerError(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
+        error = BrokerConnectionError if str(exc).startswith(_OUTAGE_CODES) else BrokerError
+        raise error(f"Redis refused {doing}: {describe_refusal(exc)}") from exc
     except redis.exceptions.RedisClusterException as exc:  # not a RedisError
         raise BrokerError(f"the Redis Cluster client refused {doing}: {exc}") from exc

@@ -17,7 +17,10 @@ source again on the next call.
 On a cluster, a script runs on the master of its queue's slot (the cluster client routes FCALL
 and EVALSHA by their keys), so the library is loaded on every master, one by one, whenever one
 of them lacks it (a new or restarted node); a promoted replica has it already, as masters
-replicate FUNCTION LOAD and SCRIPT LOAD. No script leaves its queue's slot.
+replicate FUNCTION LOAD and SCRIPT LOAD. No script leaves its queue's slot. Behind Sentinel
+the client is one server's: a promoted replica that lacks the library (it was loaded just
+before the old master died) answers "function not found" and gets it as a restarted server
+does (tests/sentinel/).
 """
 
 from __future__ import annotations

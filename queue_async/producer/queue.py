@@ -94,10 +94,13 @@ class Queue:
 
     Args:
         redis: a URL (``redis://``, ``rediss://``, ``unix://``; ``redis+cluster://host:port``
-            or ``rediss+cluster://`` for a Redis/Valkey Cluster, naming any of its nodes), or a
-            ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` client (created with
-            ``decode_responses=False``). Default: ``$REDIS_URL``, else
-            ``redis://localhost:6379/0``.
+            or ``rediss+cluster://`` for a Redis/Valkey Cluster, naming any of its nodes;
+            ``redis+sentinel://host:port[,host:port...]/<service_name>[/db]`` or
+            ``rediss+sentinel://`` for the master of a service behind Redis Sentinel), or a
+            ``redis.asyncio.Redis`` client (also one from
+            ``redis.asyncio.sentinel.Sentinel(...).master_for(service_name)``) or a
+            ``redis.asyncio.RedisCluster`` client (created with ``decode_responses=False``).
+            Default: ``$REDIS_URL``, else ``redis://localhost:6379/0``.
         name: the queue's name; every key of the queue is ``<prefix>:{<name>}:...``.
         prefix: the first part of every key.
         codec: how arguments and results become bytes (JSON by default).

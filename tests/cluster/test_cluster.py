@@ -9,7 +9,7 @@ import redis.asyncio
 import queue_async as qa
 from queue_async.broker.scripts import LIBRARY
 from tests.conftest import unique_name
-from tests.helpers import FAST, drain
+from tests.helpers import FAST
 
 pytestmark = pytest.mark.anyio
 
@@ -73,20 +73,6 @@ async def test_the_function_library_is_loaded_again_on_a_master_that_lost_it(
             )
             assert libraries, master.name
         assert (await q.stats()).ready == 2
-
-
-async def test_a_cluster_client_can_be_passed_in(
-    client: redis.asyncio.RedisCluster,
-) -> None:
-    async with qa.Queue(client, name=unique_name()) as q:
-
-        @q.task(name="echo")
-        async def echo(x: int) -> int:
-            return x
-
-        handle = await q.enqueue("echo", 7)
-        await drain(q)
-        assert await handle.result(timeout=5) == 7
 
 
 async def test_admin_lists_the_queues_of_every_master_with_their_counts(
