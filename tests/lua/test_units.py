@@ -259,6 +259,7 @@ LUA_ONLY: dict[str, tuple[str, ...]] = {
     "running_key": (),
     "throttled_key": (),
     "bucket_key": (),
+    "watched_key": (),
 }
 
 

@@ -14,7 +14,6 @@ from tests.lua._support import (
     TASK,
     enqueue,
     expire_leases,
-    fields,
     lease,
 )
 
@@ -28,15 +27,47 @@ async def test_watch_missing_job_returns_none_and_creates_no_key(queue: qa.Queue
     assert await queue.client.keys(f"{queue._broker.keys.prefix}*") == []
 
 
+def _watched(queue: qa.Queue) -> str:
+    return f"{queue._broker.keys.prefix}watched"
+
+
 async def test_watch_flags_job_and_returns_its_state(queue: qa.Queue) -> None:
     await enqueue(queue, "a")
     assert await queue._broker.scripts.watch("a") == "ready"
-    # The fresh record became a job hash, which can carry the flag.
-    assert await queue.client.hexists(queue._broker.keys.fresh, "a") == 0
-    job_hash = await fields(queue, "a")
-    assert (job_hash["waiters"], job_hash["state"], job_hash["task"]) == ("1", "ready", TASK)
-    await lease(queue, 1)
+    # Flagged in the watched hash: the job stays a fresh record, which lease reads cheaply.
+    assert await queue.client.hexists(queue._broker.keys.fresh, "a") == 1
+    assert not await queue.client.exists(queue._broker.keys.job("a"))
+    assert await queue.client.hgetall(_watched(queue)) == {b"a": b"1"}
+    reply = await lease(queue, 1)
+    assert [(j.id, j.task, j.attempts) for j in reply.jobs] == [("a", TASK, 1)]
     assert await queue._broker.scripts.watch("a") == "active"
+    await queue._broker.scripts.complete(["a", reply.token("a"), b"r", 60_000])
+    # The announcement takes the flag away with it.
+    assert not await queue.client.exists(_watched(queue))
+
+
+async def test_watch_of_a_finished_job_flags_nothing(queue: qa.Queue) -> None:
+    await enqueue(queue, "a")
+    await _finish_done(queue)
+    assert await queue._broker.scripts.watch("a") == "done"
+    assert not await queue.client.exists(_watched(queue))
+
+
+async def test_deleting_a_watched_fresh_job_announces_it(queue: qa.Queue) -> None:
+    await enqueue(queue, "a")
+    channel = queue._broker.keys.done_channel
+    async with queue.client.pubsub() as pubsub:
+        await pubsub.subscribe(channel)
+        with anyio.fail_after(5):
+            while (await pubsub.get_message(timeout=1)) is None:
+                pass  # the subscribe confirmation
+        assert await queue._broker.scripts.watch("a") == "ready"
+        assert (await queue._broker.scripts.delete("ready", "", 10, 10, "", "", ["a"]))[0] == 1
+        with anyio.fail_after(5):
+            while (message := await pubsub.get_message(True, timeout=1)) is None:
+                pass
+    assert message["data"] == b"a"
+    assert not await queue.client.exists(_watched(queue))
 
 
 async def test_watch_keeps_the_record_ttl(queue: qa.Queue) -> None:

@@ -27,6 +27,8 @@ local reply = {}
 local let_go = 0
 local finished = {}
 local kept, longest = {}, 0
+-- Jobs flagged as awaited by a version before the watched hash (the job hash field waiters).
+local legacy = {}
 local DONE_LISTED = 10000
 for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
   local id = sub(done_jobs, bounds[at + ID - 1], bounds[at + ID])
@@ -42,7 +44,7 @@ for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
       drop_unique(prefix, key, id, f[3])
     end
     if f[4] then
-      redis.call('PUBLISH', done_channel(prefix), id)
+      legacy[#legacy + 1] = id
     end
     local keep = tonumber(sub(done_jobs, bounds[at + KEEP - 1], bounds[at + KEEP]))
     if keep > 0 then
@@ -72,6 +74,7 @@ local done = #finished
 if done > 0 then
   call_in_slices('ZREM', KEYS[1], finished)
   redis.call('HINCRBY', KEYS[2], 'processed', done)
+  announce_many(prefix, finished, legacy)
 end
 if #kept > 0 then
   call_in_slices('ZADD', KEYS[5], kept)

@@ -1,14 +1,46 @@
 -- includes/final.lua: what every job reaching a final state (done, dead, cancelled, aborted)
 -- goes through, and the dead set.
--- needs: format, keys
--- provides: announce drop_unique to_dead trim_dead
+-- needs: format, keys, slices
+-- provides: FINAL_STATES announce announce_many drop_unique to_dead trim_dead
 -- Minimum server: Redis 5.0.
 
--- Tell result() waiters that the job reached a final state: its id on the queue's one
--- "done" channel, which every waiting process subscribes to once.
+-- The final states (models.FINAL_STATES in Python): a job in one never changes again.
+local FINAL_STATES = {done = true, dead = true, cancelled = true, aborted = true}
+
+-- Tell result() waiters that the job reached a final state (or is gone): its id on the
+-- queue's one "done" channel, which every waiting process subscribes to once, if the job is
+-- watched (see watch.lua; the job hash field 'waiters' is how versions before the watched
+-- hash flagged it).
 local function announce(prefix, key, id)
-  if redis.call('HEXISTS', key, 'waiters') == 1 then
+  if redis.call('HDEL', watched_key(prefix), id) == 1
+      or redis.call('HEXISTS', key, 'waiters') == 1 then
     redis.call('PUBLISH', done_channel(prefix), id)
+  end
+end
+
+-- announce for many jobs at once (complete.lua's batch): one look at the watched hash for all
+-- of them, none at all while no job is watched. also: ids to announce whatever the hash says
+-- (flagged by the job hash field waiters).
+local function announce_many(prefix, ids, also)
+  local watched = watched_key(prefix)
+  local channel = done_channel(prefix)
+  local seen = {}
+  if redis.call('EXISTS', watched) == 1 then
+    local flags = hmget_many(watched, ids)
+    local gone = {}
+    for i, id in ipairs(ids) do
+      if flags[i] then
+        gone[#gone + 1] = id
+        seen[id] = true
+        redis.call('PUBLISH', channel, id)
+      end
+    end
+    call_in_slices('HDEL', watched, gone)
+  end
+  for _, id in ipairs(also) do
+    if not seen[id] then
+      redis.call('PUBLISH', channel, id)
+    end
   end
 end
 
