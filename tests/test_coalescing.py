@@ -11,6 +11,7 @@ import redis.asyncio
 
 import queue_async as qa
 from queue_async.broker.broker import Outcome
+from queue_async.broker.wire import CARRIED_RESULT_MAX
 from queue_async.embedded import EmbeddedServer
 from tests.helpers import drain
 
@@ -216,8 +217,41 @@ async def test_a_thousand_concurrent_result_waits_take_a_handful_of_round_trips(
         assert watches <= 10, watches
         await drain(queue)
     assert results == {n: 2 * n for n in range(1000)}
-    assert sum(reads) == 1000
-    assert len(reads) <= 100, reads  # a read carries up to 100 jobs
+    # Each result came with its job's announcement: no waiter read its job.
+    assert reads == []
+
+
+async def test_results_too_long_to_carry_are_read_in_shared_reads(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @queue.task
+    async def long(n: int) -> str:
+        return str(n) * CARRIED_RESULT_MAX
+
+    handles = await asyncio.gather(*(long.enqueue(n) for n in range(300)))
+    reads: list[int] = []
+    outcomes = queue._outcomes._send
+
+    async def counted(job_ids: list[str]) -> list[Outcome | None]:
+        reads.append(len(job_ids))
+        return await outcomes(job_ids)
+
+    monkeypatch.setattr(queue._outcomes, "_send", counted)
+    async with anyio.create_task_group() as tg:
+        results: dict[int, str] = {}
+
+        async def wait(n: int) -> None:
+            results[n] = await handles[n].result(timeout=30)
+
+        for n in range(300):
+            tg.start_soon(wait, n)
+        with anyio.fail_after(10):
+            while queue._waiters.waiting < 300:
+                await anyio.sleep(0.01)
+        await drain(queue)
+    assert results == {n: str(n) * CARRIED_RESULT_MAX for n in range(300)}
+    assert sum(reads) == 300
+    assert len(reads) <= 30, reads  # a read carries up to 100 jobs
 
 
 async def test_concurrent_info_calls_share_reads_and_each_gets_its_job(

@@ -1,9 +1,12 @@
 """One pub/sub subscription per ``Queue`` that wakes every ``result()`` waiter of the process.
 
-A job that someone awaits is flagged by watch.lua; the script that finishes it publishes its
-id on the queue's ``done`` channel. This module keeps one connection subscribed to that
-channel, in a background task started by the first waiter, and wakes the waiters of each id
-it hears. A thousand waiters cost one server connection, not a thousand.
+A job that someone awaits is flagged by watch.lua; the script that finishes it announces it
+on the queue's ``ended`` channel: one message per script call, with every awaited job it
+finished and, for a job done with a short result, the result itself (see
+lua/includes/final.lua), so that most waiters need no read. This module keeps one connection
+subscribed to that channel, in a background task started by the first waiter, and wakes the
+waiters of each job it hears of. A thousand waiters cost one server connection, not a
+thousand.
 
 A message published while the subscription was down is lost, so after every (re)subscription
 each waiter reads its job's state again (``Waiter.wait`` returns ``False``): no end slips by.
@@ -20,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from queue_async.broker.broker import Outcome
 from queue_async.broker.errors import CONNECTION_ERRORS
+from queue_async.broker.wire import ENDED_FIELDS, as_text, unpack_fields
 from queue_async.exceptions import BrokerConnectionError, JobTimeout, QueueAsyncError
 from queue_async.models import FINAL_STATES
 
@@ -33,20 +38,24 @@ logger = logging.getLogger("queue_async.results")
 # answered within as long again counts as a dead connection.
 _PING_AFTER = 5.0
 _RECONNECT_MAX = 2.0
+_ENDED_WIDTH = len(ENDED_FIELDS)
 
 
 class Waiter:
     """One ``result()`` call waiting for its job's end."""
 
-    __slots__ = ("_event", "done", "job_id")
+    __slots__ = ("_event", "done", "job_id", "outcome")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         self.done = False
+        self.outcome: Outcome | None = None
+        """The job's outcome, when the announcement carried it."""
         self._event = asyncio.Event()
 
-    def wake(self, *, done: bool) -> None:
+    def wake(self, *, done: bool, outcome: Outcome | None = None) -> None:
         self.done = self.done or done
+        self.outcome = self.outcome or outcome
         self._event.set()
 
     async def wait(self) -> bool:
@@ -79,9 +88,10 @@ class ResultWaiters:
 
     async def wait_finished(
         self, watch: Callable[[str], Awaitable[str | None]], job_id: str, seconds: float | None
-    ) -> bool:
-        """Wait for the job's end: True once it is in a final state, False if there is no
-        such job (or it ended and was not kept). ``JobTimeout`` once ``seconds`` pass.
+    ) -> tuple[bool, Outcome | None]:
+        """Wait for the job's end: (True, its outcome if the announcement carried it, else
+        None) once it is in a final state; (False, None) if there is no such job (or it
+        ended and was not kept). ``JobTimeout`` once ``seconds`` pass.
 
         ``watch`` flags the job as awaited and returns its state (watch.lua)."""
         loop = asyncio.get_running_loop()
@@ -104,10 +114,10 @@ class ResultWaiters:
                     except TimeoutError:
                         announced = False
                 if announced:
-                    break
+                    return True, waiter.outcome
                 # The subscription was renewed (an end may have been missed), or time is up.
                 state = await watch(job_id)
-        return state is not None
+        return state is not None, None
 
     @contextlib.asynccontextmanager
     async def waiter(self, job_id: str) -> AsyncIterator[Waiter]:
@@ -166,9 +176,18 @@ class ResultWaiters:
             else:  # the loop it ran on is gone or elsewhere: nothing to wait for here
                 task.cancel()
 
-    def _dispatch(self, job_id: bytes) -> None:
-        for waiter in self._waiting.get(job_id.decode(errors="replace"), ()):
-            waiter.wake(done=True)
+    def _dispatch(self, message: bytes) -> None:
+        """Wake the waiters of the jobs one message announces (wire.ENDED_FIELDS each)."""
+        fields = unpack_fields(message)
+        waiting = self._waiting
+        for i in range(0, len(fields) - _ENDED_WIDTH + 1, _ENDED_WIDTH):
+            waiters = waiting.get(fields[i].decode(errors="replace"))
+            if not waiters:
+                continue
+            task = fields[i + 1]
+            outcome = Outcome("done", as_text(task), fields[i + 2], None) if task else None
+            for waiter in waiters:
+                waiter.wake(done=True, outcome=outcome)
 
     def _renewed(self) -> None:
         for waiters in self._waiting.values():

@@ -8,6 +8,8 @@ import anyio
 import pytest
 
 import queue_async as qa
+from queue_async.broker import wire
+from queue_async.broker.scripts import Arg
 from tests.lua._support import (
     DEAD_AGE_MS,
     DEAD_LEN,
@@ -138,3 +140,38 @@ async def test_watched_job_announces_its_final_state(queue: qa.Queue, finish: st
 @pytest.mark.parametrize("finish", list(FINISHES))
 async def test_unwatched_job_publishes_nothing(queue: qa.Queue, finish: str) -> None:
     assert await _first_message(queue, watched=False, finish=finish) == SENTINEL
+
+
+async def test_one_complete_call_announces_all_its_watched_jobs_in_one_ended_message(
+    queue: qa.Queue,
+) -> None:
+    """The ended channel: one message per call, id, task and result per watched job; the
+    result only when kept and short enough (else "" and "": the waiter reads the job)."""
+    channel = queue._broker.keys.ended_channel
+    await enqueue(queue, "a", "b", "c", "d")
+    async with queue.client.pubsub() as pubsub:
+        await pubsub.subscribe(channel)
+        with anyio.fail_after(5):
+            while (await pubsub.get_message(timeout=1)) is None:
+                pass  # the subscribe confirmation
+        assert await queue._broker.scripts.watch_many(["a", "b", "c"]) == ["ready"] * 3
+        reply = await lease(queue, 4)
+        long = b"x" * (wire.CARRIED_RESULT_MAX + 1)
+        completions: list[Arg] = []
+        for job_id, result, keep in [("a", b"1", 60_000), ("b", long, 60_000), ("c", b"3", 0)]:
+            completions += [job_id, reply.token(job_id), result, keep]
+        completions += ["d", reply.token("d"), b"4", 60_000]  # not watched
+        assert await queue._broker.scripts.complete(completions) == [1, 1, 1, 1]
+        await queue.client.publish(channel, SENTINEL)
+        messages = []
+        with anyio.fail_after(5):
+            while not messages or messages[-1] != SENTINEL:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    messages.append(message["data"])
+    assert len(messages) == 2
+    assert wire.unpack_fields(messages[0]) == [
+        *(b"a", TASK.encode(), b"1"),
+        *(b"b", b"", b""),
+        *(b"c", b"", b""),
+    ]
