@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,28 +41,51 @@ _RECONNECT_MAX = 2.0
 _ENDED_WIDTH = len(ENDED_FIELDS)
 
 
-class Waiter:
-    """One ``result()`` call waiting for its job's end."""
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
-    __slots__ = ("_event", "done", "job_id", "outcome")
+
+class Waiter:
+    """One ``result()`` call waiting for its job's end.
+
+    A bare future per wait and a timer of the loop's for its deadline: this runs once per
+    ``result()`` call, where an ``asyncio.Event`` and ``asyncio.timeout_at`` were measured
+    costlier."""
+
+    __slots__ = ("_future", "_woken", "done", "job_id", "outcome")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         self.done = False
         self.outcome: Outcome | None = None
         """The job's outcome, when the announcement carried it."""
-        self._event = asyncio.Event()
+        self._woken = False
+        self._future: asyncio.Future[None] | None = None
 
     def wake(self, *, done: bool, outcome: Outcome | None = None) -> None:
         self.done = self.done or done
         self.outcome = self.outcome or outcome
-        self._event.set()
+        self._woken = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
 
-    async def wait(self) -> bool:
-        """Until woken: True if the job's end was announced, False if its state must be read
-        again (the subscription was renewed)."""
-        await self._event.wait()
-        self._event.clear()
+    async def wait(self, deadline: float | None = None) -> bool:
+        """Until woken, or until ``deadline`` (the loop's time) passes: True if the job's end
+        was announced, False if its state must be read again (the subscription was renewed,
+        or time is up)."""
+        if not self._woken:
+            loop = asyncio.get_running_loop()
+            future = self._future = loop.create_future()
+            timer = None if deadline is None else loop.call_at(deadline, _expire, future)
+            try:
+                await future
+            finally:
+                self._future = None
+                if timer is not None:
+                    timer.cancel()
+        self._woken = False
         return self.done
 
 
@@ -96,44 +119,31 @@ class ResultWaiters:
         ``watch`` flags the job as awaited and returns its state (watch.lua)."""
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
-        async with self.waiter(job_id) as waiter:
-            # Flagged as awaited only once the subscription is confirmed (waiter() waits for
-            # it), so the job's end cannot slip by between the two.
+        # Registered before the subscription is confirmed, and the job flagged as awaited
+        # (watch) only after, so that an end announced from then on cannot be missed.
+        waiter = Waiter(job_id)
+        waiters = self._waiting.get(job_id)
+        if waiters is None:
+            waiters = self._waiting[job_id] = set()
+        waiters.add(waiter)
+        try:
+            if not (self._loop is loop and self._ready.is_set()):
+                await self._subscribed()
             state = await watch(job_id)
             while state is not None and state not in FINAL_STATES:
-                if deadline is None:
-                    announced = await waiter.wait()
-                else:
-                    if loop.time() >= deadline:
-                        raise JobTimeout(
-                            f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
-                        )
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            announced = await waiter.wait()
-                    except TimeoutError:
-                        announced = False
-                if announced:
+                if deadline is not None and loop.time() >= deadline:
+                    raise JobTimeout(
+                        f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
+                    )
+                if await waiter.wait(deadline):
                     return True, waiter.outcome
                 # The subscription was renewed (an end may have been missed), or time is up.
                 state = await watch(job_id)
-        return state is not None, None
-
-    @contextlib.asynccontextmanager
-    async def waiter(self, job_id: str) -> AsyncIterator[Waiter]:
-        """Register a waiter for ``job_id`` once the subscription is confirmed by the server,
-        so that an end announced after this returns cannot be missed."""
-        waiter = Waiter(job_id)
-        self._waiting.setdefault(job_id, set()).add(waiter)
-        try:
-            await self._subscribed()
-            yield waiter
+            return state is not None, None
         finally:
-            waiters = self._waiting.get(job_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiting[job_id]
+            waiters.discard(waiter)
+            if not waiters and self._waiting.get(job_id) is waiters:
+                del self._waiting[job_id]
 
     async def _subscribed(self) -> None:
         loop = asyncio.get_running_loop()
