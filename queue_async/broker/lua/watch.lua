@@ -12,14 +12,18 @@
 -- needs: final, keys, slices
 local prefix = ARGV[1]
 local fresh, watched = fresh_key(prefix), watched_key(prefix)
+local ids = {}
+for i = 2, #ARGV do
+  ids[i - 1] = ARGV[i]
+end
+-- Most jobs awaited are still fresh: one HMGET tells them all, and only the others need
+-- their hash read.
+local records = hmget_many(fresh, ids)
 local states = {}
 local flags, n = {}, 0
 for i, key in ipairs(KEYS) do
-  local id = ARGV[i + 1]
-  local state = redis.call('HGET', key, 'state')
-  if not state and redis.call('HEXISTS', fresh, id) == 1 then
-    state = 'ready'
-  end
+  local id = ids[i]
+  local state = records[i] and 'ready' or redis.call('HGET', key, 'state')
   if state and not FINAL_STATES[state] then
     flags[n + 1] = id
     flags[n + 2] = '1'
