@@ -38,12 +38,12 @@ async def _cpu(client: redis.asyncio.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def _script_usec(client: redis.asyncio.Redis) -> float:
-    """Server microseconds spent in script calls (FCALL on Redis 7+/Valkey, else EVALSHA)."""
+async def _script_usec(client: redis.asyncio.Redis) -> tuple[float, int]:
+    """Server microseconds spent in script calls (FCALL on Redis 7+/Valkey, else EVALSHA),
+    and the number of calls."""
     stats = await client.info("commandstats")
-    return sum(
-        float(stats.get(f"cmdstat_{name}", {}).get("usec", 0)) for name in ("fcall", "evalsha")
-    )
+    found = [stats.get(f"cmdstat_{name}", {}) for name in ("fcall", "evalsha")]
+    return sum(float(s.get("usec", 0)) for s in found), sum(int(s.get("calls", 0)) for s in found)
 
 
 def _process_cpu(pid: int) -> float:
@@ -104,7 +104,9 @@ async def run(
             cpu = time.process_time() - cpu_before
             worker_cpu = _process_cpu(worker.pid) - worker_before
             server = await _cpu(probe) - server_before
-            scripts = await _script_usec(probe) - scripts_before
+            scripts_after = await _script_usec(probe)
+            scripts = scripts_after[0] - scripts_before[0]
+            calls = scripts_after[1] - scripts_before[1]
             await queue.enqueue("bench.stop")
     finally:
         try:
@@ -126,6 +128,7 @@ async def run(
         "worker_cpu_us_per_rt": round(worker_cpu / done * 1e6, 1),
         "server_cpu_us_per_rt": round(server / done * 1e6, 1),
         "server_script_us_per_rt": round(scripts / done, 1),
+        "script_calls_per_rt": round(calls / done, 3),
     }
 
 
