@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -27,6 +28,14 @@ SENTINEL = b"sentinel"
 async def test_watch_missing_job_returns_none_and_creates_no_key(queue: qa.Queue) -> None:
     assert await queue._broker.scripts.watch("ghost") is None
     assert await queue.client.keys(f"{queue._broker.keys.prefix}*") == []
+
+
+async def _subscribe(pubsub: Any, channel: str) -> None:
+    """Subscribe, and wait for the server's confirmation."""
+    await pubsub.subscribe(channel)
+    with anyio.fail_after(5):
+        while (await pubsub.get_message(timeout=1)) is None:
+            pass
 
 
 def _watched(queue: qa.Queue) -> str:
@@ -59,10 +68,7 @@ async def test_deleting_a_watched_fresh_job_announces_it(queue: qa.Queue) -> Non
     await enqueue(queue, "a")
     channel = queue._broker.keys.done_channel
     async with queue.client.pubsub() as pubsub:
-        await pubsub.subscribe(channel)
-        with anyio.fail_after(5):
-            while (await pubsub.get_message(timeout=1)) is None:
-                pass  # the subscribe confirmation
+        await _subscribe(pubsub, channel)
         assert await queue._broker.scripts.watch("a") == "ready"
         assert (await queue._broker.scripts.delete("ready", "", 10, 10, "", "", ["a"]))[0] == 1
         with anyio.fail_after(5):
@@ -114,10 +120,7 @@ async def _first_message(queue: qa.Queue, watched: bool, finish: str) -> bytes:
     channel = queue._broker.keys.done_channel
     await enqueue(queue, "a")
     async with queue.client.pubsub() as pubsub:
-        await pubsub.subscribe(channel)
-        with anyio.fail_after(5):
-            while (await pubsub.get_message(timeout=1)) is None:
-                pass  # the subscribe confirmation
+        await _subscribe(pubsub, channel)
         if watched:
             assert await queue._broker.scripts.watch("a") == "ready"
         await FINISHES[finish][0](queue)
@@ -150,10 +153,7 @@ async def test_one_complete_call_announces_all_its_watched_jobs_in_one_ended_mes
     channel = queue._broker.keys.ended_channel
     await enqueue(queue, "a", "b", "c", "d")
     async with queue.client.pubsub() as pubsub:
-        await pubsub.subscribe(channel)
-        with anyio.fail_after(5):
-            while (await pubsub.get_message(timeout=1)) is None:
-                pass  # the subscribe confirmation
+        await _subscribe(pubsub, channel)
         assert await queue._broker.scripts.watch_many(["a", "b", "c"]) == ["ready"] * 3
         reply = await lease(queue, 4)
         long = b"x" * (wire.CARRIED_RESULT_MAX + 1)
