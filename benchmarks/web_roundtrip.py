@@ -4,8 +4,10 @@
                                        [--loop asyncio|uvloop]
 
 One worker process (benchmarks/_worker.py) runs the jobs. Prints one JSON line: completed
-round trips/s, p50/p99 of one round trip, the client's CPU per round trip, the server's, and
-the peak number of server connections while it ran (``INFO clients``, less the probe's own).
+round trips/s, p50/p99 of one round trip, CPU per round trip of the client, the worker process
+and the server (and the server's own time in script calls, ``INFO commandstats``), and the
+peak number of server connections while it ran (``INFO clients``, less the probe's own).
+CPU time is far less sensitive to other load on the machine than the rate is.
 Uses only the public API, so it runs on older trees too
 (``PYTHONPATH=/tmp/old python benchmarks/web_roundtrip.py``).
 """
@@ -34,6 +36,21 @@ WORKER = Path(__file__).with_name("_worker.py")
 async def _cpu(client: redis.asyncio.Redis) -> float:
     info = await client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _script_usec(client: redis.asyncio.Redis) -> tuple[float, int]:
+    """Server microseconds spent in script calls (FCALL on Redis 7+/Valkey, else EVALSHA),
+    and the number of calls."""
+    stats = await client.info("commandstats")
+    found = [stats.get(f"cmdstat_{name}", {}) for name in ("fcall", "evalsha")]
+    return sum(float(s.get("usec", 0)) for s in found), sum(int(s.get("calls", 0)) for s in found)
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run(
@@ -79,11 +96,17 @@ async def run(
                     await asyncio.sleep(0.2)
 
             server_before = await _cpu(probe)
+            scripts_before = await _script_usec(probe)
+            worker_before = _process_cpu(worker.pid)
             cpu_before, wall_before = time.process_time(), time.perf_counter()
             await asyncio.gather(watch_connections(), *(client() for _ in range(clients)))
             wall = time.perf_counter() - wall_before
             cpu = time.process_time() - cpu_before
+            worker_cpu = _process_cpu(worker.pid) - worker_before
             server = await _cpu(probe) - server_before
+            scripts_after = await _script_usec(probe)
+            scripts = scripts_after[0] - scripts_before[0]
+            calls = scripts_after[1] - scripts_before[1]
             await queue.enqueue("bench.stop")
     finally:
         try:
@@ -102,7 +125,10 @@ async def run(
         "errors": errors,
         "peak_connections": peak,
         "client_cpu_us_per_rt": round(cpu / done * 1e6, 1),
+        "worker_cpu_us_per_rt": round(worker_cpu / done * 1e6, 1),
         "server_cpu_us_per_rt": round(server / done * 1e6, 1),
+        "server_script_us_per_rt": round(scripts / done, 1),
+        "script_calls_per_rt": round(calls / done, 3),
     }
 
 

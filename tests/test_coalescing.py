@@ -4,6 +4,8 @@ each caller its own outcome."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -11,6 +13,7 @@ import redis.asyncio
 
 import queue_async as qa
 from queue_async.broker.broker import Outcome
+from queue_async.broker.wire import CARRIED_RESULT_MAX
 from queue_async.embedded import EmbeddedServer
 from tests.helpers import drain
 
@@ -183,14 +186,8 @@ async def test_enqueues_from_many_tasks_of_a_task_group_all_land(queue: qa.Queue
 # -- result waits and job reads -------------------------------------------------------------
 
 
-async def test_a_thousand_concurrent_result_waits_take_a_handful_of_round_trips(
-    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    @queue.task
-    async def double(n: int) -> int:
-        return 2 * n
-
-    handles = await asyncio.gather(*(double.enqueue(n) for n in range(1000)))
+def _counted_outcome_reads(queue: qa.Queue, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of jobs in each outcome read that result() calls make from now on."""
     reads: list[int] = []
     outcomes = queue._outcomes._send
 
@@ -199,25 +196,68 @@ async def test_a_thousand_concurrent_result_waits_take_a_handful_of_round_trips(
         return await outcomes(job_ids)
 
     monkeypatch.setattr(queue._outcomes, "_send", counted)
-    await queue.client.config_resetstat()
+    return reads
+
+
+async def _all_results(
+    queue: qa.Queue,
+    handles: list[qa.JobHandle[Any]],
+    once_waiting: Callable[[], Awaitable[None]] | None = None,
+) -> dict[int, Any]:
+    """Every handle's result(), awaited at once; the jobs run only once all of them wait
+    (after ``once_waiting``, if given)."""
+    results: dict[int, Any] = {}
+
+    async def wait(n: int) -> None:
+        results[n] = await handles[n].result(timeout=30)
+
     async with anyio.create_task_group() as tg:
-        results: dict[int, int] = {}
-
-        async def wait(n: int) -> None:
-            results[n] = await handles[n].result(timeout=30)
-
-        for n in range(1000):
+        for n in range(len(handles)):
             tg.start_soon(wait, n)
         with anyio.fail_after(10):
-            while queue._waiters.waiting < 1000:
+            while queue._waiters.waiting < len(handles):
                 await anyio.sleep(0.01)
+        if once_waiting is not None:
+            await once_waiting()
+        await drain(queue)
+    return results
+
+
+async def test_a_thousand_concurrent_result_waits_take_a_handful_of_round_trips(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @queue.task
+    async def double(n: int) -> int:
+        return 2 * n
+
+    handles = await asyncio.gather(*(double.enqueue(n) for n in range(1000)))
+    reads = _counted_outcome_reads(queue, monkeypatch)
+    await queue.client.config_resetstat()
+
+    async def few_watches() -> None:
         # Every job is flagged as awaited (watch.lua) before its waiter sleeps.
         watches = await _fcalls(queue)
         assert watches <= 10, watches
-        await drain(queue)
+
+    results = await _all_results(queue, handles, few_watches)
     assert results == {n: 2 * n for n in range(1000)}
-    assert sum(reads) == 1000
-    assert len(reads) <= 100, reads  # a read carries up to 100 jobs
+    # Each result came with its job's announcement: no waiter read its job.
+    assert reads == []
+
+
+async def test_results_too_long_to_carry_are_read_in_shared_reads(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @queue.task
+    async def long(n: int) -> str:
+        return str(n) * CARRIED_RESULT_MAX
+
+    handles = await asyncio.gather(*(long.enqueue(n) for n in range(300)))
+    reads = _counted_outcome_reads(queue, monkeypatch)
+    results = await _all_results(queue, handles)
+    assert results == {n: str(n) * CARRIED_RESULT_MAX for n in range(300)}
+    assert sum(reads) == 300
+    assert len(reads) <= 30, reads  # a read carries up to 100 jobs
 
 
 async def test_concurrent_info_calls_share_reads_and_each_gets_its_job(

@@ -94,6 +94,12 @@ class QueueKeys:
         """Pub/sub channel on which a finishing script announces the id of an awaited job."""
         return f"{self.prefix}done"
 
+    @property
+    def ended_channel(self) -> str:
+        """Pub/sub channel of ``result()`` waiters: one message per finishing script call,
+        with the awaited jobs it finished, and the results it carries (see wire.ENDED_FIELDS)."""
+        return f"{self.prefix}ended"
+
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
 

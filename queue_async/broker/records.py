@@ -1,7 +1,7 @@
 """The two forms of a stored job, read as one: a job hash, or a fresh record.
 
 A job enqueued ready without unique or concurrency key is one field of the queue's ``fresh``
-hash (id -> record) until it leaves that form (leased, held, cancelled, watched), when it gets
+hash (id -> record) until it leaves that form (leased, held, cancelled), when it gets
 a job hash of its own (see lua/includes/records.lua). Everything that reads a stored job goes
 through ``job_fields_of`` and ``job_from_fields``.
 """

@@ -11,7 +11,9 @@ from __future__ import annotations
 from enum import IntEnum
 
 __all__ = [
+    "CARRIED_RESULT_MAX",
     "COMPLETION_FIELDS",
+    "ENDED_FIELDS",
     "ENQUEUE_FIELDS",
     "FAIL_ABORTED",
     "FAIL_DEAD",
@@ -85,6 +87,11 @@ class Leased(IntEnum):
 LEASED_FIELDS = len(Leased)
 COMPLETION_FIELDS = ("id", "token", "result", "keep")
 """One job in complete.lua's ARGV[2], in order."""
+ENDED_FIELDS = ("id", "task", "result")
+"""One job in a message on a queue's ended channel, in order: task and result are both empty
+unless the job is done and the message carries its result (see lua/includes/final.lua)."""
+CARRIED_RESULT_MAX = 4096
+"""Bytes of a result, at most, that the ended channel carries to its waiters."""
 FAIL_DEAD = -1
 """fail.lua's retry delay for "no next try: to dead"."""
 FAIL_ABORTED = -2

@@ -88,12 +88,14 @@ class JobHandle(Generic[R]):
             raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
-            if not await self.queue.wait_finished(self.id, seconds):
+            found, outcome = await self.queue.wait_finished(self.id, seconds)
+            if not found:
                 raise JobNotFound(
                     f"job {self.id} does not exist (or it finished and its result is not kept)",
                     job_id=self.id,
                 )
-            outcome = await self.queue.read_outcome(self.id)
+            if outcome is None:  # not carried by the announcement: read it
+                outcome = await self.queue.read_outcome(self.id)
             if outcome is None:
                 raise JobNotFound(
                     f"job {self.id} finished and its result is not kept "

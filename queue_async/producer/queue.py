@@ -174,7 +174,7 @@ class Queue:
         self.client: redis.asyncio.Redis = cast("redis.asyncio.Redis", broker.client)
         """The producers' client (on a pool of the queue's own, also when a client was passed
         in): for your own pipelines (see ``enqueue_many``)."""
-        self._waiters = ResultWaiters(broker.connections, broker.keys.done_channel)
+        self._waiters = ResultWaiters(broker.connections, broker.keys.ended_channel)
         self._server_checked = False
         self._server_check_lock = asyncio.Lock()
         # Concurrent single calls of the process share round trips (see coalesce.py).
@@ -705,9 +705,12 @@ class Queue:
         """The job's status alone (one cheap read), or None if it does not exist."""
         return await self.shard_for(job_id)._broker.job_status(job_id)
 
-    async def wait_finished(self, job_id: str, timeout: float | None) -> bool:
-        """Wait until the job is in a final state (True) or gone (False); ``JobTimeout`` if
-        ``timeout`` seconds pass first (see ``JobHandle.result``)."""
+    async def wait_finished(
+        self, job_id: str, timeout: float | None
+    ) -> tuple[bool, Outcome | None]:
+        """Wait until the job is in a final state (True, and its outcome when the
+        announcement carried it) or gone (False, None); ``JobTimeout`` if ``timeout`` seconds
+        pass first (see ``JobHandle.result``)."""
         shard = self.shard_for(job_id)
         return await shard._waiters.wait_finished(shard._watches.call, job_id, timeout)
 

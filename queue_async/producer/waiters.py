@@ -1,9 +1,12 @@
 """One pub/sub subscription per ``Queue`` that wakes every ``result()`` waiter of the process.
 
-A job that someone awaits is flagged by watch.lua; the script that finishes it publishes its
-id on the queue's ``done`` channel. This module keeps one connection subscribed to that
-channel, in a background task started by the first waiter, and wakes the waiters of each id
-it hears. A thousand waiters cost one server connection, not a thousand.
+A job that someone awaits is flagged by watch.lua; the script that finishes it announces it
+on the queue's ``ended`` channel: one message per script call, with every awaited job it
+finished and, for a job done with a short result, the result itself (see
+lua/includes/final.lua), so that most waiters need no read. This module keeps one connection
+subscribed to that channel, in a background task started by the first waiter, and wakes the
+waiters of each job it hears of. A thousand waiters cost one server connection, not a
+thousand.
 
 A message published while the subscription was down is lost, so after every (re)subscription
 each waiter reads its job's state again (``Waiter.wait`` returns ``False``): no end slips by.
@@ -15,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from queue_async.broker.broker import Outcome
 from queue_async.broker.errors import CONNECTION_ERRORS
+from queue_async.broker.wire import ENDED_FIELDS, as_text, unpack_fields
 from queue_async.exceptions import BrokerConnectionError, JobTimeout, QueueAsyncError
 from queue_async.models import FINAL_STATES
 
@@ -33,27 +38,54 @@ logger = logging.getLogger("queue_async.results")
 # answered within as long again counts as a dead connection.
 _PING_AFTER = 5.0
 _RECONNECT_MAX = 2.0
+_ENDED_WIDTH = len(ENDED_FIELDS)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Waiter:
-    """One ``result()`` call waiting for its job's end."""
+    """One ``result()`` call waiting for its job's end.
 
-    __slots__ = ("_event", "done", "job_id")
+    A bare future per wait and a timer of the loop's for its deadline: this runs once per
+    ``result()`` call, where an ``asyncio.Event`` and ``asyncio.timeout_at`` were measured
+    costlier."""
+
+    __slots__ = ("_future", "_woken", "done", "job_id", "outcome")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         self.done = False
-        self._event = asyncio.Event()
+        self.outcome: Outcome | None = None
+        """The job's outcome, when the announcement carried it."""
+        self._woken = False
+        self._future: asyncio.Future[None] | None = None
 
-    def wake(self, *, done: bool) -> None:
+    def wake(self, *, done: bool, outcome: Outcome | None = None) -> None:
         self.done = self.done or done
-        self._event.set()
+        self.outcome = self.outcome or outcome
+        self._woken = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
 
-    async def wait(self) -> bool:
-        """Until woken: True if the job's end was announced, False if its state must be read
-        again (the subscription was renewed)."""
-        await self._event.wait()
-        self._event.clear()
+    async def wait(self, deadline: float | None = None) -> bool:
+        """Until woken, or until ``deadline`` (the loop's time) passes: True if the job's end
+        was announced, False if its state must be read again (the subscription was renewed,
+        or time is up)."""
+        if not self._woken:
+            loop = asyncio.get_running_loop()
+            future = self._future = loop.create_future()
+            timer = None if deadline is None else loop.call_at(deadline, _expire, future)
+            try:
+                await future
+            finally:
+                self._future = None
+                if timer is not None:
+                    timer.cancel()
+        self._woken = False
         return self.done
 
 
@@ -79,51 +111,39 @@ class ResultWaiters:
 
     async def wait_finished(
         self, watch: Callable[[str], Awaitable[str | None]], job_id: str, seconds: float | None
-    ) -> bool:
-        """Wait for the job's end: True once it is in a final state, False if there is no
-        such job (or it ended and was not kept). ``JobTimeout`` once ``seconds`` pass.
+    ) -> tuple[bool, Outcome | None]:
+        """Wait for the job's end: (True, its outcome if the announcement carried it, else
+        None) once it is in a final state; (False, None) if there is no such job (or it
+        ended and was not kept). ``JobTimeout`` once ``seconds`` pass.
 
         ``watch`` flags the job as awaited and returns its state (watch.lua)."""
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
-        async with self.waiter(job_id) as waiter:
-            # Flagged as awaited only once the subscription is confirmed (waiter() waits for
-            # it), so the job's end cannot slip by between the two.
+        # Registered before the subscription is confirmed, and the job flagged as awaited
+        # (watch) only after, so that an end announced from then on cannot be missed.
+        waiter = Waiter(job_id)
+        waiters = self._waiting.get(job_id)
+        if waiters is None:
+            waiters = self._waiting[job_id] = set()
+        waiters.add(waiter)
+        try:
+            if not (self._loop is loop and self._ready.is_set()):
+                await self._subscribed()
             state = await watch(job_id)
             while state is not None and state not in FINAL_STATES:
-                if deadline is None:
-                    announced = await waiter.wait()
-                else:
-                    if loop.time() >= deadline:
-                        raise JobTimeout(
-                            f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
-                        )
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            announced = await waiter.wait()
-                    except TimeoutError:
-                        announced = False
-                if announced:
-                    break
+                if deadline is not None and loop.time() >= deadline:
+                    raise JobTimeout(
+                        f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
+                    )
+                if await waiter.wait(deadline):
+                    return True, waiter.outcome
                 # The subscription was renewed (an end may have been missed), or time is up.
                 state = await watch(job_id)
-        return state is not None
-
-    @contextlib.asynccontextmanager
-    async def waiter(self, job_id: str) -> AsyncIterator[Waiter]:
-        """Register a waiter for ``job_id`` once the subscription is confirmed by the server,
-        so that an end announced after this returns cannot be missed."""
-        waiter = Waiter(job_id)
-        self._waiting.setdefault(job_id, set()).add(waiter)
-        try:
-            await self._subscribed()
-            yield waiter
+            return state is not None, None
         finally:
-            waiters = self._waiting.get(job_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiting[job_id]
+            waiters.discard(waiter)
+            if not waiters and self._waiting.get(job_id) is waiters:
+                del self._waiting[job_id]
 
     async def _subscribed(self) -> None:
         loop = asyncio.get_running_loop()
@@ -166,9 +186,18 @@ class ResultWaiters:
             else:  # the loop it ran on is gone or elsewhere: nothing to wait for here
                 task.cancel()
 
-    def _dispatch(self, job_id: bytes) -> None:
-        for waiter in self._waiting.get(job_id.decode(errors="replace"), ()):
-            waiter.wake(done=True)
+    def _dispatch(self, message: bytes) -> None:
+        """Wake the waiters of the jobs one message announces (wire.ENDED_FIELDS each)."""
+        fields = unpack_fields(message)
+        waiting = self._waiting
+        for i in range(0, len(fields) - _ENDED_WIDTH + 1, _ENDED_WIDTH):
+            waiters = waiting.get(fields[i].decode(errors="replace"))
+            if not waiters:
+                continue
+            task = fields[i + 1]
+            outcome = Outcome("done", as_text(task), fields[i + 2], None) if task else None
+            for waiter in waiters:
+                waiter.wake(done=True, outcome=outcome)
 
     def _renewed(self) -> None:
         for waiters in self._waiting.values():

@@ -252,6 +252,7 @@ BOTH_SIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "dead_key": ((), "dead"),
     "done_key": ((), "done"),
     "done_channel": ((), "done"),
+    "ended_channel": ((), "ended"),
 }
 LUA_ONLY: dict[str, tuple[str, ...]] = {
     "idle_key": ("w-1",),
@@ -259,6 +260,7 @@ LUA_ONLY: dict[str, tuple[str, ...]] = {
     "running_key": (),
     "throttled_key": (),
     "bucket_key": (),
+    "watched_key": (),
 }
 
 
@@ -277,6 +279,7 @@ def python_name(keys: QueueKeys, lua: str) -> str:
         "dead_key": keys.dead,
         "done_key": keys.done,
         "done_channel": keys.done_channel,
+        "ended_channel": keys.ended_channel,
     }[lua]
 
 

@@ -28,6 +28,9 @@ EXPECTED: dict[str, Any] = {
     "ENQUEUED_FIELDS": len(wire.ENQUEUE_FIELDS),
     "COMPLETED": {name: place + 1 for place, name in enumerate(wire.COMPLETION_FIELDS)},
     "COMPLETED_FIELDS": len(wire.COMPLETION_FIELDS),
+    "ENDED": {name: place + 1 for place, name in enumerate(wire.ENDED_FIELDS)},
+    "ENDED_FIELDS": len(wire.ENDED_FIELDS),
+    "CARRIED_RESULT_MAX": wire.CARRIED_RESULT_MAX,
     "FAIL_DEAD": wire.FAIL_DEAD,
     "FAIL_ABORTED": wire.FAIL_ABORTED,
 }

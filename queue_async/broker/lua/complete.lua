@@ -27,14 +27,22 @@ local reply = {}
 local let_go = 0
 local finished = {}
 local kept, longest = {}, 0
+-- Jobs flagged as awaited by a version before the watched hash (the job hash field
+-- waiters), as a set; and per finished job its task and the result its waiters may be sent
+-- (false when not kept or too long: they read the job).
+local legacy = {}
+local tasks, carried = {}, {}
 local DONE_LISTED = 10000
 for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
   local id = sub(done_jobs, bounds[at + ID - 1], bounds[at + ID])
   local key = job_key(prefix, id)
-  local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters', 'spent')
+  local f = redis.call('HMGET', key, 'token', 'gates', 'ukey', 'waiters', 'spent', 'task')
   local token = sub(done_jobs, bounds[at + TOKEN - 1], bounds[at + TOKEN])
   if f[1] == token then
-    finished[#finished + 1] = id
+    local n = #finished + 1
+    finished[n] = id
+    tasks[n] = f[6]
+    carried[n] = false
     if f[2] then
       let_go = let_go + leave_gates(prefix, KEYS[3], key)
     end
@@ -42,13 +50,16 @@ for at = 0, #bounds - 1, 2 * COMPLETED_FIELDS do
       drop_unique(prefix, key, id, f[3])
     end
     if f[4] then
-      redis.call('PUBLISH', done_channel(prefix), id)
+      legacy[id] = true
     end
     local keep = tonumber(sub(done_jobs, bounds[at + KEEP - 1], bounds[at + KEEP]))
     if keep > 0 then
+      local result = sub(done_jobs, bounds[at + RESULT - 1], bounds[at + RESULT])
+      if #result <= CARRIED_RESULT_MAX then
+        carried[n] = result
+      end
       -- The token is blanked rather than deleted (one call less): no token is empty.
-      redis.call('HSET', key, 'state', 'done', 'result',
-        sub(done_jobs, bounds[at + RESULT - 1], bounds[at + RESULT]), 'finished', now,
+      redis.call('HSET', key, 'state', 'done', 'result', result, 'finished', now,
         'token', '', 'spent', token)
       redis.call('PEXPIRE', key, keep)
       kept[#kept + 1] = now
@@ -72,6 +83,7 @@ local done = #finished
 if done > 0 then
   call_in_slices('ZREM', KEYS[1], finished)
   redis.call('HINCRBY', KEYS[2], 'processed', done)
+  announce_many(prefix, finished, legacy, tasks, carried)
 end
 if #kept > 0 then
   call_in_slices('ZADD', KEYS[5], kept)

@@ -25,6 +25,7 @@ local function delete_one(id)
       return false
     end
     remove_ready(prefix, KEYS[1], id)
+    announce(prefix, key, id)
     return true
   end
   if state == 'active' then

@@ -1,9 +1,9 @@
 -- includes/batch.lua: adding jobs, for enqueue.lua and cron.lua: one batch per script call.
 -- Fields and replies are described in enqueue.lua.
--- needs: clock, format, handoff, keys, packed, ready, records, scheduled, slices, wire
+-- needs: clock, final, format, handoff, keys, packed, ready, records, scheduled, slices, wire
 -- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
 --   add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS ID_FIRST ID_LAST
---   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY FINISHED replace_finished
+--   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY replace_finished
 -- Minimum server: Redis 5.0.
 
 -- Where a job's id and options start and end among its parse_packed bounds (as packed_field
@@ -13,7 +13,6 @@ local OPTIONS_FIRST, OPTIONS_LAST = 2 * ENQUEUED.options - 1, 2 * ENQUEUED.optio
 -- The option places add_job reads for every job, as plain numbers (no table lookup per job).
 local O_PRIORITY, O_DELAY, O_AT, O_CKEY, O_UKEY = OPT.priority, OPT.delay, OPT.at, OPT.ckey,
   OPT.ukey
-local FINISHED = {done = true, dead = true, cancelled = true, aborted = true}
 
 -- Integer options and their bounds (what the Python producer checks before sending).
 local INTEGER_OPTIONS = {
@@ -142,7 +141,7 @@ end
 -- deleted, so that the new one takes its id. A job that waits or runs is kept.
 local function replace_finished(prefix, id)
   local key = job_key(prefix, id)
-  if FINISHED[redis.call('HGET', key, 'state')] then
+  if FINAL_STATES[redis.call('HGET', key, 'state')] then
     redis.call('ZREM', dead_key(prefix), id)
     redis.call('ZREM', done_key(prefix), id)
     redis.call('DEL', key)

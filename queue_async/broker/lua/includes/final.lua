@@ -1,15 +1,69 @@
 -- includes/final.lua: what every job reaching a final state (done, dead, cancelled, aborted)
 -- goes through, and the dead set.
--- needs: format, keys
--- provides: announce drop_unique to_dead trim_dead
+-- needs: format, keys, slices
+-- provides: FINAL_STATES publish_ended announce announce_many drop_unique to_dead trim_dead
 -- Minimum server: Redis 5.0.
 
--- Tell result() waiters that the job reached a final state: its id on the queue's one
--- "done" channel, which every waiting process subscribes to once.
-local function announce(prefix, key, id)
-  if redis.call('HEXISTS', key, 'waiters') == 1 then
-    redis.call('PUBLISH', done_channel(prefix), id)
+-- The final states (models.FINAL_STATES in Python): a job in one never changes again.
+local FINAL_STATES = {done = true, dead = true, cancelled = true, aborted = true}
+
+-- Tell result() waiters that jobs reached a final state (or are gone). Each watched job's id
+-- goes on the "done" channel, one message per job, as the wire format documents it; and one
+-- message per call goes on the "ended" channel, which queue_async's waiters listen on: the
+-- ended jobs packed, three fields each (ENDED in includes/wire.lua), so that a waiting process
+-- parses one message per finishing call, and most waiters need no read for their result.
+local function publish_ended(prefix, ids, tasks, results)
+  local done = done_channel(prefix)
+  local parts, n = {}, 0
+  for i, id in ipairs(ids) do
+    redis.call('PUBLISH', done, id)
+    local result = results and results[i]
+    local task = result and tasks[i] or ''
+    result = result or ''
+    parts[n + 1] = #id .. ':' .. id
+    parts[n + 2] = #task .. ':' .. task
+    parts[n + 3] = #result .. ':' .. result
+    n = n + 3
   end
+  if n > 0 then
+    redis.call('PUBLISH', ended_channel(prefix), table.concat(parts))
+  end
+end
+
+-- Tell result() waiters that the job reached a final state (or is gone), if it is watched
+-- (see watch.lua; the job hash field 'waiters' is how versions before the watched hash
+-- flagged it). They read the job.
+local function announce(prefix, key, id)
+  if redis.call('HDEL', watched_key(prefix), id) == 1
+      or redis.call('HEXISTS', key, 'waiters') == 1 then
+    publish_ended(prefix, {id})
+  end
+end
+
+-- announce for many jobs at once (complete.lua's batch): one look at the watched hash for all
+-- of them, none at all while no job is watched. legacy: the ids among them to announce
+-- whatever the hash says (flagged by the job hash field waiters), as a set. tasks[i] and
+-- results[i]: job i's task and its result to carry (false: its waiters read the job).
+local function announce_many(prefix, ids, legacy, tasks, results)
+  local watched = watched_key(prefix)
+  local flags = {}
+  if redis.call('EXISTS', watched) == 1 then
+    flags = hmget_many(watched, ids)
+  elseif not next(legacy) then
+    return
+  end
+  local ended, ended_tasks, ended_results, gone = {}, {}, {}, {}
+  for i, id in ipairs(ids) do
+    if flags[i] or legacy[id] then
+      local n = #ended + 1
+      ended[n], ended_tasks[n], ended_results[n] = id, tasks[i], results[i]
+      if flags[i] then
+        gone[#gone + 1] = id
+      end
+    end
+  end
+  call_in_slices('HDEL', watched, gone)
+  publish_ended(prefix, ended, ended_tasks, ended_results)
 end
 
 -- The job's unique key (see enqueue.lua) no longer points at it.

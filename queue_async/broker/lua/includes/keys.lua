@@ -6,7 +6,7 @@
 -- needs:
 -- provides: job_key fifo_key fresh_key meta_key gates_key gated_key held_key running_key
 --   throttled_key bucket_key unique_key worker_key idle_key inbox_key done_channel retrying_key
---   dead_key done_key
+--   dead_key done_key watched_key ended_channel
 
 -- A job's hash (see includes/records.lua).
 local function job_key(prefix, id)
@@ -79,6 +79,19 @@ end
 -- The pub/sub channel on which the id of an awaited job is announced when it finishes.
 local function done_channel(prefix)
   return prefix .. 'done'
+end
+
+-- The pub/sub channel result() waiters listen on: one message per finishing call, with the
+-- ids of the awaited jobs it finished, and the results it can carry (see includes/final.lua).
+local function ended_channel(prefix)
+  return prefix .. 'ended'
+end
+
+-- Jobs someone awaits (hash: id -> "1"; see watch.lua): each is announced on done_channel
+-- and ended_channel when it reaches a final state, and leaves the hash then. A hash of its own, not a field of
+-- the job's, so that watching a fresh job leaves it fresh (see includes/records.lua).
+local function watched_key(prefix)
+  return prefix .. 'watched'
 end
 
 -- Scheduled jobs waiting out a retry's backoff (sorted set, a subset of scheduled with the

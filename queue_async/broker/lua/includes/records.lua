@@ -3,9 +3,10 @@
 --   unique or concurrency key) is one field of the hash fresh, id -> record, instead of a job
 --   hash of its own. The record is packed fields: enqueued (ms), options (packed as in
 --   enqueue.lua, "" for defaults), task, payload. The job gets its hash when it leaves that
---   form: leased, held by a gate, cancelled or watched (see materialize).
+--   form: leased, held by a gate or cancelled (see materialize).
 -- Job hash fields: task payload state priority enqueued due attempts token worker started
---   finished error result retries timeout keep stalls waiters. A finished job's token is
+--   finished error result retries timeout keep stalls (waiters: versions before
+--   watched_key flagged an awaited job with it). A finished job's token is
 --   "" (no lease token is empty).
 -- States: scheduled ready active done dead cancelled aborted.
 -- needs: format, keys, packed, wire

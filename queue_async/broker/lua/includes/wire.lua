@@ -3,7 +3,7 @@
 -- tests/lua/test_wire.py holds the two equal.
 -- needs:
 -- provides: OPT OPTIONAL LEASED LEASED_FIELDS ENQUEUED ENQUEUED_FIELDS COMPLETED
---   COMPLETED_FIELDS FAIL_DEAD FAIL_ABORTED
+--   COMPLETED_FIELDS ENDED ENDED_FIELDS CARRIED_RESULT_MAX FAIL_DEAD FAIL_ABORTED
 
 -- Places in a job's packed options (see enqueue.lua); "" or absent where the default applies.
 local OPT = {priority = 1, delay = 2, at = 3, retries = 4, timeout = 5, keep = 6, ckey = 7,
@@ -19,5 +19,11 @@ local ENQUEUED = {id = 1, options = 2, task = 3, payload = 4}
 local ENQUEUED_FIELDS = 4
 local COMPLETED = {id = 1, token = 2, result = 3, keep = 4}
 local COMPLETED_FIELDS = 4
+-- One job in a message on the ended channel (see announce_many in includes/final.lua): its
+-- task and result when it is done with a result kept of at most CARRIED_RESULT_MAX bytes,
+-- else "" and "" (its waiters read the job).
+local ENDED = {id = 1, task = 2, result = 3}
+local ENDED_FIELDS = 3
+local CARRIED_RESULT_MAX = 4096
 -- fail.lua's retry delays that mean "no next try".
 local FAIL_DEAD, FAIL_ABORTED = -1, -2
