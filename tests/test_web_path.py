@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio
 
 import queue_async as qa
+from queue_async.producer import waiters
 from tests.conftest import unique_name
 from tests.helpers import FAST
 
@@ -128,6 +129,38 @@ async def test_result_hears_of_an_end_announced_while_its_subscription_was_down(
         with anyio.fail_after(10):
             await worker.run(burst=True, handle_signals=False)
         with anyio.fail_after(10):
+            while not got:
+                await anyio.sleep(0.01)
+    assert got == ["hi"]
+
+
+async def test_result_sees_an_end_nobody_announced_within_the_recheck_interval(
+    queue: qa.Queue, client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a rolling upgrade: a worker of an earlier version finishes the job without
+    # announcing it on the channel this version listens to.
+    monkeypatch.setattr(waiters, "RECHECK_AFTER", 0.3)
+
+    @queue.task
+    async def echo(x: str) -> str:
+        return x
+
+    handle = await echo.enqueue("hi")
+    async with anyio.create_task_group() as tg:
+        got: list[str] = []
+
+        async def wait() -> None:
+            got.append(await handle.result(timeout=20))
+
+        tg.start_soon(wait)
+        with anyio.fail_after(5):
+            while not await client.hexists(f"{queue.key_prefix}watched", handle.id):
+                await anyio.sleep(0.01)
+        await client.hdel(f"{queue.key_prefix}watched", handle.id)  # no announcement, then
+        worker = qa.Worker(queue, **FAST)
+        with anyio.fail_after(10):
+            await worker.run(burst=True, handle_signals=False)
+        with anyio.fail_after(5):
             while not got:
                 await anyio.sleep(0.01)
     assert got == ["hi"]

@@ -10,6 +10,8 @@ thousand.
 
 A message published while the subscription was down is lost, so after every (re)subscription
 each waiter reads its job's state again (``Waiter.wait`` returns ``False``): no end slips by.
+A waiter also reads its job again after ``RECHECK_AFTER`` seconds without news: workers of an
+earlier version (in a rolling upgrade) finish jobs without announcing them here.
 A connection that stops answering is found by a PING every few seconds of silence.
 """
 
@@ -38,6 +40,10 @@ logger = logging.getLogger("queue_async.results")
 # answered within as long again counts as a dead connection.
 _PING_AFTER = 5.0
 _RECONNECT_MAX = 2.0
+# Seconds a waiter waits for an announcement before it reads its job's state again anyway:
+# the end of a job that workers of an earlier version finish (during a rolling upgrade) is
+# not announced on ``ended``, and no end must wait longer than this to be seen.
+RECHECK_AFTER = 10.0
 _ENDED_WIDTH = len(ENDED_FIELDS)
 
 
@@ -135,7 +141,8 @@ class ResultWaiters:
                     raise JobTimeout(
                         f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
                     )
-                if await waiter.wait(deadline):
+                recheck = loop.time() + RECHECK_AFTER
+                if await waiter.wait(recheck if deadline is None else min(deadline, recheck)):
                     return True, waiter.outcome
                 # The subscription was renewed (an end may have been missed), or time is up.
                 state = await watch(job_id)
