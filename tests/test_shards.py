@@ -75,8 +75,13 @@ async def test_jobs_spread_over_every_shard_and_all_run(sharded: qa.Queue) -> No
     assert set(per_shard) == {s.name for s in sharded.shards}
     assert all(count > 50 for count in per_shard.values())
     assert (await sharded.stats()).ready == 400
+    waits = [asyncio.ensure_future(h.result(timeout=20)) for h in handles]
+    with anyio.fail_after(10):
+        while sharded._waiters.waiting < 400:  # one subscription hears every shard
+            await anyio.sleep(0.01)
+    assert all(shard._waiters is sharded._waiters for shard in sharded.shards)
     await burst(sharded, concurrency=50)
-    results = await asyncio.gather(*(h.result(timeout=5) for h in handles))
+    results = await asyncio.gather(*waits)
     assert results == [2 * n for n in range(400)]
     stats = await sharded.stats()
     assert (stats.queue, stats.processed, stats.ready) == (sharded.name, 400, 0)

@@ -165,6 +165,11 @@ class Queue:
         self._owner = self
         if len(names) > 1:
             self._shards = tuple(self._shard(n, connections) for n in names)
+            # One subscription for the result waits of every shard.
+            channels = [shard._broker.keys.ended_channel for shard in self._shards]
+            self._waiters = ResultWaiters(connections, channels)
+            for shard in self._shards:
+                shard._waiters = self._waiters
 
     def _bind(self, broker: Broker) -> None:
         """Take ``broker``'s server and keys: the connections and batching of one queue."""
@@ -290,10 +295,7 @@ class Queue:
 
     async def close(self) -> None:
         """Close the connections this queue opened (a client passed in is left open)."""
-        for shard in self._shards:
-            if shard is not self:
-                await shard._waiters.aclose()
-        await self._waiters.aclose()
+        await self._waiters.aclose()  # the shards' too: they share it
         await self._broker.aclose()
 
     # -- registration ---------------------------------------------------------------------

@@ -98,9 +98,12 @@ class Waiter:
 class ResultWaiters:
     """The shared subscription of one queue and the waiters it serves."""
 
-    def __init__(self, connections: Connections, channel: str) -> None:
+    def __init__(self, connections: Connections, channels: str | list[str]) -> None:
+        """``channels``: the ``ended`` channel of the queue, or of each shard of a sharded
+        queue (one subscription hears them all)."""
         self._connections = connections
-        self._channel = channel.encode()
+        names = [channels] if isinstance(channels, str) else channels
+        self._channels = [name.encode() for name in names]
         self._waiting: dict[str, set[Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,7 +166,7 @@ class ResultWaiters:
             self._news = asyncio.Event()
             self._failure = None
             self._task = loop.create_task(
-                self._run(), name=f"queue_async results {self._channel!r}"
+                self._run(), name=f"queue_async results {self._channels[0]!r}"
             )
         # Wait for the subscription, unless the next attempt to make it fails.
         failures = self._failures
@@ -242,11 +245,12 @@ class ResultWaiters:
         pubsub: Any = client.redis.pubsub()
         try:
             with anyio.fail_after(limits.connect_timeout + limits.command_timeout):
-                await pubsub.subscribe(self._channel)
-                while True:
+                await pubsub.subscribe(*self._channels)
+                confirmed = 0
+                while confirmed < len(self._channels):
                     message = await pubsub.get_message(timeout=limits.command_timeout)
                     if message is not None and message["type"] == "subscribe":
-                        break
+                        confirmed += 1
             self._ready.set()
             self._tell()
             if renewed:
