@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from queue_async.identifiers import check_job_id
 
-__all__ = ["EnqueueOptions", "TaskOptions", "WorkerSettings"]
+__all__ = ["Durability", "EnqueueOptions", "TaskOptions", "WorkerSettings"]
 
 
 def _not_negative(value: timedelta) -> timedelta:
@@ -81,6 +81,35 @@ RateLimit = Annotated[str, AfterValidator(_rate)]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class Durability(_Frozen):
+    """How far a write must have travelled before the call that made it counts as done.
+
+    Redis and Valkey replicate asynchronously: a master that dies a moment after it answered
+    takes the writes its replicas had not received yet with it, and the replica promoted in
+    its place never heard of them. With ``Queue(durability=Durability(replicas=1))`` every
+    enqueue, and every completion and failure a worker records, is followed on the same
+    connection, in the same round trip, by ``WAIT replicas timeout`` (and ``WAITAOF 1 0
+    timeout`` with ``local_fsync``): the call returns once that many replicas hold the write.
+
+    If fewer confirm within ``timeout``, the write is still on the master: an enqueue raises
+    ``NotReplicated`` (its jobs are enqueued; repeating the call with the same job ids adds
+    nothing twice), and a worker logs a warning and goes on (the outcome is recorded).
+
+    This narrows the window, it does not close it: ``WAIT`` does not make Redis a
+    consistent store (a replica that confirmed may still not be the one promoted, when
+    there are several), see "Durability" in the README.
+    """
+
+    replicas: int = Field(1, ge=1)
+    """How many replicas must confirm each write."""
+    timeout: PositiveDuration = timedelta(seconds=1)
+    """How long a call waits for the confirmations; must be shorter than the queue's
+    ``command_timeout``."""
+    local_fsync: bool = False
+    """Also wait until the master has written the write to its append-only file on disk
+    (``WAITAOF``, Redis/Valkey 7.2+, the master's ``appendonly yes``)."""
 
 
 class TaskOptions(_Frozen):

@@ -21,6 +21,7 @@ from queue_async.broker.scripts import Scripts
 from queue_async.broker.wire import as_bytes, as_text, fresh_job_fields
 from queue_async.exceptions import ConfigurationError
 from queue_async.models import JobStatus
+from queue_async.options import Durability
 
 __all__ = ["Broker", "Outcome"]
 
@@ -42,11 +43,19 @@ logger = logging.getLogger("queue_async")
 class Broker:
     """Connections, key names and script calls of one queue."""
 
-    def __init__(self, redis_: str | AnyRedis, limits: Limits, *, prefix: str, name: str) -> None:
+    def __init__(
+        self,
+        redis_: str | AnyRedis,
+        limits: Limits,
+        *,
+        prefix: str,
+        name: str,
+        durability: Durability | None = None,
+    ) -> None:
         self.keys = QueueKeys.for_queue(prefix, name)
         self.connections = Connections(redis_, limits)
         self.client: AnyRedis = self.connections.client
-        self.scripts = Scripts(self.client, self.keys)
+        self.scripts = Scripts(self.client, self.keys, durability)
 
     async def aclose(self) -> None:
         await self.connections.aclose()
@@ -124,6 +133,41 @@ class Broker:
                 "noeviction (CONFIG SET maxmemory-policy noeviction, and in its config file), "
                 "or pass Queue(allow_eviction=True) to accept that risk"
             )
+
+    async def check_replicas(self, durability: Durability) -> None:
+        """Refuse a server that cannot give what ``durability`` asks for: a replica, or a
+        master with fewer connected replicas than asked (or, with ``local_fsync``, without
+        an append-only file). On a cluster, every master is asked."""
+        with translate_errors("reading the server's replication settings"):
+            if isinstance(self.client, RedisCluster):
+                await self.client.initialize()
+                replies = [
+                    await self.client.info(target_nodes=master)
+                    for master in self.client.get_primaries()
+                ]
+            else:
+                replies = [await self.client.info()]
+        for info in replies:
+            where = f"the server at {info.get('tcp_port', '?')}"
+            if info.get("role") != "master":
+                raise ConfigurationError(
+                    f"{where} is a replica, and Queue(durability=...) waits for the replicas "
+                    "of a master: point the URL at the master"
+                )
+            connected = int(info.get("connected_slaves", 0))
+            if connected < durability.replicas:
+                raise ConfigurationError(
+                    f"{where} has {connected} connected replicas, and Queue(durability=...) "
+                    f"asks {durability.replicas} to confirm every write, so every enqueue would "
+                    "wait its whole timeout and fail: add replicas (replicaof), lower "
+                    "Durability(replicas=...), or pass durability=None"
+                )
+            if durability.local_fsync and not int(info.get("aof_enabled", 0)):
+                raise ConfigurationError(
+                    f"{where} has no append-only file (appendonly no), and "
+                    "Durability(local_fsync=True) waits for it (WAITAOF): turn appendonly on, "
+                    "or pass local_fsync=False"
+                )
 
     async def ping(self) -> None:
         with translate_errors("pinging the server"):

@@ -15,6 +15,7 @@ import redis.asyncio
 
 from queue_async.broker.broker import Broker, Outcome
 from queue_async.broker.connections import Limits
+from queue_async.broker.durability import Unconfirmed
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_from_fields
@@ -28,11 +29,12 @@ from queue_async.exceptions import (
     ConfigurationError,
     EnqueueIncomplete,
     JobNotFound,
+    NotReplicated,
     TaskNotRegistered,
 )
 from queue_async.identifiers import check_job_id, check_task_name
 from queue_async.models import Job, JobStatus, QueueStats
-from queue_async.options import EnqueueOptions, TaskOptions
+from queue_async.options import Durability, EnqueueOptions, TaskOptions
 from queue_async.producer.coalesce import Coalescer
 from queue_async.producer.cron import CronSchedule
 from queue_async.producer.encode import encode_job
@@ -112,6 +114,13 @@ class Queue:
         allow_eviction: run on a server whose ``maxmemory-policy`` may evict keys (anything
             but ``noeviction``), knowing that an evicted key is lost jobs. Without it, the
             first enqueue and every worker start refuse such a server.
+        durability: make every enqueue, and every completion and failure a worker records,
+            wait until ``Durability.replicas`` replicas hold it (``WAIT``, in the same round
+            trip), so that a failover does not lose it. An enqueue that got fewer
+            confirmations raises ``NotReplicated`` (its jobs are enqueued); a worker logs a
+            warning and goes on. The first enqueue and every worker start refuse a server with
+            fewer connected replicas. Default None: no waiting (asynchronous replication).
+            See "Durability" in the README.
     """
 
     def __init__(
@@ -128,13 +137,15 @@ class Queue:
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
         allow_eviction: bool = False,
+        durability: Durability | None = None,
     ) -> None:
         self.name = name
         self.prefix = prefix
         if redis_ is None:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
         limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
-        self._broker = Broker(redis_, limits, prefix=prefix, name=name)
+        self.durability = _checked_durability(durability, command_timeout)
+        self._broker = Broker(redis_, limits, prefix=prefix, name=name, durability=durability)
         # A RedisCluster on a cluster. Still declared as Redis until dashboard/audit.py takes
         # either (AnyRedis): the calls users make on it (pipelines, reads) exist on both.
         self.client: redis.asyncio.Redis = cast("redis.asyncio.Redis", self._broker.client)
@@ -153,8 +164,8 @@ class Queue:
         self.max_payload_bytes = max_payload_bytes
         # Concurrent single calls of the process share round trips (see coalesce.py).
         scripts = self._broker.scripts
-        self._enqueues: Coalescer[bytes, int | bytes] = Coalescer(
-            lambda jobs: scripts.enqueue(b"".join(jobs)),
+        self._enqueues: Coalescer[bytes, int | bytes | Unconfirmed] = Coalescer(
+            self._send_enqueues,
             max_items=_CHUNK,
             max_size=_CHUNK_BYTES,
             size=len,
@@ -425,7 +436,21 @@ class Queue:
     async def _enqueue_one(self, spec: JobSpec[R]) -> JobHandle[R]:
         job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec)
         await self._check_server_once()
-        return self._handle(job_id, await self._enqueues.call(packed))
+        reply = await self._enqueues.call(packed)
+        if isinstance(reply, Unconfirmed):
+            raise self._not_replicated([spec], [job_id], reply)
+        return self._handle(job_id, reply)
+
+    async def _send_enqueues(self, jobs: list[bytes]) -> list[int | bytes | Unconfirmed]:
+        """The coalesced enqueues of concurrent callers: one script call; with durability,
+        a shortfall goes to each caller as its own job's reply."""
+        try:
+            return cast(
+                "list[int | bytes | Unconfirmed]",
+                await self._broker.scripts.enqueue(b"".join(jobs)),
+            )
+        except Unconfirmed as short:
+            return cast("list[int | bytes | Unconfirmed]", short.per_item())
 
     async def enqueue_many(
         self,
@@ -483,17 +508,27 @@ class Queue:
             return [JobHandle(self, job_id) for job_id in ids]
         if not chunks:
             return []
-        if len(chunks) == 1:
-            replies = await scripts.enqueue(chunks[0][1])
-        else:
-            replies = []
-            for transaction in _transactions(chunks):
-                try:
-                    replies += await scripts.enqueue_chunks([c for _, c in transaction])
-                except BrokerError as exc:
-                    if not replies and len(transaction) == len(chunks):
-                        raise  # one transaction: all or none still holds
-                    raise self._incomplete(specs, ids, replies, transaction, exc) from exc
+        replies: list[int | bytes] = []
+        try:
+            if len(chunks) == 1:
+                replies = await scripts.enqueue(chunks[0][1])
+            else:
+                for transaction in _transactions(chunks):
+                    try:
+                        replies += await scripts.enqueue_chunks([c for _, c in transaction])
+                    except BrokerError as exc:
+                        if not replies and len(transaction) == len(chunks):
+                            raise  # one transaction: all or none still holds
+                        raise self._incomplete(specs, ids, replies, transaction, exc) from exc
+        except Unconfirmed as short:
+            # Every transaction waits for its replicas: one that got too few stops the batch.
+            done = len(replies) + len(short.reply)
+            if done < len(ids):
+                cause = BrokerError(f"its replicas did not confirm: {short}")
+                raise self._incomplete(
+                    specs, ids, [*replies, *short.reply], [(done, b"")], cause
+                ) from short
+            raise self._not_replicated(specs, ids, short, [*replies, *short.reply]) from None
         return self._handles(ids, replies)
 
     async def _check_server_once(self) -> None:
@@ -513,6 +548,26 @@ class Queue:
 
     def _handles(self, ids: list[str], replies: list[int | bytes]) -> list[JobHandle[Any]]:
         return [self._handle(job_id, reply) for job_id, reply in zip(ids, replies, strict=False)]
+
+    def _not_replicated(
+        self,
+        specs: list[JobSpec[Any]],
+        ids: list[str],
+        short: Unconfirmed,
+        replies: list[int | bytes] | None = None,
+    ) -> NotReplicated:
+        got, wanted = short.confirmation, short.durability
+        handles = self._handles(ids, [short.reply] if replies is None else replies)
+        return NotReplicated(
+            f"{len(ids)} job(s) were enqueued on the master, but {short}: a failover now "
+            "could lose them. Enqueue them again with the same job ids (error.remaining) to "
+            "wait again (nothing is added twice), or go on",
+            handles=handles,
+            remaining=[_pinned(spec, i) for spec, i in zip(specs, ids, strict=True)],
+            replicas=got.replicas,
+            wanted=wanted.replicas,
+            fsynced=got.fsynced,
+        )
 
     def _incomplete(
         self,
@@ -620,6 +675,8 @@ class Queue:
         """
         if not self.allow_eviction:
             await self._broker.check_eviction_policy()
+        if self.durability is not None:
+            await self._broker.check_replicas(self.durability)
         # The registry of queues (``Admin.queues``): outside the queue's hash slot, so no
         # script may write it. Once per Queue (the first enqueue) and per worker start; best
         # effort, so that an enqueue fails (if it does) with its own error, not this one's.
@@ -636,6 +693,19 @@ class Queue:
 
 
 _TEXT = (bytes, str)
+
+
+def _checked_durability(durability: Durability | None, command_timeout: float) -> Durability | None:
+    if durability is not None and not isinstance(durability, Durability):
+        raise ConfigurationError(
+            f"durability takes a queue_async.Durability or None, not {durability!r}"
+        )
+    if durability is not None and durability.timeout.total_seconds() >= command_timeout:
+        raise ConfigurationError(
+            f"Durability(timeout={durability.timeout.total_seconds():g}) must be shorter than "
+            f"command_timeout ({command_timeout:g} s): the wait for replicas is part of a call"
+        )
+    return durability
 
 
 def _wrapped(middleware: EnqueueMiddleware, call_next: EnqueueCall) -> EnqueueCall:

@@ -162,7 +162,10 @@ class Worker:
             self._clients.append(client)
             lanes.append(
                 Lane(
-                    q, Scripts(client.redis, q._broker.keys), weight, (*q.middlewares, *middleware)
+                    q,
+                    Scripts(client.redis, q._broker.keys, q.durability),
+                    weight,
+                    (*q.middlewares, *middleware),
                 )
             )
         return lanes

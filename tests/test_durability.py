@@ -1,0 +1,241 @@
+"""``Queue(durability=...)``: writes wait for replicas (WAIT on the same connection).
+
+Every test runs a master and a replica of its own (``replicated``). A replica that does not
+confirm is a replica stopped with SIGSTOP: still connected, so the master counts it, but
+silent, as a replica behind a cut or a hung process is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import anyio
+import pytest
+
+import queue_async as qa
+from queue_async.embedded import EmbeddedServer
+from tests.conftest import REPLICATED_MASTER, Replicated, unique_name, wait_for_replicas
+
+pytestmark = pytest.mark.anyio
+
+ON = qa.Durability(replicas=1, timeout=2.0)
+SHORT = qa.Durability(replicas=1, timeout=0.2)
+
+
+@pytest.fixture
+async def master_queue(replicated: Replicated) -> AsyncIterator[qa.Queue]:
+    q = qa.Queue(replicated.master.url, name=unique_name(), durability=ON)
+    yield q
+    await q.close()
+
+
+@pytest.fixture
+async def replica_view(master_queue: qa.Queue, replicated: Replicated) -> AsyncIterator[qa.Queue]:
+    """The same queue read from the replica: what a failover would leave."""
+    q = qa.Queue(replicated.replica.url, name=master_queue.name)
+    yield q
+    await q.close()
+
+
+@contextmanager
+def silenced(replica: EmbeddedServer) -> Iterator[None]:
+    """The replica frozen (SIGSTOP): connected, but it confirms nothing until thawed."""
+    assert replica.process is not None
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+
+
+async def test_an_acknowledged_enqueue_is_on_the_replica(
+    master_queue: qa.Queue, replica_view: qa.Queue
+) -> None:
+    handle = await master_queue.enqueue("t.echo", 1)
+
+    # No wait for replication here: the enqueue returned only once the replica had it.
+    assert await replica_view.job_status(handle.id) == qa.JobStatus.READY
+
+
+async def test_concurrent_enqueues_each_wait_for_the_replica(
+    master_queue: qa.Queue, replica_view: qa.Queue
+) -> None:
+    handles: list[qa.JobHandle[object]] = []
+
+    async def one(i: int) -> None:
+        handles.append(await master_queue.enqueue("t.echo", i))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(one, i)
+
+    statuses = {await replica_view.job_status(h.id) for h in handles}
+    assert statuses == {qa.JobStatus.READY}
+
+
+async def test_a_batch_of_several_transactions_is_on_the_replica(
+    master_queue: qa.Queue, replica_view: qa.Queue
+) -> None:
+    # 2,500 jobs: three script calls in one MULTI, then WAIT, in one round trip.
+    handles = await master_queue.enqueue_many(master_queue.call("t.echo", i) for i in range(2500))
+
+    keys = replica_view._broker.keys
+    assert await replica_view.client.hlen(keys.fresh) == 2500 == len(handles)
+
+
+async def test_unconfirmed_enqueue_raises_not_replicated_and_a_repeat_adds_nothing(
+    replicated: Replicated, replica_view: qa.Queue
+) -> None:
+    q = qa.Queue(replicated.master.url, name=replica_view.name, durability=SHORT)
+    try:
+        await q.check_server()  # while the replica still answers
+        with silenced(replicated.replica), pytest.raises(qa.NotReplicated) as raised:
+            await q.enqueue("t.echo", 1)
+        error = raised.value
+        assert isinstance(error, qa.BrokerError)
+        assert (error.replicas, error.wanted, error.fsynced) == (0, 1, True)
+        assert "0 of the 1 replicas" in str(error) and "same job ids" in str(error)
+        [handle] = error.handles
+        # The job is on the master, and runs whatever the replicas say.
+        assert await q.job_status(handle.id) == qa.JobStatus.READY
+
+        # Once the replica is back, the same id again: confirmed, nothing enqueued twice.
+        [again] = await q.enqueue_many(error.remaining)
+        assert again.id == handle.id and again.existing
+        assert await replica_view.job_status(handle.id) == qa.JobStatus.READY
+        assert (await q.stats()).ready == 1
+    finally:
+        await q.close()
+
+
+async def test_unconfirmed_enqueue_many_names_every_job(replicated: Replicated) -> None:
+    q = qa.Queue(replicated.master.url, name=unique_name(), durability=SHORT)
+    try:
+        await q.check_server()
+        specs = [q.call("t.echo", i) for i in range(10)]
+        with silenced(replicated.replica), pytest.raises(qa.NotReplicated) as raised:
+            await q.enqueue_many(specs)
+        assert len(raised.value.handles) == len(raised.value.remaining) == 10
+        assert (await q.stats()).ready == 10
+    finally:
+        await q.close()
+
+
+def _worker_queue(url: str, name: str, durability: qa.Durability) -> qa.Queue:
+    q = qa.Queue(url, name=name, durability=durability)
+
+    @q.task(name="t.echo")
+    async def echo(x: int) -> int:
+        return x
+
+    @q.task(name="t.boom", retries=0)
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    return q
+
+
+async def test_worker_outcomes_are_on_the_replica_when_the_worker_moves_on(
+    replicated: Replicated, master_queue: qa.Queue, replica_view: qa.Queue
+) -> None:
+    q = _worker_queue(replicated.master.url, master_queue.name, ON)
+    try:
+        done = await q.enqueue("t.echo", 7)
+        dead = await q.enqueue("t.boom")
+        await qa.Worker(q).run(burst=True)
+    finally:
+        await q.close()
+
+    assert await replica_view.job_status(done.id) == qa.JobStatus.DONE
+    assert await replica_view.job_status(dead.id) == qa.JobStatus.DEAD
+
+
+async def test_worker_logs_unconfirmed_outcomes_and_goes_on(
+    replicated: Replicated, master_queue: qa.Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    q = _worker_queue(replicated.master.url, master_queue.name, SHORT)
+    try:
+        done = await q.enqueue("t.echo", 7)
+        dead = await q.enqueue("t.boom")
+        caplog.set_level(logging.WARNING, logger="queue_async")
+        with silenced(replicated.replica):
+            await qa.Worker(q).run(burst=True)
+        # Recorded on the master all the same.
+        assert await q.job_status(done.id) == qa.JobStatus.DONE
+        assert await q.job_status(dead.id) == qa.JobStatus.DEAD
+    finally:
+        await q.close()
+    text = caplog.text
+    assert "completion(s) were recorded on the master, but 0 of the 1 replicas" in text
+    assert f"job {dead.id}: its failed try was recorded on the master, but 0 of" in text
+
+
+async def test_durability_on_a_server_without_replicas_is_refused(redis_url: str) -> None:
+    q = _worker_queue(redis_url, unique_name(), ON)
+    try:
+        with pytest.raises(qa.ConfigurationError, match="0 connected replicas"):
+            await q.enqueue("t.echo", 1)
+        with pytest.raises(qa.ConfigurationError, match="0 connected replicas"):
+            await qa.Worker(q).run(burst=True)
+    finally:
+        await q.close()
+
+
+async def test_durability_on_a_replica_is_refused(replicated: Replicated) -> None:
+    q = qa.Queue(replicated.replica.url, name=unique_name(), durability=ON)
+    try:
+        with pytest.raises(qa.ConfigurationError, match="is a replica"):
+            await q.enqueue("t.echo", 1)
+    finally:
+        await q.close()
+
+
+async def test_local_fsync_needs_an_append_only_file(replicated: Replicated) -> None:
+    q = qa.Queue(
+        replicated.master.url,
+        name=unique_name(),
+        durability=qa.Durability(replicas=1, local_fsync=True),
+    )
+    try:
+        with pytest.raises(qa.ConfigurationError, match="appendonly"):
+            await q.enqueue("t.echo", 1)
+    finally:
+        await q.close()
+
+
+async def test_local_fsync_waits_for_the_masters_disk() -> None:
+    with EmbeddedServer(appendonly=True, args=REPLICATED_MASTER) as master:
+        args = ("--replicaof", f"127.0.0.1 {master.port}")
+        with EmbeddedServer(args=args) as replica:
+            wait_for_replicas(master.port, 1)
+            durability = qa.Durability(replicas=1, timeout=1.0, local_fsync=True)
+            q = qa.Queue(master.url, name=unique_name(), durability=durability)
+            view = qa.Queue(replica.url, name=q.name)
+            try:
+                handle = await q.enqueue("t.echo", 1)
+                assert await view.job_status(handle.id) == qa.JobStatus.READY
+            finally:
+                await q.close()
+                await view.close()
+
+
+@pytest.mark.parametrize(
+    ("durability", "message"),
+    [
+        (qa.Durability(timeout=5.0), "shorter than command_timeout"),
+        ({"replicas": 1}, "takes a queue_async.Durability"),
+    ],
+)
+def test_bad_durability_settings_are_refused(durability: object, message: str) -> None:
+    with pytest.raises(qa.ConfigurationError, match=message):
+        qa.Queue("redis://127.0.0.1:1/0", durability=durability)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fields", [{"replicas": 0}, {"timeout": 0}, {"timeout": -1}])
+def test_durability_fields_are_validated(fields: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"replicas|timeout"):
+        qa.Durability.model_validate(fields)
