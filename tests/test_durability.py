@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
@@ -42,14 +43,15 @@ async def replica_view(master_queue: qa.Queue, replicated: Replicated) -> AsyncI
 
 
 @contextmanager
-def silenced(replica: EmbeddedServer) -> Iterator[None]:
+def silenced(replica: EmbeddedServer | subprocess.Popen[bytes]) -> Iterator[None]:
     """The replica frozen (SIGSTOP): connected, but it confirms nothing until thawed."""
-    assert replica.process is not None
-    os.kill(replica.process.pid, signal.SIGSTOP)
+    process = replica.process if isinstance(replica, EmbeddedServer) else replica
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        os.kill(replica.process.pid, signal.SIGCONT)
+        os.kill(process.pid, signal.SIGCONT)
 
 
 async def test_an_acknowledged_enqueue_is_on_the_replica(
