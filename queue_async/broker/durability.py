@@ -28,7 +28,7 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 
-from queue_async.options import Durability, to_ms
+from queue_async.options import Durability
 
 __all__ = ["Confirmation", "Unconfirmed", "send_confirmed"]
 
@@ -74,7 +74,7 @@ class Unconfirmed(Exception):
 
 
 def describe(confirmation: Confirmation, durability: Durability) -> str:
-    seconds = durability.timeout.total_seconds()
+    seconds = durability.seconds
     parts = []
     if confirmation.replicas < durability.replicas:
         parts.append(
@@ -87,7 +87,7 @@ def describe(confirmation: Confirmation, durability: Durability) -> str:
 
 
 def _waits(durability: Durability) -> list[Command]:
-    ms = to_ms(durability.timeout)
+    ms = durability.timeout_ms
     waits: list[Command] = [("WAIT", durability.replicas, ms)]
     if durability.local_fsync:
         waits.append(("WAITAOF", 1, 0, ms))

@@ -700,9 +700,9 @@ def _checked_durability(durability: Durability | None, command_timeout: float) -
         raise ConfigurationError(
             f"durability takes a queue_async.Durability or None, not {durability!r}"
         )
-    if durability is not None and durability.timeout.total_seconds() >= command_timeout:
+    if durability is not None and durability.seconds >= command_timeout:
         raise ConfigurationError(
-            f"Durability(timeout={durability.timeout.total_seconds():g}) must be shorter than "
+            f"Durability(timeout={durability.seconds:g}) must be shorter than "
             f"command_timeout ({command_timeout:g} s): the wait for replicas is part of a call"
         )
     return durability
