@@ -438,7 +438,7 @@ class Queue:
         await self._check_server_once()
         reply = await self._enqueues.call(packed)
         if isinstance(reply, Unconfirmed):
-            raise self._not_replicated([spec], [job_id], reply)
+            raise self._not_replicated([spec], [job_id], [], reply)
         return self._handle(job_id, reply)
 
     async def _send_enqueues(self, jobs: list[bytes]) -> list[int | bytes | Unconfirmed]:
@@ -508,27 +508,22 @@ class Queue:
             return [JobHandle(self, job_id) for job_id in ids]
         if not chunks:
             return []
-        replies: list[int | bytes] = []
-        try:
-            if len(chunks) == 1:
+        if len(chunks) == 1:
+            try:
                 replies = await scripts.enqueue(chunks[0][1])
-            else:
-                for transaction in _transactions(chunks):
-                    try:
-                        replies += await scripts.enqueue_chunks([c for _, c in transaction])
-                    except BrokerError as exc:
-                        if not replies and len(transaction) == len(chunks):
-                            raise  # one transaction: all or none still holds
-                        raise self._incomplete(specs, ids, replies, transaction, exc) from exc
-        except Unconfirmed as short:
-            # Every transaction waits for its replicas: one that got too few stops the batch.
-            done = len(replies) + len(short.reply)
-            if done < len(ids):
-                cause = BrokerError(f"its replicas did not confirm: {short}")
-                raise self._incomplete(
-                    specs, ids, [*replies, *short.reply], [(done, b"")], cause
-                ) from short
-            raise self._not_replicated(specs, ids, short, [*replies, *short.reply]) from None
+            except Unconfirmed as short:
+                raise self._not_replicated(specs, ids, [], short) from None
+        else:
+            replies = []
+            for transaction in _transactions(chunks):
+                try:
+                    replies += await scripts.enqueue_chunks([c for _, c in transaction])
+                except Unconfirmed as short:
+                    raise self._not_replicated(specs, ids, replies, short) from None
+                except BrokerError as exc:
+                    if not replies and len(transaction) == len(chunks):
+                        raise  # one transaction: all or none still holds
+                    raise self._incomplete(specs, ids, replies, transaction, exc) from exc
         return self._handles(ids, replies)
 
     async def _check_server_once(self) -> None:
@@ -553,19 +548,25 @@ class Queue:
         self,
         specs: list[JobSpec[Any]],
         ids: list[str],
+        before: list[int | bytes],
         short: Unconfirmed,
-        replies: list[int | bytes] | None = None,
-    ) -> NotReplicated:
-        got, wanted = short.confirmation, short.durability
-        handles = self._handles(ids, [short.reply] if replies is None else replies)
+    ) -> NotReplicated | EnqueueIncomplete:
+        """The error for jobs that landed on the master unconfirmed (``short``), after the
+        transactions of ``before`` that were confirmed. A batch stops at the first
+        transaction that is not: the rest is not sent (``EnqueueIncomplete``)."""
+        replies = [*before, *short.reply] if isinstance(short.reply, list) else [short.reply]
+        if len(replies) < len(ids):
+            cause = BrokerError(f"its replicas did not confirm: {short}")
+            return self._incomplete(specs, ids, replies, [(len(replies), b"")], cause)
+        got = short.confirmation
         return NotReplicated(
             f"{len(ids)} job(s) were enqueued on the master, but {short}: a failover now "
             "could lose them. Enqueue them again with the same job ids (error.remaining) to "
             "wait again (nothing is added twice), or go on",
-            handles=handles,
+            handles=self._handles(ids, replies),
             remaining=[_pinned(spec, i) for spec, i in zip(specs, ids, strict=True)],
             replicas=got.replicas,
-            wanted=wanted.replicas,
+            wanted=short.durability.replicas,
             fsynced=got.fsynced,
         )
 
