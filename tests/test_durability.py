@@ -173,8 +173,10 @@ async def _complete_one_and_fail_one(
     both outcomes are on the master. Returns the two ids."""
     q = _worker_queue(replicated.master.url, name, durability)
     try:
-        done = await q.enqueue("t.echo", 7)
-        dead = await q.enqueue("t.boom")
+        # Enqueued with the long timeout: a short one may run out on a loaded machine.
+        async with qa.Queue(replicated.master.url, name=name, durability=ON) as producer:
+            done = await producer.enqueue("t.echo", 7)
+            dead = await producer.enqueue("t.boom")
         with silenced(replicated.replica) if silent else contextlib.nullcontext():
             await qa.Worker(q).run(burst=True)
         assert await q.job_status(done.id) == qa.JobStatus.DONE
