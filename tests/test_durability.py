@@ -206,13 +206,26 @@ async def test_worker_logs_unconfirmed_outcomes_and_goes_on(
     assert f"job {dead}: its failed try was recorded on the master, but 0 of" in text
 
 
-async def test_durability_on_a_server_without_replicas_is_refused(redis_url: str) -> None:
+async def test_durability_on_a_server_without_replicas_is_refused(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     q = _worker_queue(redis_url, unique_name(), ON)
     try:
-        with pytest.raises(qa.ConfigurationError, match="0 connected replicas"):
+        with pytest.raises(qa.BrokerError, match="0 connected replicas") as raised:
             await q.enqueue("t.echo", 1)
-        with pytest.raises(qa.ConfigurationError, match="0 connected replicas"):
-            await qa.Worker(q).run(burst=True)
+        assert not isinstance(raised.value, qa.NotReplicated)
+        assert (await q.stats()).ready == 0  # refused before anything was sent
+
+        # A worker does not exit: it backs off and checks again (replicas may come back).
+        caplog.set_level(logging.WARNING, logger="queue_async")
+        worker = qa.Worker(q)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(10):
+                while "0 connected replicas" not in caplog.text:
+                    await anyio.sleep(0.02)
+            worker.stop()
+        assert "Redis refused a call" in caplog.text
     finally:
         await q.close()
 

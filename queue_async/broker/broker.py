@@ -19,7 +19,7 @@ from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_fields_of
 from queue_async.broker.scripts import Scripts
 from queue_async.broker.wire import as_bytes, as_text, fresh_job_fields
-from queue_async.exceptions import ConfigurationError
+from queue_async.exceptions import BrokerError, ConfigurationError
 from queue_async.models import JobStatus
 from queue_async.options import Durability
 
@@ -135,9 +135,10 @@ class Broker:
             )
 
     async def check_replicas(self, durability: Durability) -> None:
-        """Refuse a server that cannot give what ``durability`` asks for: a replica, or a
-        master with fewer connected replicas than asked (or, with ``local_fsync``, without
-        an append-only file). On a cluster, every master is asked."""
+        """Refuse a server that cannot give what ``durability`` asks for: a replica, or (with
+        ``local_fsync``) a master without an append-only file (``ConfigurationError``); or,
+        for now, a master with fewer connected replicas than asked (``BrokerError``). On a
+        cluster, every master is asked."""
         with translate_errors("reading the server's replication settings"):
             if isinstance(self.client, RedisCluster):
                 await self.client.initialize()
@@ -154,19 +155,22 @@ class Broker:
                     f"{where} is a replica, and Queue(durability=...) waits for the replicas "
                     "of a master: point the URL at the master"
                 )
-            connected = int(info.get("connected_slaves", 0))
-            if connected < durability.replicas:
-                raise ConfigurationError(
-                    f"{where} has {connected} connected replicas, and Queue(durability=...) "
-                    f"asks {durability.replicas} to confirm every write, so every enqueue would "
-                    "wait its whole timeout and fail: add replicas (replicaof), lower "
-                    "Durability(replicas=...), or pass durability=None"
-                )
             if durability.local_fsync and not int(info.get("aof_enabled", 0)):
                 raise ConfigurationError(
                     f"{where} has no append-only file (appendonly no), and "
                     "Durability(local_fsync=True) waits for it (WAITAOF): turn appendonly on, "
                     "or pass local_fsync=False"
+                )
+            connected = int(info.get("connected_slaves", 0))
+            if connected < durability.replicas:
+                # A state, not a setting: a replica may be restarting, or a failover may have
+                # left the new master alone for a while. So a BrokerError, that a worker
+                # backs off from and tries again, and the next enqueue checks again.
+                raise BrokerError(
+                    f"{where} has {connected} connected replicas, and Queue(durability=...) "
+                    f"asks {durability.replicas} to confirm every write, so every write would "
+                    "wait out its timeout: add replicas (replicaof) or wait for them to be back, "
+                    "lower Durability(replicas=...), or pass durability=None"
                 )
 
     async def ping(self) -> None:

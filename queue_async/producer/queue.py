@@ -118,8 +118,9 @@ class Queue:
             wait until ``Durability.replicas`` replicas hold it (``WAIT``, in the same round
             trip), so that a failover does not lose it. An enqueue that got fewer
             confirmations raises ``NotReplicated`` (its jobs are enqueued); a worker logs a
-            warning and goes on. The first enqueue and every worker start refuse a server with
-            fewer connected replicas. Default None: no waiting (asynchronous replication).
+            warning and goes on. The first enqueue refuses a master with fewer connected
+            replicas (``BrokerError``), and a worker waits for them. Default None: no waiting
+            (asynchronous replication).
             See "Durability" in the README.
     """
 
