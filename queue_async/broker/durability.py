@@ -137,10 +137,13 @@ async def _send_to_slot_master(client: RedisCluster, key: str, batch: list[Comma
             redirect = next((r for r in replies if isinstance(r, _RESEND)), None)
             if redirect is None or last:
                 return replies
-        # A moved slot or a master that is gone: read the slot map again, then resend.
+        # A moved slot or a master that is gone: read the slot map again, then resend. As
+        # redis-py's own cluster pipeline does: close the nodes (so that none is left open
+        # when the map drops it) and initialize again.
+        await client.aclose()
         await asyncio.sleep(random.uniform(0, min(0.25, 0.02 * 2**attempt)))
         try:
-            await client.nodes_manager.initialize()
+            await client.initialize()
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError):
             if last:
                 raise
