@@ -16,6 +16,7 @@ from queue_async.exceptions import (
     JobFailed,
     JobNotFound,
     JobTimeout,
+    NotReplicated,
     PayloadTooLarge,
     QueueAsyncError,
     Retry,
@@ -31,7 +32,7 @@ from queue_async.models import (
     WorkerHeartbeat,
     WorkerInfo,
 )
-from queue_async.options import EnqueueOptions, TaskOptions, WorkerSettings
+from queue_async.options import Durability, EnqueueOptions, TaskOptions, WorkerSettings
 from queue_async.producer.handle import JobHandle
 from queue_async.producer.queue import Queue
 from queue_async.producer.tasks import JobSpec, Task, TaskCall
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionError",
     "CronInfo",
+    "Durability",
     "EncodeError",
     "EnqueueIncomplete",
     "EnqueueOptions",
@@ -66,6 +68,7 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "JsonCodec",
+    "NotReplicated",
     "PayloadTooLarge",
     "Queue",
     "QueueAsyncError",

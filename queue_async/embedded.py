@@ -35,7 +35,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -83,6 +83,7 @@ class EmbeddedServer:
         appendonly: keep an append-only file with ``appendfsync always`` (survives restarts).
         binary: the server binary; default ``find_server_binary()``.
         directory: where the server keeps its files; default a temporary folder.
+        args: more server arguments, e.g. ``("--replicaof", "127.0.0.1 6379")``.
     """
 
     def __init__(
@@ -92,12 +93,14 @@ class EmbeddedServer:
         appendonly: bool = False,
         binary: str | None = None,
         directory: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.binary = binary or find_server_binary()
         self.port = port or _free_port()
         self.appendonly = appendonly
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="queue-async-")
         self.directory = directory or (self._tmp.name if self._tmp else ".")
+        self.args = tuple(args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -129,6 +132,7 @@ class EmbeddedServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -5,7 +5,8 @@ QueueAsyncError
 ├── ConfigurationError (ValueError)      bad options, bad names, bad settings
 ├── BrokerError                          Redis/Valkey could not do what was asked
 │   ├── BrokerConnectionError (ConnectionError)   the server cannot be reached
-│   └── EnqueueIncomplete                a large enqueue_many failed part way
+│   ├── EnqueueIncomplete                a large enqueue_many failed part way
+│   └── NotReplicated                    enqueued, but fewer replicas confirmed than asked
 ├── EncodeError (TypeError)              job arguments or a result cannot be encoded
 ├── PayloadTooLarge (EncodeError)        encoded arguments exceed the queue's limit
 ├── TaskNotRegistered (LookupError)      no handler is known under that task name
@@ -40,6 +41,7 @@ __all__ = [
     "JobFailed",
     "JobNotFound",
     "JobTimeout",
+    "NotReplicated",
     "PayloadTooLarge",
     "QueueAsyncError",
     "Retry",
@@ -90,6 +92,43 @@ class EnqueueIncomplete(BrokerError):
         self.unsure = unsure
         self.not_sent = not_sent
         self.remaining = remaining
+
+
+class NotReplicated(BrokerError):
+    """The jobs were enqueued on the master, but fewer replicas than ``Queue(durability=...)``
+    asks for confirmed them within its timeout (or, with ``local_fsync``, the master did not
+    write them to disk in time).
+
+    The jobs are in the queue and will run. Only their survival of a failover is in doubt:
+    repeat the call with the same job ids (``exc.handles`` name them; ``exc.remaining`` are
+    the specs with their ids fixed) to wait again without enqueueing anything twice, or
+    accept the risk and go on.
+
+    Attributes:
+        handles: handles of the jobs of the call, as enqueued on the master.
+        remaining: the call's jobs as specs with their ids fixed, for a safe repeat (empty
+            when the call was a single ``enqueue``: repeat it with ``job_id=exc.handles[0].id``).
+        replicas: how many replicas confirmed.
+        wanted: how many were asked for.
+        fsynced: whether the master confirmed its own disk write (True when not asked).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        handles: list[Any],
+        remaining: list[Any],
+        replicas: int,
+        wanted: int,
+        fsynced: bool,
+    ) -> None:
+        super().__init__(message)
+        self.handles = handles
+        self.remaining = remaining
+        self.replicas = replicas
+        self.wanted = wanted
+        self.fsynced = fsynced
 
 
 class EncodeError(QueueAsyncError, TypeError):

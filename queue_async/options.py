@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from queue_async.exceptions import ConfigurationError
 from queue_async.identifiers import check_job_id
 
-__all__ = ["EnqueueOptions", "TaskOptions", "WorkerSettings"]
+__all__ = ["Durability", "EnqueueOptions", "TaskOptions", "WorkerSettings"]
 
 
 def _not_negative(value: timedelta) -> timedelta:
@@ -81,6 +83,71 @@ RateLimit = Annotated[str, AfterValidator(_rate)]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """How far a write must have travelled before the call that made it counts as done.
+
+    Redis and Valkey replicate asynchronously: a master that dies a moment after it answered
+    takes the writes its replicas had not received yet with it, and the replica promoted in
+    its place never heard of them. With ``Queue(durability=Durability(replicas=1))`` every
+    enqueue, and every completion and failure a worker records, is followed on the same
+    connection, in the same round trip, by ``WAIT replicas timeout`` (and ``WAITAOF 1 0
+    timeout`` with ``local_fsync``): the call returns once that many replicas hold the write.
+
+    If fewer confirm within ``timeout``, the write is still on the master: an enqueue raises
+    ``NotReplicated`` (its jobs are enqueued; repeating the call with the same job ids adds
+    nothing twice), and a worker logs a warning and goes on (the outcome is recorded).
+
+    This narrows the window, it does not close it: ``WAIT`` does not make Redis a
+    consistent store (a replica that confirmed may still not be the one promoted, when
+    there are several), see "Durability" in the README.
+
+    Args:
+        replicas: how many replicas must confirm each write (at least 1).
+        timeout: how long a call waits for the confirmations, in seconds or a
+            ``timedelta``; shorter than the queue's ``command_timeout``.
+        local_fsync: also wait until the master has written the write to its append-only
+            file on disk (``WAITAOF``, Redis/Valkey 7.2+, the master's ``appendonly yes``).
+    """
+
+    replicas: int = 1
+    timeout: float | timedelta = 1.0
+    local_fsync: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int):
+            raise ConfigurationError(
+                f"Durability(replicas=...) takes an int, not {self.replicas!r}"
+            )
+        if self.replicas < 1:
+            raise ConfigurationError(
+                f"Durability(replicas={self.replicas}): at least 1 (for none, pass durability=None)"
+            )
+        seconds = self.seconds
+        if not seconds > 0:
+            raise ConfigurationError(
+                f"Durability(timeout=...) must be a positive number of seconds (WAIT 0 would "
+                f"block for ever), not {self.timeout!r}"
+            )
+
+    @property
+    def seconds(self) -> float:
+        """``timeout`` in seconds."""
+        timeout = self.timeout
+        if isinstance(timeout, timedelta):
+            return timeout.total_seconds()
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ConfigurationError(
+                f"Durability(timeout=...) takes seconds or a timedelta, not {timeout!r}"
+            )
+        return float(timeout)
+
+    @property
+    def timeout_ms(self) -> int:
+        """``timeout`` in whole milliseconds, rounded up."""
+        return -(-int(self.seconds * 1_000_000) // 1000)
 
 
 class TaskOptions(_Frozen):

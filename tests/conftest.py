@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 import redis.asyncio
 
 import queue_async as qa
@@ -103,3 +105,45 @@ def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+class Replicated:
+    """A master and its replica (the embedded Valkey), the replica caught up."""
+
+    def __init__(self, master: EmbeddedServer, replica: EmbeddedServer) -> None:
+        self.master = master
+        self.replica = replica
+
+
+REPLICATED_MASTER = ("--repl-diskless-sync-delay", "0")
+
+
+@pytest.fixture
+def replicated() -> Iterator[Replicated]:
+    """A master with one replica of this test's own (``--replicaof``), in sync."""
+    # No delay before the first sync (Valkey waits 5 s by default for more replicas).
+    with EmbeddedServer(binary=SERVER_BINARY, args=REPLICATED_MASTER) as master:
+        replica_of = ("--replicaof", f"127.0.0.1 {master.port}")
+        with EmbeddedServer(binary=SERVER_BINARY, args=replica_of) as replica:
+            wait_for_replicas(master.port, 1)
+            yield Replicated(master, replica)
+
+
+def wait_for_replicas(port: int, count: int, seconds: float = 20.0) -> None:
+    """Until the master on ``port`` has ``count`` replicas online (the initial sync done)."""
+    with redis.Redis(port=port) as master:
+        deadline = time.monotonic() + seconds
+        while True:
+            info = master.info("replication")
+            online = [
+                value
+                for key, value in info.items()
+                if key.startswith("slave")
+                and isinstance(value, dict)
+                and value.get("state") == "online"
+            ]
+            if len(online) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the master on {port} has no {count} replicas in sync: {info}")
+            time.sleep(0.02)

@@ -45,6 +45,12 @@ async def usage() -> None:
     async with qa.Worker(queue, concurrency=10):
         pass
     await qa.Worker(queue).run(burst=True)
+    durable = qa.Queue(durability=qa.Durability(replicas=1, timeout=0.5, local_fsync=False))
+    try:
+        await durable.enqueue("typing.add", 1, 2)
+    except qa.NotReplicated as exc:
+        assert_type(exc.replicas, int)
+        await durable.enqueue_many(exc.remaining)
 
     # What a type checker must refuse:
     await add.enqueue("1", 2)  # type: ignore[arg-type]

@@ -13,14 +13,15 @@ from typing import Any, NamedTuple
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
-from queue_async.broker.connections import AnyRedis, Connections, Limits
+from queue_async.broker.connections import AnyRedis, Connections
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_fields_of
 from queue_async.broker.scripts import Scripts
 from queue_async.broker.wire import as_bytes, as_text, fresh_job_fields
-from queue_async.exceptions import ConfigurationError
+from queue_async.exceptions import BrokerError, ConfigurationError
 from queue_async.models import JobStatus
+from queue_async.options import Durability
 
 __all__ = ["Broker", "Outcome"]
 
@@ -42,17 +43,19 @@ logger = logging.getLogger("queue_async")
 class Broker:
     """Connections, key names and script calls of one queue."""
 
-    def __init__(self, connections: Connections, *, prefix: str, name: str) -> None:
+    def __init__(
+        self,
+        connections: Connections,
+        *,
+        prefix: str,
+        name: str,
+        durability: Durability | None = None,
+    ) -> None:
         self.keys = QueueKeys.for_queue(prefix, name)
         self.connections = connections
         """Shared by the shards of a sharded queue: one set of pools for all of them."""
         self.client: AnyRedis = connections.client
-        self.scripts = Scripts(self.client, self.keys)
-
-    @classmethod
-    def open(cls, redis_: str | AnyRedis, limits: Limits, *, prefix: str, name: str) -> Broker:
-        """A broker on connections of its own."""
-        return cls(Connections(redis_, limits), prefix=prefix, name=name)
+        self.scripts = Scripts(self.client, self.keys, durability)
 
     async def aclose(self) -> None:
         await self.connections.aclose()
@@ -130,6 +133,45 @@ class Broker:
                 "noeviction (CONFIG SET maxmemory-policy noeviction, and in its config file), "
                 "or pass Queue(allow_eviction=True) to accept that risk"
             )
+
+    async def check_replicas(self, durability: Durability) -> None:
+        """Refuse a server that cannot give what ``durability`` asks for: a replica, or (with
+        ``local_fsync``) a master without an append-only file (``ConfigurationError``); or,
+        for now, a master with fewer connected replicas than asked (``BrokerError``). On a
+        cluster, every master is asked."""
+        with translate_errors("reading the server's replication settings"):
+            if isinstance(self.client, RedisCluster):
+                await self.client.initialize()
+                replies = [
+                    await self.client.info(target_nodes=master)
+                    for master in self.client.get_primaries()
+                ]
+            else:
+                replies = [await self.client.info()]
+        for info in replies:
+            where = f"the server at {info.get('tcp_port', '?')}"
+            if info.get("role") != "master":
+                raise ConfigurationError(
+                    f"{where} is a replica, and Queue(durability=...) waits for the replicas "
+                    "of a master: point the URL at the master"
+                )
+            if durability.local_fsync and not int(info.get("aof_enabled", 0)):
+                raise ConfigurationError(
+                    f"{where} has no append-only file (appendonly no), and "
+                    "Durability(local_fsync=True) waits for it (WAITAOF): turn appendonly on, "
+                    "or pass local_fsync=False"
+                )
+            connected = int(info.get("connected_slaves", 0))
+            if connected < durability.replicas:
+                # A state, not a setting: a replica may be restarting, or a failover may have
+                # left the new master alone for a while. So a BrokerError, that a worker
+                # backs off from and tries again, and the next enqueue checks again.
+                raise BrokerError(
+                    f"{where} has {connected} connected replicas, and Queue(durability=...) "
+                    f"asks {durability.replicas} to confirm every write, so every write would "
+                    "wait out its timeout: add replicas (replicaof) or wait for them to be back, "
+                    "lower Durability(replicas=...), or pass durability=None"
+                )
 
     async def ping(self) -> None:
         with translate_errors("pinging the server"):

@@ -39,9 +39,11 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from queue_async.broker.connections import AnyRedis
+from queue_async.broker.durability import Command, Unconfirmed, send_confirmed
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.wire import as_text, pack_fields
+from queue_async.options import Durability
 
 Arg = str | bytes | int
 
@@ -244,14 +246,23 @@ def _already_loaded(exc: Exception) -> bool:
 class Scripts:
     """The transitions of one queue, each one atomic Lua script."""
 
-    def __init__(self, client: AnyRedis, keys: QueueKeys) -> None:
+    def __init__(
+        self, client: AnyRedis, keys: QueueKeys, durability: Durability | None = None
+    ) -> None:
         self.client = client
         self.keys = keys
+        self.durability = durability
+        """What the writes that make or finish jobs wait for (enqueue, complete, fail); see
+        durability.py. A call that got less raises ``Unconfirmed`` with its reply."""
         self.functions: bool | None = None
         """Whether the server runs our function library; None until the first call."""
 
-    async def _call(self, script: LuaScript, keys: list[str], args: list[Arg]) -> Any:
+    async def _call(
+        self, script: LuaScript, keys: list[str], args: list[Arg], *, durable: bool = False
+    ) -> Any:
         with translate_errors(DOING.get(script.name, script.name)):
+            if durable and self.durability is not None:
+                return await self._call_confirmed(script, keys, args, self.durability)
             if self.functions is not False:
                 name = LIBRARY.function(script)
                 try:
@@ -271,6 +282,34 @@ class Scripts:
                 # comes back too, not only the script this worker calls.
                 await self._load_scripts()
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _call_confirmed(
+        self, script: LuaScript, keys: list[str], args: list[Arg], durability: Durability
+    ) -> Any:
+        """``_call`` followed by WAIT on the same connection, in the same round trip."""
+        for _ in range(3):
+            command: Command
+            if self.functions is not False:
+                command = ("FCALL", LIBRARY.function(script), len(keys), *keys, *args)
+            else:
+                command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            (reply,), confirmation = await send_confirmed(
+                self.client, durability, keys[0], [command]
+            )
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                await self._load_scripts()
+                continue
+            if isinstance(reply, redis.exceptions.ResponseError) and (
+                "function not found" in str(reply).lower() or _functions_unavailable(reply)
+            ):
+                await self._load_library()
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if not confirmation.enough(durability):
+                raise Unconfirmed(reply, confirmation, durability)
+            return reply
+        raise reply  # the scripts went missing again after each load
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD every script (on a cluster, redis-py sends it to every master)."""
@@ -339,7 +378,7 @@ class Scripts:
         One reply per job: 1 new, 0 its id existed, or the id holding its unique key.
         """
         result: list[int | bytes] = await self._call(
-            SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, jobs]
+            SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, jobs], durable=True
         )
         return result
 
@@ -360,6 +399,8 @@ class Scripts:
         script = SCRIPTS["enqueue"]
         keys = self._enqueue_keys()
         call: Callable[..., Any]
+        if self.durability is not None:
+            return await self._enqueue_chunks_confirmed(chunks, self.durability)
         if isinstance(self.client, RedisCluster):
             with translate_errors("enqueueing a batch of jobs"):
                 async with self.client.pipeline(transaction=True) as pipe:
@@ -386,6 +427,31 @@ class Scripts:
                 if isinstance(reply, Exception):
                     raise reply
         return [flag for reply in replies[1:] for flag in reply]
+
+    async def _enqueue_chunks_confirmed(
+        self, chunks: list[bytes], durability: Durability
+    ) -> list[int | bytes]:
+        """``enqueue_chunks`` followed by WAIT: MULTI, an EVAL of the source per chunk (which
+        cannot find its script missing inside EXEC), EXEC, then WAIT, in one round trip."""
+        source, keys = SCRIPTS["enqueue"].source, self._enqueue_keys()
+        commands: list[Command] = [("MULTI",)]
+        commands += [("EVAL", source, len(keys), *keys, self.keys.prefix, c) for c in chunks]
+        commands.append(("EXEC",))
+        with translate_errors("enqueueing a batch of jobs"):
+            replies, confirmation = await send_confirmed(self.client, durability, keys[0], commands)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            executed = replies[-1]
+            if executed is None:  # EXEC aborted (a command refused while queued)
+                raise redis.exceptions.ResponseError("the enqueue transaction was aborted")
+            for reply in executed:
+                if isinstance(reply, Exception):
+                    raise reply
+        flags: list[int | bytes] = [flag for reply in executed for flag in reply]
+        if not confirmation.enough(durability):
+            raise Unconfirmed(flags, confirmation, durability)
+        return flags
 
     async def lease(
         self,
@@ -441,6 +507,7 @@ class Scripts:
             [self.keys.active, self.keys.meta, self.keys.ready, self.keys.wake, self.keys.done],
             # One argument: redis-py packs each argument at about 1 us.
             [self.keys.prefix, pack_fields(fields)],
+            durable=True,
         )
         return result
 
@@ -472,6 +539,7 @@ class Scripts:
                 dead_max_len,
                 aborted_keep_ms,
             ],
+            durable=True,
         )
         return result.decode()
 

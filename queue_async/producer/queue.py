@@ -15,6 +15,7 @@ import redis.asyncio
 
 from queue_async.broker.broker import Broker, Outcome
 from queue_async.broker.connections import Connections, Limits
+from queue_async.broker.durability import Unconfirmed
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_from_fields
@@ -29,11 +30,12 @@ from queue_async.exceptions import (
     ConfigurationError,
     EnqueueIncomplete,
     JobNotFound,
+    NotReplicated,
     TaskNotRegistered,
 )
 from queue_async.identifiers import check_job_id, check_task_name
 from queue_async.models import Job, JobStatus, QueueStats
-from queue_async.options import EnqueueOptions, TaskOptions
+from queue_async.options import Durability, EnqueueOptions, TaskOptions
 from queue_async.producer.coalesce import Coalescer
 from queue_async.producer.cron import CronSchedule
 from queue_async.producer.encode import encode_job
@@ -117,6 +119,14 @@ class Queue:
         allow_eviction: run on a server whose ``maxmemory-policy`` may evict keys (anything
             but ``noeviction``), knowing that an evicted key is lost jobs. Without it, the
             first enqueue and every worker start refuse such a server.
+        durability: make every enqueue, and every completion and failure a worker records,
+            wait until ``Durability.replicas`` replicas hold it (``WAIT``, in the same round
+            trip), so that a failover does not lose it. An enqueue that got fewer
+            confirmations raises ``NotReplicated`` (its jobs are enqueued); a worker logs a
+            warning and goes on. The first enqueue refuses a master with fewer connected
+            replicas (``BrokerError``), and a worker waits for them. Default None: no waiting
+            (asynchronous replication).
+            See "Durability" in the README.
         shards: spread the queue over this many queues of its own (``<name>.<k>``), each
             one hash slot, so that on a Redis Cluster several masters serve it (see
             "Sharded queues" in the README). A job's shard follows from its id; workers
@@ -137,6 +147,7 @@ class Queue:
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
         allow_eviction: bool = False,
+        durability: Durability | None = None,
         shards: int = 1,
     ) -> None:
         self.name = name
@@ -145,6 +156,7 @@ class Queue:
             redis_ = os.environ.get("REDIS_URL") or DEFAULT_URL
         limits = Limits(max_connections, pool_timeout, connect_timeout, command_timeout)
         names = shard_names(name, check_shards(shards))
+        self.durability = _checked_durability(durability, command_timeout)
         connections = Connections(redis_, limits)
         self.allow_eviction = allow_eviction
         if codec is not None and not isinstance(codec, Codec):
@@ -160,7 +172,7 @@ class Queue:
         self._middlewares: list[Middleware] = []
         self._enqueue_middlewares: list[EnqueueMiddleware] = []
         self._crons: dict[str, CronSchedule] = {}
-        self._bind(Broker(connections, prefix=prefix, name=name))
+        self._bind(Broker(connections, prefix=prefix, name=name, durability=self.durability))
         self._shards: tuple[Queue, ...] = (self,)
         self._owner = self
         if len(names) > 1:
@@ -184,8 +196,8 @@ class Queue:
         self._server_check_lock = asyncio.Lock()
         # Concurrent single calls of the process share round trips (see coalesce.py).
         scripts = broker.scripts
-        self._enqueues: Coalescer[bytes, int | bytes] = Coalescer(
-            lambda jobs: scripts.enqueue(b"".join(jobs)),
+        self._enqueues: Coalescer[bytes, int | bytes | Unconfirmed] = Coalescer(
+            self._send_enqueues,
             max_items=_CHUNK,
             max_size=_CHUNK_BYTES,
             size=len,
@@ -208,13 +220,14 @@ class Queue:
         shard.codec = self.codec
         shard.strict = self.strict
         shard.max_payload_bytes = self.max_payload_bytes
+        shard.durability = self.durability
         shard._tasks = self._tasks
         shard._startup_hooks = self._startup_hooks
         shard._shutdown_hooks = self._shutdown_hooks
         shard._middlewares = self._middlewares
         shard._enqueue_middlewares = self._enqueue_middlewares
         shard._crons = self._crons
-        shard._bind(Broker(connections, prefix=self.prefix, name=name))
+        shard._bind(Broker(connections, prefix=self.prefix, name=name, durability=self.durability))
         shard._shards = (shard,)
         shard._owner = self
         return shard
@@ -493,7 +506,21 @@ class Queue:
     async def _enqueue_one(self, spec: JobSpec[R]) -> JobHandle[R]:
         job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec, len(self._shards))
         await self._check_server_once()
-        return self._handle(job_id, await self.shard_for(job_id)._enqueues.call(packed))
+        reply = await self.shard_for(job_id)._enqueues.call(packed)
+        if isinstance(reply, Unconfirmed):
+            raise self._not_replicated([spec], [job_id], [], reply)
+        return self._handle(job_id, reply)
+
+    async def _send_enqueues(self, jobs: list[bytes]) -> list[int | bytes | Unconfirmed]:
+        """The coalesced enqueues of concurrent callers: one script call; with durability,
+        a shortfall goes to each caller as its own job's reply."""
+        try:
+            return cast(
+                "list[int | bytes | Unconfirmed]",
+                await self._broker.scripts.enqueue(b"".join(jobs)),
+            )
+        except Unconfirmed as short:
+            return cast("list[int | bytes | Unconfirmed]", short.per_item())
 
     async def enqueue_many(
         self,
@@ -561,7 +588,10 @@ class Queue:
         if not chunks:
             return []
         if len(chunks) == 1:
-            replies = await scripts.enqueue(chunks[0][1])
+            try:
+                replies = await scripts.enqueue(chunks[0][1])
+            except Unconfirmed as short:
+                raise self._not_replicated(specs, ids, [], short) from None
         else:
             transactions = [(scripts, t) for t in _transactions(chunks)]
             replies = await self._send(specs, ids, transactions)
@@ -582,6 +612,8 @@ class Queue:
                     replies += await scripts.enqueue(transaction[0][1])
                 else:
                     replies += await scripts.enqueue_chunks([c for _, c in transaction])
+            except Unconfirmed as short:
+                raise self._not_replicated(specs, ids, replies, short) from None
             except BrokerError as exc:
                 if not replies and len(transactions) == 1:
                     raise  # one transaction: all or none still holds
@@ -634,6 +666,32 @@ class Queue:
 
     def _handles(self, ids: list[str], replies: list[int | bytes]) -> list[JobHandle[Any]]:
         return [self._handle(job_id, reply) for job_id, reply in zip(ids, replies, strict=False)]
+
+    def _not_replicated(
+        self,
+        specs: list[JobSpec[Any]],
+        ids: list[str],
+        before: list[int | bytes],
+        short: Unconfirmed,
+    ) -> NotReplicated | EnqueueIncomplete:
+        """The error for jobs that landed on the master unconfirmed (``short``), after the
+        transactions of ``before`` that were confirmed. A batch stops at the first
+        transaction that is not: the rest is not sent (``EnqueueIncomplete``)."""
+        replies = [*before, *short.reply] if isinstance(short.reply, list) else [short.reply]
+        if len(replies) < len(ids):
+            cause = BrokerError(f"its replicas did not confirm: {short}")
+            return self._incomplete(specs, ids, replies, [(len(replies), b"")], cause)
+        got = short.confirmation
+        return NotReplicated(
+            f"{len(ids)} job(s) were enqueued on the master, but {short}: a failover now "
+            "could lose them. Enqueue them again with the same job ids (error.remaining) to "
+            "wait again (nothing is added twice), or go on",
+            handles=self._handles(ids, replies),
+            remaining=[_pinned(spec, i) for spec, i in zip(specs, ids, strict=True)],
+            replicas=got.replicas,
+            wanted=short.durability.replicas,
+            fsynced=got.fsynced,
+        )
 
     def _incomplete(
         self,
@@ -755,6 +813,8 @@ class Queue:
         """
         if not self.allow_eviction:
             await self._broker.check_eviction_policy()
+        if self.durability is not None:
+            await self._broker.check_replicas(self.durability)
         # The registry of queues (``Admin.queues``): outside the queue's hash slot, so no
         # script may write it. Once per Queue (the first enqueue) and per worker start; best
         # effort, so that an enqueue fails (if it does) with its own error, not this one's.
@@ -774,6 +834,19 @@ class Queue:
 
 
 _TEXT = (bytes, str)
+
+
+def _checked_durability(durability: Durability | None, command_timeout: float) -> Durability | None:
+    if durability is not None and not isinstance(durability, Durability):
+        raise ConfigurationError(
+            f"durability takes a queue_async.Durability or None, not {durability!r}"
+        )
+    if durability is not None and durability.seconds >= command_timeout:
+        raise ConfigurationError(
+            f"Durability(timeout={durability.seconds:g}) must be shorter than "
+            f"command_timeout ({command_timeout:g} s): the wait for replicas is part of a call"
+        )
+    return durability
 
 
 def _wrapped(middleware: EnqueueMiddleware, call_next: EnqueueCall) -> EnqueueCall:

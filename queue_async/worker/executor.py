@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from queue_async.broker.durability import Unconfirmed
 from queue_async.broker.reconnect import Backoff
-from queue_async.broker.wire import FAIL_ABORTED, FAIL_DEAD, unpack_headers
+from queue_async.broker.wire import FAIL_ABORTED, FAIL_DEAD, as_text, unpack_headers
 from queue_async.codec import Codec, TypedCall, decode_payload
 from queue_async.context import JobContext
 from queue_async.exceptions import BrokerError, Fatal, Retry
@@ -383,6 +384,16 @@ class Executor:
                         to_ms(settings.dead_max_age),
                         settings.dead_max_len,
                         _ABORTED_KEEP_MS,
+                    )
+                    break
+                except Unconfirmed as short:
+                    outcome = as_text(short.reply)
+                    logger.warning(
+                        "job %s: its failed try was recorded on the master, but %s: a "
+                        "failover now could lose that record (the try would run again)",
+                        job.id,
+                        short,
+                        extra=job_extra(job, self.worker_id),
                     )
                     break
                 except BrokerError as refused:

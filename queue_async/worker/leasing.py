@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from queue_async.broker.durability import Unconfirmed
 from queue_async.broker.scripts import Arg, Scripts
 from queue_async.broker.wire import COMPLETION_FIELDS
 from queue_async.exceptions import BrokerError
@@ -184,6 +185,14 @@ class Lane:
         batch = self.book.take_done()
         try:
             flags = await self.scripts.complete(batch)
+        except Unconfirmed as short:
+            flags = short.reply
+            logger.warning(
+                "%d job completion(s) were recorded on the master, but %s: a failover now "
+                "could lose them (the jobs would run again)",
+                len(flags),
+                short,
+            )
         except BaseException:
             self.book.put_back(batch)
             raise

@@ -165,7 +165,7 @@ class Worker:
             if client is None:
                 client = clients[id(connections)] = connections.worker_client()
                 self._clients.append(client)
-            scripts = Scripts(client.redis, q._broker.keys)
+            scripts = Scripts(client.redis, q._broker.keys, q.durability)
             lanes.append(Lane(q, scripts, weight, (*q.middlewares, *middleware), group=group))
         return lanes
 

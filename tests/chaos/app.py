@@ -33,9 +33,11 @@ def runs_key(queue: qa.Queue) -> str:
     return f"{queue._broker.keys.prefix}chaos:runs"
 
 
-def build_queue(url: str, name: str) -> tuple[qa.Queue, qa.Task[[int], None], qa.Task[[], None]]:
+def build_queue(
+    url: str, name: str, durability: qa.Durability | None = None
+) -> tuple[qa.Queue, qa.Task[[int], None], qa.Task[[], None]]:
     """The queue and its two tasks: ``work`` (sleeps ``ms``) and ``doomed`` (always fatal)."""
-    queue = qa.Queue(url, name=name)
+    queue = qa.Queue(url, name=name, durability=durability)
 
     async def record(ctx: qa.JobContext) -> None:
         entry = f"{ctx.job_id} {os.getpid()} {time.time():.4f} {uuid.uuid4().hex[:8]}"

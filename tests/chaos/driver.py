@@ -248,21 +248,42 @@ async def wait_drained(queue: qa.Queue, total: int, timeout: float) -> None:
             await anyio.sleep(0.2)
 
 
+async def job_states(
+    queue: qa.Queue, job_ids: list[str]
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Each job's state as Redis holds it ("missing" if it holds none; "ready" for a fresh
+    record, a job no worker took yet), and when each job with a job hash became ready
+    (epoch seconds): the accounting of a run."""
+    keys = queue._broker.keys
+    async with queue.client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), ["state", "enqueued", "due"])
+        pipe.hmget(keys.fresh, job_ids)
+        *rows, fresh = await pipe.execute()
+    states = {}
+    ready_at = {}
+    for job_id, (state, enqueued, due), record in zip(job_ids, rows, fresh, strict=True):
+        states[job_id] = state.decode() if state else "ready" if record else "missing"
+        if enqueued:
+            ready_at[job_id] = int(due or enqueued) / 1000
+    return states, ready_at
+
+
+def execution_starts(entries: set[bytes]) -> dict[str, list[tuple[float, int]]]:
+    """The runs set's records: per job, when each execution started and in which process."""
+    runs: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for raw in entries:
+        job_id, pid, at, _ = raw.decode().split()
+        runs[job_id].append((float(at), int(pid)))
+    return runs
+
+
 async def examine(config: ChaosConfig, queue: qa.Queue, chaos: Chaos) -> None:
     """Fill the report from what Redis holds and the execution records."""
     report = chaos.report
     work_ids = [f"w{i}" for i in range(config.jobs)]
     doomed_ids = {f"d{i}" for i in range(config.doomed)}
-    async with queue.client.pipeline(transaction=False) as pipe:
-        for job_id in [*work_ids, *sorted(doomed_ids)]:
-            pipe.hmget(queue._broker.keys.job(job_id), ["state", "enqueued", "due"])
-        rows = await pipe.execute()
-    states = {}
-    ready_at = {}
-    for job_id, (state, enqueued, due) in zip([*work_ids, *sorted(doomed_ids)], rows, strict=True):
-        states[job_id] = state.decode() if state else "missing"
-        if enqueued:
-            ready_at[job_id] = int(due or enqueued) / 1000
+    states, ready_at = await job_states(queue, [*work_ids, *sorted(doomed_ids)])
     report.done = sum(states[j] == "done" for j in work_ids)
     report.lost = [j for j in work_ids if states[j] != "done"]
     report.lost += [j for j in sorted(doomed_ids) if states[j] != "dead"]
@@ -281,10 +302,7 @@ async def examine(config: ChaosConfig, queue: qa.Queue, chaos: Chaos) -> None:
     after = await queue.client.hgetall(queue._broker.keys.job(probe))
     report.stale_token_refused = flags == [0] and before == after
 
-    runs: dict[str, list[tuple[float, int]]] = defaultdict(list)
-    for raw in await queue.client.smembers(runs_key(queue)):
-        job_id, pid, at, _ = raw.decode().split()
-        runs[job_id].append((float(at), int(pid)))
+    runs = execution_starts(await queue.client.smembers(runs_key(queue)))
     report.executions = sum(len(r) for r in runs.values())
     for job_id, executions in runs.items():
         executions.sort()
