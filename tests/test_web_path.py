@@ -3,11 +3,12 @@ left alone past every timeout, and the client's own socket timeouts."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -103,21 +104,32 @@ async def test_a_thousand_concurrent_result_waits_share_one_connection(
     assert queue._waiters.waiting == 0
 
 
-async def test_result_hears_of_an_end_announced_while_its_subscription_was_down(
-    queue: qa.Queue, client: redis.asyncio.Redis
-) -> None:
+@contextlib.asynccontextmanager
+async def awaited_echo(
+    queue: qa.Queue,
+) -> AsyncIterator[tuple[qa.JobHandle[str], list[str]]]:
+    """A job enqueued, and a ``result()`` call waiting for it in the background: its result
+    lands in the list."""
+
     @queue.task
     async def echo(x: str) -> str:
         return x
 
     handle = await echo.enqueue("hi")
+    got: list[str] = []
+
+    async def wait() -> None:
+        got.append(await handle.result(timeout=20))
+
     async with anyio.create_task_group() as tg:
-        got: list[str] = []
-
-        async def wait() -> None:
-            got.append(await handle.result(timeout=20))
-
         tg.start_soon(wait)
+        yield handle, got
+
+
+async def test_result_hears_of_an_end_announced_while_its_subscription_was_down(
+    queue: qa.Queue, client: redis.asyncio.Redis
+) -> None:
+    async with awaited_echo(queue) as (_, got):
         with anyio.fail_after(5):
             while queue._waiters.waiting < 1:
                 await anyio.sleep(0.01)
@@ -141,18 +153,7 @@ async def test_result_sees_an_end_nobody_announced_within_the_recheck_interval(
     # announcing it on the channel this version listens to.
     monkeypatch.setattr(waiters, "RECHECK_AFTER", 0.3)
 
-    @queue.task
-    async def echo(x: str) -> str:
-        return x
-
-    handle = await echo.enqueue("hi")
-    async with anyio.create_task_group() as tg:
-        got: list[str] = []
-
-        async def wait() -> None:
-            got.append(await handle.result(timeout=20))
-
-        tg.start_soon(wait)
+    async with awaited_echo(queue) as (handle, got):
         with anyio.fail_after(5):
             while not await client.hexists(f"{queue.key_prefix}watched", handle.id):
                 await anyio.sleep(0.01)

@@ -215,18 +215,8 @@ class Queue:
         registered later counts too). A cron tick goes to the shard of its job's id."""
         shard = object.__new__(Queue)
         shard.name = name
-        shard.prefix = self.prefix
-        shard.allow_eviction = self.allow_eviction
-        shard.codec = self.codec
-        shard.strict = self.strict
-        shard.max_payload_bytes = self.max_payload_bytes
-        shard.durability = self.durability
-        shard._tasks = self._tasks
-        shard._startup_hooks = self._startup_hooks
-        shard._shutdown_hooks = self._shutdown_hooks
-        shard._middlewares = self._middlewares
-        shard._enqueue_middlewares = self._enqueue_middlewares
-        shard._crons = self._crons
+        for attribute in _SHARED_WITH_SHARDS:
+            setattr(shard, attribute, getattr(self, attribute))
         shard._bind(Broker(connections, prefix=self.prefix, name=name, durability=self.durability))
         shard._shards = (shard,)
         shard._owner = self
@@ -834,6 +824,20 @@ class Queue:
 
 
 _TEXT = (bytes, str)
+_SHARED_WITH_SHARDS = (
+    "prefix",
+    "allow_eviction",
+    "codec",
+    "strict",
+    "max_payload_bytes",
+    "durability",
+    "_tasks",
+    "_startup_hooks",
+    "_shutdown_hooks",
+    "_middlewares",
+    "_enqueue_middlewares",
+    "_crons",
+)
 
 
 def _checked_durability(durability: Durability | None, command_timeout: float) -> Durability | None:
