@@ -9,7 +9,7 @@ import redis.asyncio
 
 import queue_async as qa
 from queue_async.embedded import EmbeddedServer
-from queue_async.producer import queue as queue_module
+from queue_async.producer import batches
 from tests.conftest import unique_name
 
 pytestmark = pytest.mark.anyio
@@ -17,19 +17,19 @@ pytestmark = pytest.mark.anyio
 
 def test_jobs_are_cut_into_chunks_by_count_and_bytes() -> None:
     small = [b"x" * 10] * 2500
-    assert [end for end, _ in queue_module._chunks(small)] == [1000, 2000, 2500]
+    assert [end for end, _ in batches.chunks(small)] == [1000, 2000, 2500]
     big = [b"x" * 400_000] * 5  # 1 MiB per chunk at most: two of these, then a third
-    assert [end for end, _ in queue_module._chunks(big)] == [2, 4, 5]
+    assert [end for end, _ in batches.chunks(big)] == [2, 4, 5]
     huge = [b"x" * 3_000_000, b"y"]  # one job larger than a chunk goes alone
-    assert [end for end, _ in queue_module._chunks(huge)] == [1, 2]
+    assert [end for end, _ in batches.chunks(huge)] == [1, 2]
 
 
 def test_chunks_are_grouped_into_bounded_transactions() -> None:
-    chunks = queue_module._chunks([b"x" * 10] * 12_000)
-    groups = queue_module._transactions(chunks)
+    chunks = batches.chunks([b"x" * 10] * 12_000)
+    groups = batches.transactions(chunks)
     assert [len(g) for g in groups] == [5, 5, 2]
-    heavy = queue_module._chunks([b"x" * 900_000] * 20)
-    assert all(sum(len(c) for _, c in g) <= 9 << 20 for g in queue_module._transactions(heavy))
+    heavy = batches.chunks([b"x" * 900_000] * 20)
+    assert all(sum(len(c) for _, c in g) <= 9 << 20 for g in batches.transactions(heavy))
 
 
 async def test_a_batch_over_one_transaction_lands_whole_and_in_order(queue: qa.Queue) -> None:

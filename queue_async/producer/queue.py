@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import replace
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
@@ -19,7 +18,6 @@ from queue_async.broker.durability import Unconfirmed
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.records import job_from_fields
-from queue_async.broker.scripts import Scripts
 from queue_async.broker.stats import combined_stats, read_stats
 from queue_async.broker.wire import as_text
 from queue_async.codec import Codec, JsonCodec
@@ -28,14 +26,13 @@ from queue_async.embedded import DurableServer, Fsync
 from queue_async.exceptions import (
     BrokerError,
     ConfigurationError,
-    EnqueueIncomplete,
     JobNotFound,
-    NotReplicated,
     TaskNotRegistered,
 )
 from queue_async.identifiers import check_job_id, check_task_name
 from queue_async.models import Job, JobStatus, QueueStats
-from queue_async.options import Durability, EnqueueOptions, TaskOptions
+from queue_async.options import Durability, TaskOptions
+from queue_async.producer import batches
 from queue_async.producer.coalesce import Coalescer
 from queue_async.producer.cron import CronSchedule
 from queue_async.producer.encode import encode_job
@@ -60,18 +57,10 @@ EnqueueMiddleware = Callable[[list["JobSpec[Any]"], EnqueueCall], Awaitable[list
 """``async def mw(ctx, call_next)``: runs around every job; ``await call_next()`` runs it."""
 
 DEFAULT_URL = "redis://localhost:6379/0"
-# Jobs per script call in enqueue_many: big enough to amortise the call, small enough that
-# one script never holds the server for long; a chunk also ends past _CHUNK_BYTES.
-_CHUNK = 1000
-_CHUNK_BYTES = 1 << 20
 # Concurrent result waits and job reads per round trip. A read's reply holds whole jobs
 # (results and errors included), hence the smaller bound.
 _WATCH_BATCH = 1000
 _READ_BATCH = 100
-# Chunks per transaction (MULTI): a batch larger than this is sent as several transactions,
-# one after the other, so that no client waits behind one huge EXEC.
-_TXN_CHUNKS = 5
-_TXN_BYTES = 8 << 20
 
 
 # How long the record of a cancelled job stays readable.
@@ -198,8 +187,8 @@ class Queue:
         scripts = broker.scripts
         self._enqueues: Coalescer[bytes, int | bytes | Unconfirmed] = Coalescer(
             self._send_enqueues,
-            max_items=_CHUNK,
-            max_size=_CHUNK_BYTES,
+            max_items=batches.CHUNK,
+            max_size=batches.CHUNK_BYTES,
             size=len,
         )
         self._watches = Coalescer(scripts.watch_many, max_items=_WATCH_BATCH)
@@ -498,7 +487,7 @@ class Queue:
         await self._check_server_once()
         reply = await self.shard_for(job_id)._enqueues.call(packed)
         if isinstance(reply, Unconfirmed):
-            raise self._not_replicated([spec], [job_id], [], reply)
+            raise batches.not_replicated(self, [spec], [job_id], [], reply)
         return self._handle(job_id, reply)
 
     async def _send_enqueues(self, jobs: list[bytes]) -> list[int | bytes | Unconfirmed]:
@@ -568,7 +557,7 @@ class Queue:
                 )
             return await self._enqueue_sharded(specs, encoded)
         ids = [job_id for job_id, _ in encoded]
-        chunks = _chunks([job for _, job in encoded])
+        chunks = batches.chunks([job for _, job in encoded])
         await self._check_server_once()
         scripts = self._broker.scripts
         if pipeline is not None:
@@ -581,34 +570,11 @@ class Queue:
             try:
                 replies = await scripts.enqueue(chunks[0][1])
             except Unconfirmed as short:
-                raise self._not_replicated(specs, ids, [], short) from None
+                raise batches.not_replicated(self, specs, ids, [], short) from None
         else:
-            transactions = [(scripts, t) for t in _transactions(chunks)]
-            replies = await self._send(specs, ids, transactions)
+            sent = [(scripts, t) for t in batches.transactions(chunks)]
+            replies = await batches.send(self, specs, ids, sent)
         return self._handles(ids, replies)
-
-    async def _send(
-        self,
-        specs: list[JobSpec[Any]],
-        ids: list[str],
-        transactions: list[tuple[Scripts, list[tuple[int, bytes]]]],
-    ) -> list[int | bytes]:
-        """Send the transactions one after the other, each to its queue's (or shard's) slot;
-        ``EnqueueIncomplete`` if one fails after another committed."""
-        replies: list[int | bytes] = []
-        for scripts, transaction in transactions:
-            try:
-                if len(transaction) == 1:
-                    replies += await scripts.enqueue(transaction[0][1])
-                else:
-                    replies += await scripts.enqueue_chunks([c for _, c in transaction])
-            except Unconfirmed as short:
-                raise self._not_replicated(specs, ids, replies, short) from None
-            except BrokerError as exc:
-                if not replies and len(transactions) == 1:
-                    raise  # one transaction: all or none still holds
-                raise self._incomplete(specs, ids, replies, transaction, exc) from exc
-        return replies
 
     async def _enqueue_sharded(
         self, specs: list[JobSpec[Any]], encoded: list[tuple[str, bytes]]
@@ -616,24 +582,12 @@ class Queue:
         """``enqueue_many`` on several shards: the jobs grouped by shard, each shard's in
         transactions of their own (all or none per transaction, as on one queue), the
         handles back in the order of ``specs``."""
-        count = len(self._shards)
-        where = [shard_of(job_id, count) for job_id, _ in encoded]
-        order = sorted(range(len(specs)), key=where.__getitem__)
+        shards = [shard._broker.scripts for shard in self._shards]
+        order, sent = batches.by_shard(shards, encoded)
         specs = [specs[i] for i in order]
         ids = [encoded[i][0] for i in order]
-        transactions: list[tuple[Scripts, list[tuple[int, bytes]]]] = []
-        start = 0
-        for shard_index, shard in enumerate(self._shards):
-            end = start
-            while end < len(order) and where[order[end]] == shard_index:
-                end += 1
-            if end > start:
-                chunks = _chunks([encoded[i][1] for i in order[start:end]], offset=start)
-                scripts = shard._broker.scripts
-                transactions += [(scripts, t) for t in _transactions(chunks)]
-            start = end
         await self._check_server_once()
-        handles = self._handles(ids, await self._send(specs, ids, transactions))
+        handles = self._handles(ids, await batches.send(self, specs, ids, sent))
         in_order: list[JobHandle[Any]] = [handles[0]] * len(handles)
         for at, i in enumerate(order):
             in_order[i] = handles[at]
@@ -656,56 +610,6 @@ class Queue:
 
     def _handles(self, ids: list[str], replies: list[int | bytes]) -> list[JobHandle[Any]]:
         return [self._handle(job_id, reply) for job_id, reply in zip(ids, replies, strict=False)]
-
-    def _not_replicated(
-        self,
-        specs: list[JobSpec[Any]],
-        ids: list[str],
-        before: list[int | bytes],
-        short: Unconfirmed,
-    ) -> NotReplicated | EnqueueIncomplete:
-        """The error for jobs that landed on the master unconfirmed (``short``), after the
-        transactions of ``before`` that were confirmed. A batch stops at the first
-        transaction that is not: the rest is not sent (``EnqueueIncomplete``)."""
-        replies = [*before, *short.reply] if isinstance(short.reply, list) else [short.reply]
-        if len(replies) < len(ids):
-            cause = BrokerError(f"its replicas did not confirm: {short}")
-            return self._incomplete(specs, ids, replies, [(len(replies), b"")], cause)
-        got = short.confirmation
-        return NotReplicated(
-            f"{len(ids)} job(s) were enqueued on the master, but {short}: a failover now "
-            "could lose them. Enqueue them again with the same job ids (error.remaining) to "
-            "wait again (nothing is added twice), or go on",
-            handles=self._handles(ids, replies),
-            remaining=[_pinned(spec, i) for spec, i in zip(specs, ids, strict=True)],
-            replicas=got.replicas,
-            wanted=short.durability.replicas,
-            fsynced=got.fsynced,
-        )
-
-    def _incomplete(
-        self,
-        specs: list[JobSpec[Any]],
-        ids: list[str],
-        replies: list[int | bytes],
-        failed: list[tuple[int, bytes]],
-        exc: BrokerError,
-    ) -> EnqueueIncomplete:
-        done = len(replies)
-        sent = failed[-1][0]
-        landed = self._handles(ids, replies)
-        unsure: list[JobHandle[Any]] = [JobHandle(self, job_id) for job_id in ids[done:sent]]
-        not_sent: list[JobHandle[Any]] = [JobHandle(self, job_id) for job_id in ids[sent:]]
-        remaining = [_pinned(spec, i) for spec, i in zip(specs[done:], ids[done:], strict=True)]
-        return EnqueueIncomplete(
-            f"enqueue_many stopped part way: {len(landed)} of {len(ids)} jobs were enqueued, "
-            f"{len(unsure)} may have been, {len(not_sent)} were not sent ({exc}). "
-            "`await queue.enqueue_many(error.remaining)` finishes the batch without duplicates",
-            landed=landed,
-            unsure=unsure,
-            not_sent=not_sent,
-            remaining=remaining,
-        )
 
     # -- reading and admin ----------------------------------------------------------------
 
@@ -866,39 +770,3 @@ def _is_job_id(job_id: str) -> bool:
     except ConfigurationError:
         return False
     return True
-
-
-def _pinned(spec: JobSpec[Any], job_id: str) -> JobSpec[Any]:
-    """The spec with its id fixed, so that enqueueing it again cannot duplicate the job."""
-    if spec.options is not None:
-        return replace(spec, options=spec.options.model_copy(update={"job_id": job_id}))
-    return replace(spec, options=EnqueueOptions.model_validate({"job_id": job_id}))
-
-
-def _chunks(jobs: list[bytes], offset: int = 0) -> list[tuple[int, bytes]]:
-    """Packed jobs cut into script calls of at most _CHUNK jobs and about _CHUNK_BYTES;
-    each with the index just past its last job (counted from ``offset``)."""
-    chunks: list[tuple[int, bytes]] = []
-    start = size = 0
-    for index, job in enumerate(jobs):
-        if index > start and (index - start >= _CHUNK or size + len(job) > _CHUNK_BYTES):
-            chunks.append((offset + index, b"".join(jobs[start:index])))
-            start, size = index, 0
-        size += len(job)
-    if jobs:
-        chunks.append((offset + len(jobs), b"".join(jobs[start:])))
-    return chunks
-
-
-def _transactions(chunks: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
-    """Chunks grouped into transactions of at most _TXN_CHUNKS and about _TXN_BYTES."""
-    groups: list[list[tuple[int, bytes]]] = [[]]
-    size = 0
-    for chunk in chunks:
-        group = groups[-1]
-        if group and (len(group) >= _TXN_CHUNKS or size + len(chunk[1]) > _TXN_BYTES):
-            groups.append([])
-            group, size = groups[-1], 0
-        group.append(chunk)
-        size += len(chunk[1])
-    return groups
