@@ -229,7 +229,7 @@ async def test_a_pipeline_cannot_hold_the_jobs_of_a_sharded_queue(sharded: qa.Qu
     @sharded.task
     async def job() -> None: ...
 
-    async with sharded.client.pipeline(transaction=True) as pipe:
+    async with sharded.client.pipeline() as pipe:
         with pytest.raises(qa.ConfigurationError, match="cannot hold them"):
             await sharded.enqueue_many([job.call()], pipeline=pipe)  # type: ignore[arg-type]
         with pytest.raises(qa.ConfigurationError, match="cannot hold them"):

@@ -18,9 +18,10 @@ On a Redis/Valkey Cluster (a ``redis+cluster://`` or ``rediss+cluster://`` URL, 
 ``redis.asyncio.RedisCluster`` client) each "pool" above is a ``RedisCluster`` client of our
 own, made from the same startup nodes and settings: it routes each call to the master of its
 key's slot and follows MOVED/ASK redirects and failovers itself. Its per-node pools do not
-wait for a free connection: a call past ``max_connections`` connections to one node is tried
-again briefly, then fails with ``BrokerConnectionError``. Such a client is not rebound to a
-new event loop either: make a cluster ``Queue`` on the loop that uses it.
+wait for a free connection, so the client lets at most ``max_connections`` of its calls run
+at once and a caller past them waits, up to ``pool_timeout`` (``_CallLimit``). Such a
+client is not rebound to a new event loop: make a cluster ``Queue`` on the loop that uses
+it.
 
 Behind Redis Sentinel (a ``redis+sentinel://`` or ``rediss+sentinel://`` URL, or a client
 from ``redis.asyncio.sentinel.Sentinel(...).master_for(name)``) each "pool" above is a
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import random
 import time
@@ -223,8 +225,45 @@ _OWN_CLUSTER_SETTINGS = frozenset(
 )
 
 
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("qa_cluster_call", default=False)
+
+
+class _CallLimit:
+    """At most ``size`` calls of one cluster client at once, a caller past them waiting up to
+    ``timeout`` for one to end: the waiting pool of a single server, which redis-py's
+    cluster nodes lack (past their connections they fail at once). A call made inside one
+    (a pipeline's own commands) does not count again."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.size = size
+        self.timeout = timeout
+        self._free: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> Any:
+        if _HOLDING.get():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._free is None or self._loop is not loop:
+            self._free, self._loop = asyncio.Semaphore(self.size), loop
+        free = self._free
+        try:
+            await asyncio.wait_for(free.acquire(), self.timeout)
+        except TimeoutError:
+            raise redis.exceptions.ConnectionError("No connection available.") from None
+        token = _HOLDING.set(True)
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
+            free.release()
+
+
 class _ClusterClient(RedisCluster):
-    """A cluster client whose ``pubsub()`` subscribes on one node of the cluster.
+    """A cluster client whose calls wait for one another past ``max_connections`` (see
+    ``_CallLimit``), and whose ``pubsub()`` subscribes on one node of the cluster.
 
     Scripts announce finished jobs with a classic PUBLISH, which a cluster passes to every
     node, so a subscriber may listen on any of them (the result waiters do; see
@@ -235,6 +274,23 @@ class _ClusterClient(RedisCluster):
 
     standalone: dict[str, Any]
     """Settings for a plain client of one node."""
+    calls: _CallLimit
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.calls.held():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe = super().pipeline(*args, **kwargs)
+        execute = pipe.execute
+        calls = self.calls
+
+        async def limited(*a: Any, **k: Any) -> Any:
+            async with calls.held():
+                return await execute(*a, **k)
+
+        setattr(pipe, "execute", limited)  # noqa: B010 - mypy refuses a method assigned
+        return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:  # type: ignore[override]
         nodes = self.get_nodes() or list(self.nodes_manager.startup_nodes.values())
@@ -283,6 +339,7 @@ class _ClusterRecipe:
             retry=_cluster_retry(),
             **self.settings,
         )
+        client.calls = _CallLimit(max_connections, limits.pool_timeout)
         accepted = inspect.signature(redis.asyncio.Redis.__init__).parameters
         client.standalone = {
             "socket_connect_timeout": limits.connect_timeout,

@@ -105,7 +105,7 @@ async def send_confirmed(
     raised) and how far the writes got. A failed WAIT raises."""
     batch = [*commands, *_waits(durability)]
     if isinstance(client, RedisCluster):
-        replies = await _send_to_slot_master(client, key, batch)
+        replies = await send_to_slot_master(client, key, batch)
     else:
         async with client.pipeline(transaction=False) as pipe:
             for command in batch:
@@ -121,7 +121,11 @@ async def send_confirmed(
     return own, Confirmation(int(waited[0]), fsynced)
 
 
-async def _send_to_slot_master(client: RedisCluster, key: str, batch: list[Command]) -> list[Any]:
+async def send_to_slot_master(client: RedisCluster, key: str, batch: list[Command]) -> list[Any]:
+    """Send ``batch`` (commands of ``key``'s slot) on one connection to the master of that
+    slot, as it is (redis-py's cluster pipeline would route a keyless command elsewhere, and
+    redis-py 5 refuses its transactions); a moved slot or a lost master sends it again.
+    Errors are returned as replies, not raised."""
     await client.initialize()
     for attempt in range(_CLUSTER_TRIES):
         last = attempt == _CLUSTER_TRIES - 1

@@ -102,9 +102,8 @@ def translate_errors(doing: str) -> Iterator[None]:
     except CONNECTION_ERRORS as exc:
         if isinstance(exc, redis.exceptions.MaxConnectionsError):
             raise BrokerConnectionError(
-                f"every connection to a cluster node was busy while {doing}: a cluster client "
-                "does not wait for a free one. Raise Queue(max_connections=...) (per node), "
-                "or send fewer calls at once"
+                f"every connection to a cluster node was busy while {doing}. Raise "
+                "Queue(max_connections=...), or send fewer calls at once"
             ) from exc
         if "No connection available" in str(exc):
             raise BrokerConnectionError(

@@ -39,7 +39,12 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from queue_async.broker.connections import AnyRedis
-from queue_async.broker.durability import Command, Unconfirmed, send_confirmed
+from queue_async.broker.durability import (
+    Command,
+    Unconfirmed,
+    send_confirmed,
+    send_to_slot_master,
+)
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
 from queue_async.broker.wire import as_text, pack_fields
@@ -399,15 +404,8 @@ class Scripts:
         script = SCRIPTS["enqueue"]
         keys = self._enqueue_keys()
         call: Callable[..., Any]
-        if self.durability is not None:
-            return await self._enqueue_chunks_confirmed(chunks, self.durability)
-        if isinstance(self.client, RedisCluster):
-            with translate_errors("enqueueing a batch of jobs"):
-                async with self.client.pipeline(transaction=True) as pipe:
-                    for chunk in chunks:
-                        pipe.eval(script.source, len(keys), *keys, self.keys.prefix, chunk)
-                    replies = await pipe.execute()
-            return [flag for reply in replies for flag in reply]
+        if self.durability is not None or isinstance(self.client, RedisCluster):
+            return await self._enqueue_chunks_sent_as_is(chunks, self.durability)
         with translate_errors("enqueueing a batch of jobs"):
             if self.functions is None:
                 await self._load_library()
@@ -428,17 +426,25 @@ class Scripts:
                     raise reply
         return [flag for reply in replies[1:] for flag in reply]
 
-    async def _enqueue_chunks_confirmed(
-        self, chunks: list[bytes], durability: Durability
+    async def _enqueue_chunks_sent_as_is(
+        self, chunks: list[bytes], durability: Durability | None
     ) -> list[int | bytes]:
-        """``enqueue_chunks`` followed by WAIT: MULTI, an EVAL of the source per chunk (which
-        cannot find its script missing inside EXEC), EXEC, then WAIT, in one round trip."""
+        """``enqueue_chunks`` as MULTI, an EVAL of the source per chunk (which cannot find its
+        script missing inside EXEC), EXEC, then (with ``durability``) WAIT, in one round trip,
+        on one connection: on a cluster, to the master of the queue's slot."""
         source, keys = SCRIPTS["enqueue"].source, self._enqueue_keys()
         commands: list[Command] = [("MULTI",)]
         commands += [("EVAL", source, len(keys), *keys, self.keys.prefix, c) for c in chunks]
         commands.append(("EXEC",))
         with translate_errors("enqueueing a batch of jobs"):
-            replies, confirmation = await send_confirmed(self.client, durability, keys[0], commands)
+            confirmation = None
+            if durability is not None:
+                replies, confirmation = await send_confirmed(
+                    self.client, durability, keys[0], commands
+                )
+            else:
+                assert isinstance(self.client, RedisCluster)  # one server: the pipeline above
+                replies = await send_to_slot_master(self.client, keys[0], commands)
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
@@ -449,7 +455,11 @@ class Scripts:
                 if isinstance(reply, Exception):
                     raise reply
         flags: list[int | bytes] = [flag for reply in executed for flag in reply]
-        if not confirmation.enough(durability):
+        if (
+            durability is not None
+            and confirmation is not None
+            and not confirmation.enough(durability)
+        ):
             raise Unconfirmed(flags, confirmation, durability)
         return flags
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 import redis.asyncio
@@ -91,3 +93,23 @@ async def test_admin_lists_the_queues_of_every_master_with_their_counts(
     finally:
         for q in queues:
             await q.close()
+
+
+async def test_callers_past_max_connections_wait_for_a_free_one(redis_url: str) -> None:
+    async with qa.Queue(redis_url, name=unique_name(), max_connections=2) as queue:
+        handles = await queue.enqueue_many([queue.call("t.noop") for _ in range(50)])
+        # job_status is one pipeline per call, not coalesced: 600 at once on two connections.
+        statuses = await asyncio.gather(*(queue.job_status(h.id) for h in handles * 12))
+        assert set(statuses) == {qa.JobStatus.READY}
+
+
+async def test_a_cluster_caller_that_waits_past_pool_timeout_is_told_why(redis_url: str) -> None:
+    async with qa.Queue(
+        redis_url, name=unique_name(), max_connections=1, pool_timeout=0.2
+    ) as queue:
+        await queue.ping()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.client.blpop, [f"{queue.key_prefix}nothing"], 1)
+            await anyio.sleep(0.05)
+            with pytest.raises(qa.ConnectionError, match="no Redis connection became free"):
+                await queue.job_status("some-id")
