@@ -83,9 +83,14 @@ def transactions(cut: list[Chunk]) -> list[list[Chunk]]:
 def by_shard(
     shards: Sequence[Scripts], encoded: list[tuple[str, bytes]]
 ) -> tuple[list[int], list[Transaction]]:
-    """A sharded queue's batch grouped by shard (each job's index in ``encoded``, in the
-    order they are sent), and each shard's jobs in transactions of their own."""
+    """A batch grouped by shard (each job's index in ``encoded``, in the order they are
+    sent), and each shard's jobs in transactions of their own; with one shard, the batch in
+    its order."""
     count = len(shards)
+    if count == 1:
+        return list(range(len(encoded))), [
+            (shards[0], group) for group in transactions(chunks([job for _, job in encoded]))
+        ]
     where = [shard_of(job_id, count) for job_id, _ in encoded]
     order = sorted(range(len(encoded)), key=where.__getitem__)
     sent: list[Transaction] = []

@@ -549,49 +549,39 @@ class Queue:
     ) -> list[JobHandle[Any]]:
         codec, limit, count = self.codec, self.max_payload_bytes, len(self._shards)
         encoded = [encode_job(codec, limit, spec, count) for spec in specs]
-        if count > 1:
-            if pipeline is not None:
-                raise ConfigurationError(
-                    f"{self!r} spreads its jobs over {count} hash slots: a pipeline (one "
-                    "transaction, one slot) cannot hold them; enqueue without pipeline="
-                )
-            return await self._enqueue_sharded(specs, encoded)
-        ids = [job_id for job_id, _ in encoded]
-        chunks = batches.chunks([job for _, job in encoded])
-        await self._check_server_once()
-        scripts = self._broker.scripts
         if pipeline is not None:
-            for _, chunk in chunks:
-                scripts.enqueue_into(pipeline, chunk)
-            return [JobHandle(self, job_id) for job_id in ids]
-        if not chunks:
+            return await self._enqueue_into(pipeline, encoded)
+        if not encoded:
             return []
-        if len(chunks) == 1:
-            try:
-                replies = await scripts.enqueue(chunks[0][1])
-            except Unconfirmed as short:
-                raise batches.not_replicated(self, specs, ids, [], short) from None
-        else:
-            sent = [(scripts, t) for t in batches.transactions(chunks)]
-            replies = await batches.send(self, specs, ids, sent)
-        return self._handles(ids, replies)
-
-    async def _enqueue_sharded(
-        self, specs: list[JobSpec[Any]], encoded: list[tuple[str, bytes]]
-    ) -> list[JobHandle[Any]]:
-        """``enqueue_many`` on several shards: the jobs grouped by shard, each shard's in
-        transactions of their own (all or none per transaction, as on one queue), the
-        handles back in the order of ``specs``."""
-        shards = [shard._broker.scripts for shard in self._shards]
-        order, sent = batches.by_shard(shards, encoded)
-        specs = [specs[i] for i in order]
-        ids = [encoded[i][0] for i in order]
+        # Grouped by shard (a transaction never spans two slots), each group cut into
+        # transactions; with one shard, in the order given.
+        order, sent = batches.by_shard([shard._broker.scripts for shard in self._shards], encoded)
+        if count > 1:
+            specs = [specs[i] for i in order]
+            encoded = [encoded[i] for i in order]
+        ids = [job_id for job_id, _ in encoded]
         await self._check_server_once()
         handles = self._handles(ids, await batches.send(self, specs, ids, sent))
+        if count == 1:
+            return handles
         in_order: list[JobHandle[Any]] = [handles[0]] * len(handles)
         for at, i in enumerate(order):
             in_order[i] = handles[at]
         return in_order
+
+    async def _enqueue_into(
+        self, pipeline: redis.asyncio.client.Pipeline, encoded: list[tuple[str, bytes]]
+    ) -> list[JobHandle[Any]]:
+        """The jobs added to the caller's pipeline, to land with the rest of it."""
+        if len(self._shards) > 1:
+            raise ConfigurationError(
+                f"{self!r} spreads its jobs over {len(self._shards)} hash slots: a pipeline "
+                "(one transaction, one slot) cannot hold them; enqueue without pipeline="
+            )
+        await self._check_server_once()
+        for _, chunk in batches.chunks([job for _, job in encoded]):
+            self._broker.scripts.enqueue_into(pipeline, chunk)
+        return [JobHandle(self, job_id) for job_id, _ in encoded]
 
     async def _check_server_once(self) -> None:
         """``check_server`` before the first enqueue: one check for all the first callers,
