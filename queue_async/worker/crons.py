@@ -91,12 +91,11 @@ async def fire(
     give_up_at: datetime | None = None,
 ) -> None:
     """Enqueue one tick's job; while Redis is away, retry until the next tick is due."""
-    spec = schedule.task.options(job_id=schedule.job_id(tick)).call(
-        *schedule.args, **schedule.kwargs
-    )
-    job_id, job = encode_job(queue.codec, queue.max_payload_bytes, spec)
-    if queue.sharded_as.shard_for(job_id) is not queue:
+    tick_id = schedule.job_id(tick)
+    if queue.sharded_as.shard_for(tick_id) is not queue:
         return  # another shard of the queue takes this tick: the one its job id falls in
+    spec = schedule.task.options(job_id=tick_id).call(*schedule.args, **schedule.kwargs)
+    job_id, job = encode_job(queue.codec, queue.max_payload_bytes, spec)
     backoff = Backoff(reconnect_max)
     while True:
         try:

@@ -251,18 +251,24 @@ class Lane:
             logger.debug("could not deregister worker %s: %s", worker_id, exc)
 
 
+def lane_groups(lanes: Sequence[Lane]) -> list[list[Lane]]:
+    """The lanes by the queue given to the worker that each serves (a sharded queue's shards
+    together), in the order given."""
+    groups: dict[int, list[Lane]] = {}
+    for lane in lanes:
+        groups.setdefault(lane.group, []).append(lane)
+    return list(groups.values())
+
+
 def lease_order(
-    lanes: Sequence[Lane], strategy: Strategy, rng: random.Random, turn: int = 0
+    groups: Sequence[list[Lane]], strategy: Strategy, rng: random.Random, turn: int = 0
 ) -> list[Lane]:
     """The lanes in the order to try this round: their queues as given (strict), or drawn by
     weight; the shards of one queue in turn, starting one further each round, so that no
     shard is always taken first."""
-    if len(lanes) == 1:
-        return list(lanes)
-    groups: dict[int, list[Lane]] = {}
-    for lane in lanes:
-        groups.setdefault(lane.group, []).append(lane)
-    pool = list(groups.values())
+    if len(groups) == 1 and len(groups[0]) == 1:
+        return groups[0]
+    pool = list(groups)
     if strategy != "strict":
         drawn = []
         while pool:

@@ -38,7 +38,7 @@ from queue_async.worker.crons import record_crons, run_crons
 from queue_async.worker.deadlines import Deadlines
 from queue_async.worker.executor import Executor, JobObserver
 from queue_async.worker.jobs import JobSlot, LeasedJob, job_timeout_ms
-from queue_async.worker.leasing import Lane, Strategy, lease_order
+from queue_async.worker.leasing import Lane, Strategy, lane_groups, lease_order
 from queue_async.worker.loop_monitor import LoopMonitor
 from queue_async.worker.threads import HandlerThreads
 from queue_async.worker.waits import IdleWaits
@@ -106,8 +106,9 @@ class Worker:
         self._lanes = self._make_lanes(self.queues, weights, groups, tuple(middleware))
         self._waits = IdleWaits(self._lanes, self._clients)
         self._lane_of = {id(lane.queue): lane for lane in self._lanes}
-        self._startup_hooks = _unique([*(h for q in queues for h in q.startup_hooks), *on_startup])
+        self._groups = lane_groups(self._lanes)
         self._rounds = 0
+        self._startup_hooks = _unique([*(h for q in queues for h in q.startup_hooks), *on_startup])
         self._shutdown_hooks = _unique(
             [*(h for q in queues for h in q.shutdown_hooks), *on_shutdown]
         )
@@ -495,7 +496,7 @@ class Worker:
         wait = -1
         scheduled = 0
         self._rounds += 1
-        for lane in lease_order(self._lanes, self.strategy, self._random, self._rounds):
+        for lane in lease_order(self._groups, self.strategy, self._random, self._rounds):
             free = self._room()
             self._lease_seq += 1
             # Shielded: a stop that cut the reply off would leave the jobs it leased active,
