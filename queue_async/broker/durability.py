@@ -30,7 +30,7 @@ from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 
 from queue_async.options import Durability
 
-__all__ = ["Confirmation", "Unconfirmed", "send_confirmed"]
+__all__ = ["Confirmation", "Unconfirmed", "send_as_is", "send_confirmed", "send_to_slot_master"]
 
 Command = Sequence[Any]
 
@@ -103,14 +103,7 @@ async def send_confirmed(
     """Send ``commands`` (each a write of ``key``'s slot), then WAIT (and WAITAOF), on one
     connection in one round trip. Returns the commands' replies (an error is returned, not
     raised) and how far the writes got. A failed WAIT raises."""
-    batch = [*commands, *_waits(durability)]
-    if isinstance(client, RedisCluster):
-        replies = await send_to_slot_master(client, key, batch)
-    else:
-        async with client.pipeline(transaction=False) as pipe:
-            for command in batch:
-                pipe.execute_command(*command)
-            replies = await pipe.execute(raise_on_error=False)
+    replies = await send_as_is(client, key, [*commands, *_waits(durability)])
     own, waited = replies[: len(commands)], replies[len(commands) :]
     for reply in waited:
         if isinstance(reply, Exception):
@@ -119,6 +112,20 @@ async def send_confirmed(
     if durability.local_fsync:
         fsynced = int(waited[1][0]) >= 1
     return own, Confirmation(int(waited[0]), fsynced)
+
+
+async def send_as_is(
+    client: redis.asyncio.Redis | RedisCluster, key: str, commands: Sequence[Command]
+) -> list[Any]:
+    """Send ``commands`` (each of ``key``'s slot) as they are, on one connection in one round
+    trip (on a cluster, to the master of the slot). Errors are returned as replies."""
+    if isinstance(client, RedisCluster):
+        return await send_to_slot_master(client, key, list(commands))
+    async with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    return replies
 
 
 async def send_to_slot_master(client: RedisCluster, key: str, batch: list[Command]) -> list[Any]:

@@ -42,8 +42,8 @@ from queue_async.broker.connections import AnyRedis
 from queue_async.broker.durability import (
     Command,
     Unconfirmed,
+    send_as_is,
     send_confirmed,
-    send_to_slot_master,
 )
 from queue_async.broker.errors import translate_errors
 from queue_async.broker.keys import QueueKeys
@@ -438,13 +438,12 @@ class Scripts:
         commands.append(("EXEC",))
         with translate_errors("enqueueing a batch of jobs"):
             confirmation = None
-            if durability is not None:
+            if durability is None:
+                replies = await send_as_is(self.client, keys[0], commands)
+            else:
                 replies, confirmation = await send_confirmed(
                     self.client, durability, keys[0], commands
                 )
-            else:
-                assert isinstance(self.client, RedisCluster)  # one server: the pipeline above
-                replies = await send_to_slot_master(self.client, keys[0], commands)
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
