@@ -47,6 +47,45 @@ async def test_a_thousand_concurrent_enqueues_take_a_handful_of_script_calls(
     assert [info.args for info in infos] == [[n] for n in range(50)]
 
 
+async def test_the_next_call_goes_out_while_the_last_callers_of_one_are_answered(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 producers in a loop: answered all at once, they would form one cohort whose calls
+    the server runs while the client waits, and the other way round."""
+
+    @queue.task
+    async def job(n: int) -> None: ...
+
+    await job.enqueue(-1)
+    send = queue._enqueues._send
+    sent: list[int] = []  # the size of each call, in order
+    answered_before: list[int] = []  # how many callers had been answered when each went out
+    answered = 0
+
+    async def counted(jobs: list[Any]) -> Any:
+        sent.append(len(jobs))
+        answered_before.append(answered)
+        return await send(jobs)
+
+    monkeypatch.setattr(queue._enqueues, "_send", counted)
+
+    async def producer() -> None:
+        nonlocal answered
+        for n in range(20):
+            await job.enqueue(n)
+            answered += 1
+
+    await asyncio.gather(*(producer() for _ in range(200)))
+
+    assert sum(sent) == 4000
+    assert (await queue.stats()).ready == 4001
+    # A call that went out before every caller of the call before it was answered.
+    overlapped = [
+        k for k in range(1, len(sent)) if answered_before[k] < sum(sent[:k]) and sent[k - 1] >= 32
+    ]
+    assert len(overlapped) >= len(sent) // 2, (sent, answered_before)
+
+
 async def test_a_lone_enqueue_is_one_script_call(queue: qa.Queue) -> None:
     @queue.task
     async def job() -> None: ...

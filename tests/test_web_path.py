@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio
+import redis.exceptions
 
 import queue_async as qa
 from queue_async.producer import waiters
@@ -227,6 +229,42 @@ async def test_a_shorter_command_timeout_fails_sooner_and_names_the_operation(
             await queue.enqueue("some.task")
         assert time.monotonic() - started < 2
         assert ".lua" not in str(caught.value)
+
+
+@pytest.fixture
+def deaf_server() -> Iterator[str]:
+    """A server that answers the commands a connection sends as it opens, then reads
+    nothing more: a large command fills the socket buffers and cannot be written."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(10)
+        accepted: list[socket.socket] = []
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    conn, _ = sock.accept()
+                    conn.sendall(b"+OK\r\n" * 4)  # CLIENT SETINFO, whichever redis-py sends
+                    accepted.append(conn)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+        for conn in accepted:
+            conn.close()
+
+
+async def test_a_write_the_server_does_not_take_fails_within_the_command_timeout(
+    deaf_server: str,
+) -> None:
+    async with qa.Queue(deaf_server, name=unique_name(), command_timeout=0.3) as queue:
+        started = time.monotonic()
+        with anyio.fail_after(10), pytest.raises(redis.exceptions.TimeoutError, match="writing"):
+            await queue.client.set("big", b"x" * 64 * 2**20)
+        assert time.monotonic() - started < 3
+        # Cut off mid-write: the connection is closed, never handed out again.
+        pool = queue.client.connection_pool
+        assert all(not c.is_connected for c in pool._available_connections)  # type: ignore[attr-defined]
 
 
 async def test_an_exhausted_pool_says_so_and_how_to_fix_it(redis_url: str) -> None:

@@ -63,6 +63,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import AbstractBackoff
 
 from queue_async.broker.errors import translate_errors
+from queue_async.broker.sockets import prompt_writes
 from queue_async.exceptions import BrokerConnectionError, ConfigurationError
 
 T = TypeVar("T")
@@ -521,6 +522,7 @@ class Connections:
                     f"cannot use the Redis URL {_redact(source)!r}: {exc}. Use "
                     "redis://host:port/db, rediss:// for TLS, or unix:///path/to/socket"
                 ) from exc
+            pool.connection_class = prompt_writes(pool.connection_class)
             self.client = redis.asyncio.Redis(connection_pool=pool)
             self.owns_client = True
         elif isinstance(source, redis.asyncio.Redis):
@@ -538,12 +540,12 @@ class Connections:
                 f"not {type(source)!r}"
             )
         base = self.client.connection_pool
-        self._connection_class = base.connection_class
+        self._connection_class = prompt_writes(base.connection_class)
         self._kwargs: dict[str, Any] = dict(base.connection_kwargs)
         if isinstance(base, SentinelConnectionPool):
             self.sentinel = _SentinelRecipe.of(self.client)
             self._sentinels = self.sentinel.manager(limits)
-            self._connection_class = self.sentinel.connection_class
+            self._connection_class = prompt_writes(self.sentinel.connection_class)
             self._kwargs = self.sentinel.settings
         if not self.owns_client:
             # The producers get a bounded, waiting pool of ours on the client's settings:

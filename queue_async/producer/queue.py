@@ -62,6 +62,13 @@ DEFAULT_URL = "redis://localhost:6379/0"
 _WATCH_BATCH = 1000
 _READ_BATCH = 100
 
+# One coalesced enqueue: the job as given, its id, and the job packed for enqueue.lua.
+_Enqueue = tuple["JobSpec[Any]", str, bytes]
+
+
+def _packed_size(job: _Enqueue) -> int:
+    return len(job[2])
+
 
 # How long the record of a cancelled job stays readable.
 _CANCELLED_KEEP_MS = 3_600_000
@@ -185,11 +192,11 @@ class Queue:
         self._server_check_lock = asyncio.Lock()
         # Concurrent single calls of the process share round trips (see coalesce.py).
         scripts = broker.scripts
-        self._enqueues: Coalescer[bytes, int | bytes | Unconfirmed] = Coalescer(
+        self._enqueues: Coalescer[_Enqueue, JobHandle[Any]] = Coalescer(
             self._send_enqueues,
             max_items=batches.CHUNK,
             max_size=batches.CHUNK_BYTES,
-            size=len,
+            size=_packed_size,
         )
         self._watches = Coalescer(scripts.watch_many, max_items=_WATCH_BATCH)
         self._reads = Coalescer(broker.jobs_fields, max_items=_READ_BATCH)
@@ -463,7 +470,7 @@ class Queue:
 
     async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]:
         """Enqueue a job of the task named ``task``: for producers that do not import handlers."""
-        return await self.enqueue_spec(self.call(task, *args, **kwargs))
+        return await self._enqueue_now(self.call(task, *args, **kwargs))
 
     async def enqueue_spec(
         self, spec: JobSpec[R], *, pipeline: redis.asyncio.client.Pipeline | None = None
@@ -480,26 +487,42 @@ class Queue:
         if pipeline is not None or self._enqueue_middlewares:
             handles = await self.enqueue_many([spec], pipeline=pipeline)
             return handles[0]
-        return await self._enqueue_one(spec)
-
-    async def _enqueue_one(self, spec: JobSpec[R]) -> JobHandle[R]:
-        job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec, len(self._shards))
         await self._check_server_once()
-        reply = await self.shard_for(job_id)._enqueues.call(packed)
-        if isinstance(reply, Unconfirmed):
-            raise batches.not_replicated(self, [spec], [job_id], [], reply)
-        return self._handle(job_id, reply)
+        return await self._submit(spec)
 
-    async def _send_enqueues(self, jobs: list[bytes]) -> list[int | bytes | Unconfirmed]:
-        """The coalesced enqueues of concurrent callers: one script call; with durability,
-        a shortfall goes to each caller as its own job's reply."""
+    def _enqueue_now(self, spec: JobSpec[R]) -> Awaitable[JobHandle[R]]:
+        """``enqueue_spec(spec)``, encoded at once: an encoding error raises here.
+
+        Once the server is checked, on a queue without enqueue middleware, what it returns
+        is the future of the coalesced call itself: the path of every ``task.enqueue``
+        spends no coroutine of its own between the caller and the reply.
+        """
+        if self._server_checked and self._owner is self and not self._enqueue_middlewares:
+            return self._submit(spec)
+        return self.enqueue_spec(spec)
+
+    def _submit(self, spec: JobSpec[R]) -> asyncio.Future[JobHandle[R]]:
+        job_id, packed = encode_job(self.codec, self.max_payload_bytes, spec, len(self._shards))
+        shard = self.shard_for(job_id)
+        return cast("asyncio.Future[JobHandle[R]]", shard._enqueues.submit((spec, job_id, packed)))
+
+    async def _send_enqueues(self, jobs: list[_Enqueue]) -> list[JobHandle[Any] | Exception]:
+        """The coalesced enqueues of concurrent callers: one script call, one handle per job;
+        with durability, a shortfall goes to each caller as its own job's error."""
         try:
-            return cast(
+            replies = cast(
                 "list[int | bytes | Unconfirmed]",
-                await self._broker.scripts.enqueue(b"".join(jobs)),
+                await self._broker.scripts.enqueue(b"".join(packed for _, _, packed in jobs)),
             )
         except Unconfirmed as short:
-            return cast("list[int | bytes | Unconfirmed]", short.per_item())
+            replies = cast("list[int | bytes | Unconfirmed]", short.per_item())
+        owner = self._owner
+        return [
+            batches.not_replicated(owner, [spec], [job_id], [], reply)
+            if isinstance(reply, Unconfirmed)
+            else owner._handle(job_id, reply)
+            for (spec, job_id, _), reply in zip(jobs, replies, strict=True)
+        ]
 
     async def enqueue_many(
         self,
@@ -536,7 +559,8 @@ class Queue:
     ) -> Awaitable[list[JobHandle[Any]]]:
         async def last(specs: list[JobSpec[Any]]) -> list[JobHandle[Any]]:
             if len(specs) == 1 and pipeline is None:
-                return [await self._enqueue_one(specs[0])]  # coalesced with other callers
+                await self._check_server_once()
+                return [await self._submit(specs[0])]  # coalesced with other callers
             return await self._enqueue_all(specs, pipeline)
 
         call: EnqueueCall = last

@@ -165,7 +165,7 @@ class Task(Generic[P, R]):
 
     async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job now and return its handle."""
-        return await self.queue.enqueue_spec(self.call(*args, **kwargs))
+        return await self.queue._enqueue_now(self.call(*args, **kwargs))
 
     def options(
         self,
@@ -248,5 +248,4 @@ class TaskCall(Generic[P, R]):
 
     async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job with the bound options."""
-        task = self.task
-        return await task.queue.enqueue_spec(self.call(*args, **kwargs))
+        return await self.task.queue._enqueue_now(self.call(*args, **kwargs))
