@@ -377,13 +377,14 @@ class Scripts:
         k = self.keys
         return [k.ready, k.scheduled, k.wake, k.seq, k.idle, k.active]
 
-    async def enqueue(self, jobs: bytes) -> list[int | bytes]:
-        """Enqueue packed jobs (see enqueue.lua).
+    async def enqueue(self, jobs: bytes, *, watched: bool = False) -> list[int | bytes]:
+        """Enqueue packed jobs (see enqueue.lua); ``watched`` flags the new ones as awaited.
 
         One reply per job: 1 new, 0 its id existed, or the id holding its unique key.
         """
+        args: list[Arg] = [self.keys.prefix, jobs, "1"] if watched else [self.keys.prefix, jobs]
         result: list[int | bytes] = await self._call(
-            SCRIPTS["enqueue"], self._enqueue_keys(), [self.keys.prefix, jobs], durable=True
+            SCRIPTS["enqueue"], self._enqueue_keys(), args, durable=True
         )
         return result
 

@@ -509,20 +509,34 @@ class Queue:
     async def _send_enqueues(self, jobs: list[_Enqueue]) -> list[JobHandle[Any] | Exception]:
         """The coalesced enqueues of concurrent callers: one script call, one handle per job;
         with durability, a shortfall goes to each caller as its own job's error."""
+        # A process that awaits results has its new jobs flagged as awaited by this call
+        # (see producer/waiters.py): their result() needs no watch call.
+        ids = [job_id for _, job_id, _ in jobs]
+        flagged = self._waiters.flag(ids)
         try:
-            replies = cast(
-                "list[int | bytes | Unconfirmed]",
-                await self._broker.scripts.enqueue(b"".join(packed for _, _, packed in jobs)),
-            )
-        except Unconfirmed as short:
-            replies = cast("list[int | bytes | Unconfirmed]", short.per_item())
+            try:
+                replies = cast(
+                    "list[int | bytes | Unconfirmed]",
+                    await self._broker.scripts.enqueue(
+                        b"".join(packed for _, _, packed in jobs), watched=flagged
+                    ),
+                )
+            except Unconfirmed as short:
+                replies = cast("list[int | bytes | Unconfirmed]", short.per_item())
+        except BaseException:
+            if flagged:
+                self._waiters.unflag(ids)
+            raise
+        if flagged:
+            self._waiters.unflag([i for i, reply in zip(ids, replies, strict=True) if reply != 1])
         owner = self._owner
-        return [
+        handles: list[JobHandle[Any] | Exception] = [
             batches.not_replicated(owner, [spec], [job_id], [], reply)
             if isinstance(reply, Unconfirmed)
             else owner._handle(job_id, reply)
             for (spec, job_id, _), reply in zip(jobs, replies, strict=True)
         ]
+        return handles
 
     async def enqueue_many(
         self,

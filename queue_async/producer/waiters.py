@@ -9,10 +9,19 @@ waiters of each job it hears of. A thousand waiters cost one server connection, 
 thousand.
 
 A message published while the subscription was down is lost, so after every (re)subscription
-each waiter reads its job's state again (``Waiter.wait`` returns ``False``): no end slips by.
+(ours, or one redis-py makes by itself after a dropped connection) each waiter reads its
+job's state again (``Waiter.wait`` returns ``False``): no end slips by.
 A waiter also reads its job again after ``RECHECK_AFTER`` seconds without news: workers of an
 earlier version (in a rolling upgrade) finish jobs without announcing them here.
 A connection that stops answering is found by a PING every few seconds of silence.
+
+Once this process waits for results, the jobs it enqueues are flagged as awaited by the
+enqueue call itself (``flag``): a ``result()`` on such a handle then needs no watch call of
+its own, because every end announced since that enqueue reached this subscription. An end
+heard before anyone awaits its job is kept for a while (``_EARLY_FOR``, ``_EARLY_MAX``), for
+the ``result()`` that usually follows. This holds only while the subscription that was up
+when the enqueue went out still is: when it drops, the flags are forgotten, and each wait
+watches its job as before.
 """
 
 from __future__ import annotations
@@ -45,6 +54,16 @@ _RECONNECT_MAX = 2.0
 # not announced on ``ended``, and no end must wait longer than this to be seen.
 RECHECK_AFTER = 10.0
 _ENDED_WIDTH = len(ENDED_FIELDS)
+# Seconds after the last result() call during which new jobs are still flagged as awaited at
+# enqueue: a process that stopped waiting for results stops paying for the announcements.
+_PREWATCH_FOR = 60.0
+# Bounds on the jobs flagged at enqueue and not yet awaited, and on the ends heard before
+# their result() call: past them, waits watch their jobs as before.
+_PREWATCH_MAX = 100_000
+_EARLY_MAX = 10_000
+# Seconds an end heard before its result() call is kept for it.
+_EARLY_FOR = 60.0
+_ABSENT: Any = object()
 
 
 def _expire(future: asyncio.Future[None]) -> None:
@@ -112,11 +131,41 @@ class ResultWaiters:
         self._failures = 0
         self._news = asyncio.Event()
         """Set (and replaced) whenever the subscription is made or an attempt fails."""
+        self._last_wait = -_PREWATCH_FOR
+        self._prewatched: dict[str, None] = {}
+        """Jobs of this process flagged as awaited at enqueue, while the subscription that was
+        up then still is, and not yet awaited nor heard of."""
+        self._early: dict[str, tuple[float, Outcome | None]] = {}
+        """Ends heard of jobs in ``_prewatched`` before anyone awaited them (when, and the
+        outcome if carried), oldest first."""
 
     @property
     def waiting(self) -> int:
         """How many ``result()`` calls wait now."""
         return sum(len(waiters) for waiters in self._waiting.values())
+
+    def flag(self, job_ids: list[str]) -> bool:
+        """Before an enqueue of these ids is sent: True if it should flag its new jobs as
+        awaited (then they are counted as flagged here until ``unflag``, their end or a
+        drop of the subscription). Counted before the call goes out: an end can be heard
+        before the call's reply is read."""
+        if not self._ready.is_set() or len(self._prewatched) >= _PREWATCH_MAX:
+            return False
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or loop.time() - self._last_wait > _PREWATCH_FOR:
+            return False
+        early = self._early
+        for job_id in job_ids:
+            self._prewatched[job_id] = None
+            if job_id in early:  # an end of an earlier job of this id says nothing now
+                del early[job_id]
+        return True
+
+    def unflag(self, job_ids: list[str]) -> None:
+        """Jobs of a flagging enqueue that it did not add (their ids existed, or the call
+        failed): their waits watch them."""
+        for job_id in job_ids:
+            self._prewatched.pop(job_id, None)
 
     async def wait_finished(
         self, watch: Callable[[str], Awaitable[str | None]], job_id: str, seconds: float | None
@@ -127,7 +176,14 @@ class ResultWaiters:
 
         ``watch`` flags the job as awaited and returns its state (watch.lua)."""
         loop = asyncio.get_running_loop()
-        deadline = None if seconds is None else loop.time() + seconds
+        now = self._last_wait = loop.time()
+        deadline = None if seconds is None else now + seconds
+        early = self._early.pop(job_id, None)
+        if early is not None and now - early[0] < _EARLY_FOR:
+            return True, early[1]
+        # Flagged at enqueue under the subscription that is still up: its end, whenever it
+        # comes, reaches this waiter.
+        flagged = self._prewatched.pop(job_id, _ABSENT) is not _ABSENT and self._loop is loop
         # Registered before the subscription is confirmed, and the job flagged as awaited
         # (watch) only after, so that an end announced from then on cannot be missed.
         waiter = Waiter(job_id)
@@ -136,9 +192,13 @@ class ResultWaiters:
             waiters = self._waiting[job_id] = set()
         waiters.add(waiter)
         try:
-            if not (self._loop is loop and self._ready.is_set()):
-                await self._subscribed()
-            state = await watch(job_id)
+            state: str | None
+            if flagged:
+                state = "ready"  # not final: wait for the announcement
+            else:
+                if not (self._loop is loop and self._ready.is_set()):
+                    await self._subscribed()
+                state = await watch(job_id)
             while state is not None and state not in FINAL_STATES:
                 if deadline is not None and loop.time() >= deadline:
                     raise JobTimeout(
@@ -199,15 +259,26 @@ class ResultWaiters:
     def _dispatch(self, message: bytes) -> None:
         """Wake the waiters of the jobs one message announces (wire.ENDED_FIELDS each)."""
         fields = unpack_fields(message)
-        waiting = self._waiting
+        waiting, prewatched = self._waiting, self._prewatched
         for i in range(0, len(fields) - _ENDED_WIDTH + 1, _ENDED_WIDTH):
-            waiters = waiting.get(fields[i].decode(errors="replace"))
-            if not waiters:
-                continue
+            job_id = fields[i].decode(errors="replace")
+            waiters = waiting.get(job_id)
+            if not waiters and job_id not in prewatched:
+                continue  # awaited by another process
             task = fields[i + 1]
             outcome = Outcome("done", as_text(task), fields[i + 2], None) if task else None
+            if not waiters:
+                del prewatched[job_id]
+                self._heard_early(job_id, outcome)
+                continue
             for waiter in waiters:
                 waiter.wake(done=True, outcome=outcome)
+
+    def _heard_early(self, job_id: str, outcome: Outcome | None) -> None:
+        early = self._early
+        if len(early) >= _EARLY_MAX:
+            del early[next(iter(early))]
+        early[job_id] = (asyncio.get_running_loop().time(), outcome)
 
     def _renewed(self) -> None:
         for waiters in self._waiting.values():
@@ -270,7 +341,15 @@ class ResultWaiters:
                 pinged = False
                 if message["type"] == "message":
                     self._dispatch(message["data"])
+                elif message["type"] == "subscribe":
+                    # redis-py lost the connection, made it again and subscribed anew by
+                    # itself: what was announced meanwhile is lost.
+                    logger.info("the subscription for job results was made again")
+                    self._prewatched.clear()
+                    self._renewed()
         finally:
             self._ready.clear()
+            # Ends announced from now on may be lost: the flags set at enqueue say nothing.
+            self._prewatched.clear()
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -36,6 +36,8 @@ class Header:
     """``KEYS[n..]``: one key per repeated ARGV group from here on (a job's hash)."""
     argv: set[int] = field(default_factory=set)
     """Fixed ARGV indexes."""
+    optional: set[int] = field(default_factory=set)
+    """Those of them declared "optional" (trailing: a caller may leave them out)."""
     variadic_from: int | None = None
     """``ARGV[n..]``: repeated groups start here..."""
     group: int | None = None
@@ -59,6 +61,8 @@ def header(name: str) -> Header:
             head.variadic_from = int(index)
         else:
             head.argv.add(int(index))
+    for index in re.findall(r"ARGV\[(\d+)\] optional\b", text):
+        head.optional.add(int(index))
     group = re.search(r"\b(\w+) fields? per job", text)
     if group:
         head.group = NUMBERS[group.group(1)]
@@ -233,7 +237,8 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
                 else:
                     assert call.keys[index - 1].startswith(queue._broker.keys.prefix), (name, index)
             if head.variadic_from is None:
-                assert len(call.args) == len(head.argv), (name, call.args)
+                required = len(head.argv) - len(head.optional)
+                assert required <= len(call.args) <= len(head.argv), (name, call.args)
             else:
                 assert head.group is not None
                 extra = len(call.args) - len(head.argv)

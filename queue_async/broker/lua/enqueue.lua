@@ -20,6 +20,9 @@
 --   runs, headers (packed name, value, ...), "1" to replace a finished job of the same id
 --   (done, dead, cancelled or aborted; one that waits or runs is kept): each "" (or absent at
 --   the end) when the default applies; OPT in includes/wire.lua names each place
+-- ARGV[3] optional, internal: "1" flags every job this call adds as awaited (an entry of the
+--   hash watched, as watch.lua makes it), for a process whose result() waiters already hear
+--   of ends: their waits then need no watch call
 -- Unique keys: unique:<key> names the job holding the key. A job whose key is held by a job
 --   that is ready or scheduled (or running, if that job asked so) is not enqueued: the reply
 --   names the holder instead. The key lasts at most the window, and is dropped when its job
@@ -29,7 +32,7 @@
 -- Reply: one per job: 1 enqueued (ready, scheduled or handed off), 0 an existing job has that
 --   id, or the id of the job that holds its unique key.
 -- Minimum server: Redis 5.0.
--- needs: batch, packed, wire
+-- needs: batch, keys, packed, slices, wire
 local jobs = ARGV[2]
 local bounds, bad = parse_packed(jobs, ENQUEUED_FIELDS)
 if not bounds then
@@ -55,4 +58,15 @@ for at = 0, #bounds - 1, step do
   reply[slot] = add_job(batch, jobs, bounds, at, slot)
 end
 finish_batch(batch, reply)
+if ARGV[3] == '1' then
+  local flags, n = {}, 0
+  for at = 0, #bounds - 1, step do
+    if reply[at / step + 1] == 1 then
+      flags[n + 1] = string.sub(jobs, bounds[at + ID_FIRST], bounds[at + ID_LAST])
+      flags[n + 2] = '1'
+      n = n + 2
+    end
+  end
+  call_in_slices('HSET', watched_key(ARGV[1]), flags)
+end
 return reply
