@@ -169,3 +169,38 @@ async def test_running_worker_gets_jobs_by_hand_off_and_stops_cleanly(queue: qa.
     assert all(token.startswith(f"{worker.id}:h") for token in seen)
     assert await queue.client.llen(queue._broker.keys.idle) == 0
     assert await queue.client.exists(queue._broker.keys.inbox(worker.id)) == 0
+
+
+async def test_an_idle_worker_takes_all_the_jobs_of_one_enqueue_call_in_its_wait(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the server has BLMPOP (Redis 7+), the jobs handed in one enqueue call start
+    without a lease call for all but the first (with BLPOP, the lease takes the rest)."""
+    started: list[str] = []
+
+    @queue.task
+    async def note(ctx: qa.JobContext) -> None:
+        started.append(ctx.job_id)
+
+    leased_by_lease: list[int] = []
+    async with qa.Worker(queue, **FAST) as worker:
+        lane = worker._lanes[0]
+        lease = lane.lease
+
+        async def counted(*args: object, **kwargs: object) -> tuple[int, int, list[object]]:
+            reply = await lease(*args, **kwargs)  # type: ignore[arg-type]
+            leased_by_lease.append(len(reply[2]))
+            return reply  # type: ignore[return-value]
+
+        monkeypatch.setattr(lane, "lease", counted)
+        with anyio.fail_after(5):
+            while not await queue.client.llen(queue._broker.keys.idle):
+                await anyio.sleep(0.01)
+        handles = await queue.enqueue_many([note.call() for _ in range(20)])
+        for handle in handles:
+            await handle.result(timeout=5)
+    assert sorted(started) == sorted(h.id for h in handles)
+    if lane.scripts.functions:  # Redis 7+: BLMPOP took them all
+        assert sum(leased_by_lease) == 0, leased_by_lease
+    else:
+        assert sum(leased_by_lease) == 19, leased_by_lease

@@ -687,14 +687,15 @@ class Queue:
         """The job's status alone (one cheap read), or None if it does not exist."""
         return await self.shard_for(job_id)._broker.job_status(job_id)
 
-    async def wait_finished(
+    def wait_finished(
         self, job_id: str, timeout: float | None
-    ) -> tuple[bool, Outcome | None]:
+    ) -> Awaitable[tuple[bool, Outcome | None]]:
         """Wait until the job is in a final state (True, and its outcome when the
         announcement carried it) or gone (False, None); ``JobTimeout`` if ``timeout`` seconds
-        pass first (see ``JobHandle.result``)."""
+        pass first (see ``JobHandle.result``). The waiters' own coroutine: one frame less on
+        the path of every ``result()``."""
         shard = self.shard_for(job_id)
-        return await shard._waiters.wait_finished(shard._watches.call, job_id, timeout)
+        return shard._waiters.wait_finished(shard._watches.call, job_id, timeout)
 
     async def stats(self) -> QueueStats:
         """Counts per state, latency and lifetime counters, as of one moment (one script:

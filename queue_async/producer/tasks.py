@@ -114,9 +114,12 @@ def _resolved(fn: Callable[..., Any], annotation: str) -> Any:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every enqueue, and a frozen dataclass's __init__ costs four
+# times as much. Treat it as read-only all the same.
+@dataclass(slots=True)
 class JobSpec(Generic[R]):
-    """One job to enqueue, not yet sent: what ``task.call(...)`` returns for ``enqueue_many``."""
+    """One job to enqueue, not yet sent: what ``task.call(...)`` returns for ``enqueue_many``
+    (read-only)."""
 
     task: str
     args: tuple[Any, ...]

@@ -60,12 +60,16 @@ class IdleWaits:
         inbox: bool,
         due: bool,
         also: Awaitable[Any] | None = None,
-    ) -> LeasedJob | None:
-        """Block for at most ``seconds``; return a job handed to the inbox, if one came.
+        room: int = 1,
+    ) -> list[LeasedJob]:
+        """Block for at most ``seconds``; return the jobs handed to the inbox, if any came.
 
         ``inbox``: also wait on this worker's inbox (a worker of one queue, not in burst
-        mode). ``due``: a job falls due in ``seconds`` (ring the alarm then). ``also``:
-        another wait that ends this one (a burst worker wakes when one of its jobs ends).
+        mode), and take up to ``room`` of its jobs at once where the server can (BLMPOP,
+        Redis 7+: the jobs of one enqueue call in one round trip, not one and then a lease
+        call for the rest). ``due``: a job falls due in ``seconds`` (ring the alarm then).
+        ``also``: another wait that ends this one (a burst worker wakes when one of its jobs
+        ends).
         """
         seconds = max(seconds, 0.001)
         inbox_key = self._first.queue._broker.keys.inbox(worker_id) if inbox else None
@@ -79,7 +83,8 @@ class IdleWaits:
                 alarm = lanes[0].queue._broker.keys.alarm(worker_id)
                 alarms.append((lanes[0].scripts, alarm))
                 keys.append(alarm)
-            waits.append(_blpop(client, keys, seconds + _ALARM_SLACK if due else seconds))
+            count = room if inbox_key and lanes[0].scripts.functions else 1
+            waits.append(_pop(client, keys, seconds + _ALARM_SLACK if due else seconds, count))
         if also is not None:
             waits.append(also)
         ring = asyncio.ensure_future(_ring(alarms, seconds)) if alarms else None
@@ -93,13 +98,23 @@ class IdleWaits:
             and isinstance(popped, list | tuple)
             and popped[0] == inbox_key.encode()
         ):
-            return handed_job(as_bytes(popped[1]), self._first.queue)
-        return None
+            queue = self._first.queue
+            return [handed_job(as_bytes(packed), queue) for packed in popped[1]]
+        return []
 
 
-async def _blpop(client: Client, keys: list[str], seconds: float) -> Any:
+async def _pop(client: Client, keys: list[str], seconds: float, count: int) -> Any:
+    """What the first of ``keys`` with anything in it had: its name and a list of up to
+    ``count`` of its entries (BLMPOP; BLPOP for one), or None when ``seconds`` passed."""
+    if count <= 1:
+        popped = await client.blocking(
+            seconds, lambda: client.redis.blpop(keys, timeout=seconds), "waiting for jobs"
+        )
+        return None if popped is None else (popped[0], [popped[1]])
     return await client.blocking(
-        seconds, lambda: client.redis.blpop(keys, timeout=seconds), "waiting for jobs"
+        seconds,
+        lambda: client.redis.blmpop(seconds, len(keys), *keys, direction="LEFT", count=count),
+        "waiting for jobs",
     )
 
 

@@ -477,13 +477,19 @@ class Worker:
                     inbox=not burst and len(self._lanes) == 1,
                     due=due,
                     also=self._changed.wait() if burst and self._busy else None,
+                    room=max(1, self._room()),
                 )
             except BrokerError as exc:
                 await backoff.wait(exc)
                 continue
-            if handed is not None:
-                self._start(handed)
-                await anyio.lowlevel.checkpoint()
+            await self._start_handed(handed)
+
+    async def _start_handed(self, handed: list[LeasedJob]) -> None:
+        """Start the jobs an idle wait brought, and let them start before the next lease."""
+        if handed:
+            for job in handed:
+                self._start(job)
+            await anyio.lowlevel.checkpoint()
 
     async def _lease_round(self, burst: bool) -> tuple[int, int, bool]:
         """Lease from the first lane (in strategy order) that has jobs to give.
