@@ -63,8 +63,10 @@ async def test_a_batch_failing_part_way_says_what_landed_and_can_be_finished_wit
         assert isinstance(error, qa.BrokerError)
         assert (len(error.landed), len(error.unsure), len(error.not_sent)) == (5000, 5000, 2000)
         assert "5000 of 12000 jobs were enqueued" in str(error)
-        assert (await queue.stats()).ready == 5000
+        # Lifted before reading: right after the refusal the server may still count the
+        # refused batch's request against the limit, and refuse the read too (Redis 7.0).
         await admin.config_set("maxmemory", "0")
+        assert (await queue.stats()).ready == 5000
         # The rest, with their ids fixed: repeating it twice still adds each job once.
         await queue.enqueue_many(error.remaining)
         await queue.enqueue_many(error.remaining)

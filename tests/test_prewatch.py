@@ -143,7 +143,9 @@ async def test_a_dropped_subscription_forgets_the_flags_and_waits_watch_again(
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_later)
         assert await handle.result(timeout=15) == 3
-    assert watches == [1]
+    # Watched again: once, or twice when the wait began before the new subscription was up
+    # (each renewal makes the waiters look again).
+    assert watches in ([1], [1, 1]), watches
 
 
 async def test_an_id_enqueued_again_after_an_end_heard_early_waits_for_its_new_run(

@@ -231,24 +231,60 @@ async def test_a_shorter_command_timeout_fails_sooner_and_names_the_operation(
         assert ".lua" not in str(caught.value)
 
 
+def _commands(sock: socket.socket) -> Iterator[list[bytes]]:
+    """The commands a client sends, as RESP arrays of bulk strings, until it hangs up."""
+    buffer = b""
+
+    def need(n: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            buffer += chunk
+        taken, buffer = buffer[:n], buffer[n:]
+        return taken
+
+    def line() -> bytes:
+        nonlocal buffer
+        while b"\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            buffer += chunk
+        taken, _, buffer = buffer.partition(b"\r\n")
+        return taken
+
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            count = int(line()[1:])
+            yield [need(int(line()[1:]) + 2)[:-2] for _ in range(count)]
+
+
 @pytest.fixture
 def deaf_server() -> Iterator[str]:
-    """A server that answers the commands a connection sends as it opens, then reads
-    nothing more: a large command fills the socket buffers and cannot be written."""
+    """A server that answers the commands a connection sends as it opens (CLIENT SETINFO and
+    the like) and reads nothing after the first other one: a large command fills the socket
+    buffers and cannot be written."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(10)
         accepted: list[socket.socket] = []
 
-        def serve() -> None:
+        def serve(conn: socket.socket) -> None:
+            for command in _commands(conn):
+                if command[0].upper() not in (b"CLIENT", b"HELLO", b"SELECT", b"AUTH", b"PING"):
+                    return  # reads nothing more; the connection stays open
+                conn.sendall(b"+OK\r\n")
+
+        def accept() -> None:
             with contextlib.suppress(OSError):
                 while True:
                     conn, _ = sock.accept()
-                    conn.sendall(b"+OK\r\n" * 4)  # CLIENT SETINFO, whichever redis-py sends
                     accepted.append(conn)
+                    threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
+        threading.Thread(target=accept, daemon=True).start()
         yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
         for conn in accepted:
             conn.close()
