@@ -29,7 +29,7 @@ def _counted_watches(queue: qa.Queue, monkeypatch: pytest.MonkeyPatch) -> list[i
     return calls
 
 
-async def _watched(queue: qa.Queue) -> set[bytes]:
+async def _watched(queue: qa.Queue) -> set[Any]:
     """The ids in the queue's hash of jobs awaited."""
     return set(await queue.client.hkeys(f"{queue._broker.keys.prefix}watched"))
 
@@ -41,11 +41,38 @@ async def _await_one(queue: qa.Queue, job: qa.Task[Any, Any]) -> None:
     await handle.result(timeout=10)
 
 
+async def _results_once_waiting(queue: qa.Queue, handles: list[qa.JobHandle[Any]]) -> list[Any]:
+    """Every handle's result(); the jobs run only once all of them wait."""
+
+    async def run_once_waiting() -> None:
+        with anyio.fail_after(10):
+            while queue._waiters.waiting < len(handles):
+                await anyio.sleep(0.005)
+        await drain(queue)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_once_waiting)
+        results = await asyncio.gather(*(h.result(timeout=10) for h in handles))
+    return list(results)
+
+
 async def _heard(queue: qa.Queue, job_id: str) -> None:
     """Until the subscription has heard of the job's end."""
     with anyio.fail_after(10):
         while job_id not in queue._waiters._early:
             await anyio.sleep(0.005)
+
+
+@pytest.fixture
+async def echo(queue: qa.Queue) -> qa.Task[[int], int]:
+    """A task that returns its argument, on a queue this process has awaited a result of."""
+
+    @queue.task
+    async def echo(n: int) -> int:
+        return n
+
+    await _await_one(queue, echo)
+    return echo
 
 
 async def test_a_process_that_never_awaited_a_result_flags_nothing(queue: qa.Queue) -> None:
@@ -58,38 +85,21 @@ async def test_a_process_that_never_awaited_a_result_flags_nothing(queue: qa.Que
 
 
 async def test_once_a_process_awaits_results_its_waits_need_no_watch_call(
-    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+    queue: qa.Queue, echo: qa.Task[[int], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    @queue.task
-    async def job(n: int) -> int:
-        return n * 2
-
-    await _await_one(queue, job)
     watches = _counted_watches(queue, monkeypatch)
-    handles = await asyncio.gather(*(job.enqueue(n) for n in range(50)))
+    handles = await asyncio.gather(*(echo.enqueue(n) for n in range(50)))
     assert await _watched(queue) == {h.id.encode() for h in handles}
 
-    async def run_later() -> None:
-        await anyio.sleep(0.2)
-        await drain(queue)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_later)
-        results = await asyncio.gather(*(h.result(timeout=10) for h in handles))
-    assert results == [n * 2 for n in range(50)]
+    assert await _results_once_waiting(queue, handles) == list(range(50))
     assert watches == []
     assert await _watched(queue) == set()  # each left as its job was announced
 
 
 async def test_an_end_heard_before_its_result_call_is_kept_for_it(
-    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+    queue: qa.Queue, echo: qa.Task[[int], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    @queue.task
-    async def job(n: int) -> int:
-        return n + 1
-
-    await _await_one(queue, job)
-    handle = await job.enqueue(41)
+    handle = await echo.enqueue(42)
     await drain(queue)
     await _heard(queue, handle.id)
     watches = _counted_watches(queue, monkeypatch)
@@ -119,14 +129,9 @@ async def test_a_failure_heard_early_is_read_for_its_result_call(queue: qa.Queue
 
 
 async def test_a_dropped_subscription_forgets_the_flags_and_waits_watch_again(
-    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+    queue: qa.Queue, echo: qa.Task[[int], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    @queue.task
-    async def job(n: int) -> int:
-        return n
-
-    await _await_one(queue, job)
-    handle = await job.enqueue(3)
+    handle = await echo.enqueue(3)
     assert handle.id in queue._waiters._prewatched
     # The server drops the subscription: an end announced until it is back would be lost.
     killed = await queue.client.client_kill_filter(_type="pubsub")
@@ -136,30 +141,19 @@ async def test_a_dropped_subscription_forgets_the_flags_and_waits_watch_again(
             await anyio.sleep(0.005)
     watches = _counted_watches(queue, monkeypatch)
 
-    async def run_later() -> None:
-        await anyio.sleep(0.2)
-        await drain(queue)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_later)
-        assert await handle.result(timeout=15) == 3
+    assert await _results_once_waiting(queue, [handle]) == [3]
     # Watched again: once, or twice when the wait began before the new subscription was up
     # (each renewal makes the waiters look again).
     assert watches in ([1], [1, 1]), watches
 
 
 async def test_an_id_enqueued_again_after_an_end_heard_early_waits_for_its_new_run(
-    queue: qa.Queue,
+    queue: qa.Queue, echo: qa.Task[[int], int]
 ) -> None:
-    @queue.task
-    async def job(n: int) -> int:
-        return n
-
-    await _await_one(queue, job)
-    first = await job.options(job_id="again").enqueue(1)
+    first = await echo.options(job_id="again").enqueue(1)
     await drain(queue)
     await _heard(queue, first.id)
-    second = await job.options(job_id="again", replace=True).enqueue(2)
+    second = await echo.options(job_id="again", replace=True).enqueue(2)
     assert not second.existing
     # The first run's end is not taken for the second's: it has not run yet.
     with pytest.raises(qa.JobTimeout):
@@ -169,45 +163,29 @@ async def test_an_id_enqueued_again_after_an_end_heard_early_waits_for_its_new_r
 
 
 async def test_an_existing_id_is_not_flagged_and_its_wait_watches_the_job(
-    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+    queue: qa.Queue, echo: qa.Task[[int], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    @queue.task
-    async def job(n: int) -> int:
-        return n
-
-    await _await_one(queue, job)
     await queue.client.hdel(f"{queue._broker.keys.prefix}watched", "kept")
-    first = await job.options(job_id="kept").enqueue(1)
+    first = await echo.options(job_id="kept").enqueue(1)
     await queue.client.hdel(f"{queue._broker.keys.prefix}watched", "kept")
     queue._waiters.unflag(["kept"])  # as if flagged by another process, long ago
-    again = await job.options(job_id="kept").enqueue(5)
+    again = await echo.options(job_id="kept").enqueue(5)
     assert again.existing and "kept" not in queue._waiters._prewatched
     watches = _counted_watches(queue, monkeypatch)
 
-    async def run_later() -> None:
-        await anyio.sleep(0.2)
-        await drain(queue)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_later)
-        assert await again.result(timeout=10) == 1  # the first job's result
+    assert await _results_once_waiting(queue, [again]) == [1]  # the first job's result
     assert watches == [1]
     assert first.id == again.id
 
 
 async def test_a_refused_enqueue_leaves_nothing_flagged(
-    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+    queue: qa.Queue, echo: qa.Task[[int], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    @queue.task
-    async def job(n: int) -> int:
-        return n
-
-    await _await_one(queue, job)
 
     async def refused(jobs: bytes, *, watched: bool = False) -> Any:
         raise qa.BrokerConnectionError("connection lost while enqueueing a job")
 
     monkeypatch.setattr(queue._broker.scripts, "enqueue", refused)
     with pytest.raises(qa.BrokerConnectionError):
-        await job.enqueue(1)
+        await echo.enqueue(1)
     assert queue._waiters._prewatched == {}
