@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import anyio
 import pytest
+import redis.asyncio
 
 import queue_async as qa
+from queue_async.embedded import EmbeddedServer
 from queue_async.worker.jobs import handed_job, parse_lease
 from tests.helpers import FAST, ready_ids
 
@@ -204,3 +206,29 @@ async def test_an_idle_worker_takes_all_the_jobs_of_one_enqueue_call_in_its_wait
         assert sum(leased_by_lease) == 0, leased_by_lease
     else:
         assert sum(leased_by_lease) == 19, leased_by_lease
+
+
+async def test_a_worker_whose_user_may_not_blmpop_waits_with_blpop(
+    private_server: EmbeddedServer,
+) -> None:
+    admin = redis.asyncio.Redis.from_url(private_server.url)
+    await admin.execute_command(
+        "ACL", "SETUSER", "no-blmpop", "on", ">secret", "~*", "&*", "+@all", "-blmpop"
+    )
+    await admin.aclose()
+    url = private_server.url.replace("redis://", "redis://no-blmpop:secret@", 1)
+    async with qa.Queue(url, name="acl") as queue:
+
+        @queue.task
+        async def double(n: int) -> int:
+            return 2 * n
+
+        async with qa.Worker(queue, **FAST) as worker:
+            with anyio.fail_after(5):
+                while not await queue.client.llen(queue._broker.keys.idle):
+                    await anyio.sleep(0.01)
+            handles = await queue.enqueue_many([double.call(n) for n in range(5)])
+            with anyio.fail_after(5):
+                assert [await h.result() for h in handles] == [0, 2, 4, 6, 8]
+            # Where the server has BLMPOP (Redis 7+) the worker tried it and fell back.
+            assert worker._waits._many is not bool(worker._lanes[0].scripts.functions)

@@ -147,35 +147,36 @@ async def test_a_dropped_subscription_forgets_the_flags_and_waits_watch_again(
     assert watches in ([1], [1, 1]), watches
 
 
+@pytest.mark.parametrize("how", ["enqueue", "enqueue_many"])
 async def test_an_id_enqueued_again_after_an_end_heard_early_waits_for_its_new_run(
-    queue: qa.Queue, echo: qa.Task[[int], int]
+    queue: qa.Queue, echo: qa.Task[[int], int], how: str
 ) -> None:
-    first = await echo.options(job_id="again").enqueue(1)
+    first = await echo.enqueue(1)
     await drain(queue)
     await _heard(queue, first.id)
-    second = await echo.options(job_id="again", replace=True).enqueue(2)
+    again = echo.options(job_id=first.id, replace=True)
+    if how == "enqueue":
+        second = await again.enqueue(2)
+    else:
+        [second] = await queue.enqueue_many([again.call(2)])
     assert not second.existing
-    # The first run's end is not taken for the second's: it has not run yet.
+    # The end heard early was the first run's: the second has not run yet.
     with pytest.raises(qa.JobTimeout):
         await second.result(timeout=0.3)
     await drain(queue)
     assert await second.result(timeout=5) == 2
 
 
-async def test_an_existing_id_is_not_flagged_and_its_wait_watches_the_job(
+async def test_a_job_of_a_given_id_is_not_flagged_and_its_wait_watches_it(
     queue: qa.Queue, echo: qa.Task[[int], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await queue.client.hdel(f"{queue._broker.keys.prefix}watched", "kept")
-    first = await echo.options(job_id="kept").enqueue(1)
-    await queue.client.hdel(f"{queue._broker.keys.prefix}watched", "kept")
-    queue._waiters.unflag(["kept"])  # as if flagged by another process, long ago
-    again = await echo.options(job_id="kept").enqueue(5)
-    assert again.existing and "kept" not in queue._waiters._prewatched
+    first = await echo.options(job_id="given").enqueue(1)
+    again = await echo.options(job_id="given").enqueue(5)
+    assert again.existing and first.id == again.id == "given"
+    assert "given" not in queue._waiters._prewatched
     watches = _counted_watches(queue, monkeypatch)
-
-    assert await _results_once_waiting(queue, [again]) == [1]  # the first job's result
-    assert watches == [1]
-    assert first.id == again.id
+    assert await _results_once_waiting(queue, [first, again]) == [1, 1]
+    assert sorted(watches) in ([1, 1], [2])
 
 
 async def test_a_refused_enqueue_leaves_nothing_flagged(
@@ -189,3 +190,28 @@ async def test_a_refused_enqueue_leaves_nothing_flagged(
     with pytest.raises(qa.BrokerConnectionError):
         await echo.enqueue(1)
     assert queue._waiters._prewatched == {}
+
+
+async def test_a_flagged_job_another_wait_heard_the_end_of_is_watched_not_waited_out(
+    queue: qa.Queue, echo: qa.Task[[int], int]
+) -> None:
+    handle = await echo.enqueue(5)
+    by_id = queue.job(handle.id)  # a handle of the same job made from its id
+    assert await _results_once_waiting(queue, [by_id]) == [5]
+    # That wait took the announcement; the enqueuer's own handle reads the end at once,
+    # instead of waiting out the 10 s recheck.
+    with anyio.fail_after(3):
+        assert await handle.result(timeout=30) == 5
+
+
+async def test_a_zero_timeout_on_a_flagged_job_reads_its_state_before_giving_up(
+    queue: qa.Queue, echo: qa.Task[[int], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = await echo.enqueue(8)
+    monkeypatch.setattr(queue._waiters, "_dispatch", lambda message: None)  # ends unheard
+    with pytest.raises(qa.JobTimeout):
+        await handle.result(timeout=0)
+    await drain(queue)
+    flagged = await echo.enqueue(9)
+    await drain(queue)
+    assert await flagged.result(timeout=0) == 9

@@ -462,3 +462,21 @@ async def _gather(calls: Iterator[Any]) -> list[Any]:
         for call in calls:
             tg.start_soon(one, call)
     return results
+
+
+async def test_a_write_after_a_failed_health_check_goes_out_on_the_new_connection(
+    redis_url: str, client: redis.asyncio.Redis
+) -> None:
+    """With ``health_check_interval``, redis-py PINGs a connection idle that long before the
+    next command, and makes it again if the PING fails; the command then goes out on that new
+    connection (not on the dead one, which would fail it and cost a second reconnection)."""
+    source = redis.asyncio.Redis.from_url(redis_url, health_check_interval=0.2)
+    async with qa.Queue(source, name=unique_name()) as queue:
+        first_id = await queue.client.client_id()
+        await client.client_kill_filter(_id=first_id)
+        await anyio.sleep(0.3)  # past the interval: the next command checks first
+        before = int((await client.info("stats"))["total_connections_received"])
+        assert await queue.client.echo("again") == b"again"
+        after = int((await client.info("stats"))["total_connections_received"])
+        assert after - before == 1
+    await source.aclose()

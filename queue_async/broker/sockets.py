@@ -26,13 +26,17 @@ class _PromptWrites(AbstractConnection):
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
         timeout = self.socket_timeout
-        writer = self._writer
-        if not timeout or writer is None or not self.is_connected:
+        if not timeout or not self.is_connected:
             # Not connected yet: redis-py connects, then writes as it always does.
             await super().send_packed_command(command, check_health)
             return
         if check_health:
             await self.check_health()  # type: ignore[no-untyped-call, unused-ignore]
+        # Read after the health check, which may have made the connection again.
+        writer = self._writer
+        if writer is None:
+            await super().send_packed_command(command, check_health=False)
+            return
         if isinstance(command, str):
             command = command.encode()
         if isinstance(command, bytes):
@@ -69,7 +73,10 @@ _made: dict[type[Any], type[Any]] = {}
 def prompt_writes(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` (redis-py's, or one of the user's) with prompt writes: one class
     for each, so that two queues' connections to one server are of one class."""
-    if issubclass(connection_class, _PromptWrites):
+    if issubclass(connection_class, _PromptWrites) or (
+        # A class that writes in its own way (a user's subclass) is left to do so.
+        connection_class.send_packed_command is not AbstractConnection.send_packed_command
+    ):
         return connection_class
     made = _made.get(connection_class)
     if made is None:

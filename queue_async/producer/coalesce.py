@@ -72,9 +72,10 @@ class Coalescer(Generic[T, R]):
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, future))
         sender = self._sender
-        if sender is None or sender.get_loop() is not loop:
-            # First call, or a Queue reused on a new event loop: what waited on the old one
-            # can never be answered there.
+        if sender is None or sender.done() or sender.get_loop() is not loop:
+            # First call, a sender cancelled before it ran (its cleanup never ran either), or
+            # a Queue reused on a new event loop: what waited on the old one can never be
+            # answered there.
             self._waiting = deque(e for e in self._waiting if e[1].get_loop() is loop)
             self._sender = loop.create_task(self._send_all())
         return future

@@ -21,11 +21,14 @@ R = TypeVar("R")
 class JobHandle(Generic[R]):
     """A job that was enqueued: its id, and ways to read, await and cancel it."""
 
-    __slots__ = ("existing", "id", "queue")
+    __slots__ = ("_flagged", "existing", "id", "queue")
 
     def __init__(self, queue: Queue, job_id: str, *, existing: bool = False) -> None:
         self.queue = queue
         self.id = job_id
+        # Set by the enqueue that made the handle when it flagged the job as awaited (see
+        # producer/waiters.py).
+        self._flagged = False
         self.existing = existing
         """True when the enqueue that returned this handle added no job: a job with its
         ``job_id`` existed (in any state, finished too, unless ``replace`` applied), or its
@@ -87,8 +90,10 @@ class JobHandle(Generic[R]):
         if seconds is not None and not seconds >= 0:
             raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         deadline = None if seconds is None else time.monotonic() + seconds
+        flagged = self._flagged
         while True:
-            found, outcome = await self.queue.wait_finished(self.id, seconds)
+            found, outcome = await self.queue.wait_finished(self.id, seconds, flagged=flagged)
+            flagged = False
             if not found:
                 raise JobNotFound(
                     f"job {self.id} does not exist (or it finished and its result is not kept)",

@@ -510,8 +510,12 @@ class Queue:
         """The coalesced enqueues of concurrent callers: one script call, one handle per job;
         with durability, a shortfall goes to each caller as its own job's error."""
         # A process that awaits results has its new jobs flagged as awaited by this call
-        # (see producer/waiters.py): their result() needs no watch call.
-        ids = [job_id for _, job_id, _ in jobs]
+        # (see producer/waiters.py): their result() needs no watch call. Only jobs of ids
+        # made here: an id the caller gives may be enqueued again (replace), and an end heard
+        # of it could be an earlier job's.
+        ids = [
+            job_id for spec, job_id, _ in jobs if spec.options is None or not spec.options.job_id
+        ]
         flagged = self._waiters.flag(ids)
         try:
             try:
@@ -527,15 +531,22 @@ class Queue:
             if flagged:
                 self._waiters.unflag(ids)
             raise
-        if flagged:
-            self._waiters.unflag([i for i, reply in zip(ids, replies, strict=True) if reply != 1])
         owner = self._owner
-        handles: list[JobHandle[Any] | Exception] = [
-            batches.not_replicated(owner, [spec], [job_id], [], reply)
-            if isinstance(reply, Unconfirmed)
-            else owner._handle(job_id, reply)
-            for (spec, job_id, _), reply in zip(jobs, replies, strict=True)
-        ]
+        handles: list[JobHandle[Any] | Exception] = []
+        unflagged = []
+        for (spec, job_id, _), reply in zip(jobs, replies, strict=True):
+            if isinstance(reply, Unconfirmed):
+                handles.append(batches.not_replicated(owner, [spec], [job_id], [], reply))
+                unflagged.append(job_id)
+                continue
+            handle = owner._handle(job_id, reply)
+            if flagged and reply == 1 and (spec.options is None or not spec.options.job_id):
+                handle._flagged = True
+            else:
+                unflagged.append(job_id)
+            handles.append(handle)
+        if flagged:
+            self._waiters.unflag(unflagged)
         return handles
 
     async def enqueue_many(
@@ -688,14 +699,14 @@ class Queue:
         return await self.shard_for(job_id)._broker.job_status(job_id)
 
     def wait_finished(
-        self, job_id: str, timeout: float | None
+        self, job_id: str, timeout: float | None, *, flagged: bool = False
     ) -> Awaitable[tuple[bool, Outcome | None]]:
         """Wait until the job is in a final state (True, and its outcome when the
         announcement carried it) or gone (False, None); ``JobTimeout`` if ``timeout`` seconds
-        pass first (see ``JobHandle.result``). The waiters' own coroutine: one frame less on
-        the path of every ``result()``."""
+        pass first (see ``JobHandle.result``; ``flagged``: see ``ResultWaiters``). The
+        waiters' own coroutine: one frame less on the path of every ``result()``."""
         shard = self.shard_for(job_id)
-        return shard._waiters.wait_finished(shard._watches.call, job_id, timeout)
+        return shard._waiters.wait_finished(shard._watches.call, job_id, timeout, flagged=flagged)
 
     async def stats(self) -> QueueStats:
         """Counts per state, latency and lifetime counters, as of one moment (one script:

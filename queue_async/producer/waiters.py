@@ -145,20 +145,16 @@ class ResultWaiters:
         return sum(len(waiters) for waiters in self._waiting.values())
 
     def flag(self, job_ids: list[str]) -> bool:
-        """Before an enqueue of these ids is sent: True if it should flag its new jobs as
-        awaited (then they are counted as flagged here until ``unflag``, their end or a
-        drop of the subscription). Counted before the call goes out: an end can be heard
-        before the call's reply is read."""
+        """Before an enqueue of these ids (made by the producer, so never enqueued before)
+        is sent: True if it should flag its new jobs as awaited (then they are counted as
+        flagged here until ``unflag``, their end or a drop of the subscription). Counted
+        before the call goes out: an end can be heard before the call's reply is read."""
         if not self._ready.is_set() or len(self._prewatched) >= _PREWATCH_MAX:
             return False
         loop = asyncio.get_running_loop()
         if self._loop is not loop or loop.time() - self._last_wait > _PREWATCH_FOR:
             return False
-        early = self._early
-        for job_id in job_ids:
-            self._prewatched[job_id] = None
-            if job_id in early:  # an end of an earlier job of this id says nothing now
-                del early[job_id]
+        self._prewatched.update(dict.fromkeys(job_ids))
         return True
 
     def unflag(self, job_ids: list[str]) -> None:
@@ -168,22 +164,31 @@ class ResultWaiters:
             self._prewatched.pop(job_id, None)
 
     async def wait_finished(
-        self, watch: Callable[[str], Awaitable[str | None]], job_id: str, seconds: float | None
+        self,
+        watch: Callable[[str], Awaitable[str | None]],
+        job_id: str,
+        seconds: float | None,
+        *,
+        flagged: bool = False,
     ) -> tuple[bool, Outcome | None]:
         """Wait for the job's end: (True, its outcome if the announcement carried it, else
         None) once it is in a final state; (False, None) if there is no such job (or it
         ended and was not kept). ``JobTimeout`` once ``seconds`` pass.
 
-        ``watch`` flags the job as awaited and returns its state (watch.lua)."""
+        ``watch`` flags the job as awaited and returns its state (watch.lua). ``flagged``:
+        the handle came from an enqueue of this process that flagged its job (see ``flag``);
+        only such a handle takes an end heard early, or skips the watch call: the end of a
+        job id is that job's only while nobody enqueued the id again."""
         loop = asyncio.get_running_loop()
         now = self._last_wait = loop.time()
         deadline = None if seconds is None else now + seconds
-        early = self._early.pop(job_id, None)
-        if early is not None and now - early[0] < _EARLY_FOR:
-            return True, early[1]
-        # Flagged at enqueue under the subscription that is still up: its end, whenever it
-        # comes, reaches this waiter.
-        flagged = self._prewatched.pop(job_id, _ABSENT) is not _ABSENT and self._loop is loop
+        if flagged:
+            early = self._early.pop(job_id, None)
+            if early is not None and now - early[0] < _EARLY_FOR:
+                return True, early[1]
+            # Still flagged under the subscription that is up: its end, whenever it comes,
+            # reaches this waiter.
+            flagged = self._prewatched.pop(job_id, _ABSENT) is not _ABSENT and self._loop is loop
         # Registered before the subscription is confirmed, and the job flagged as awaited
         # (watch) only after, so that an end announced from then on cannot be missed.
         waiter = Waiter(job_id)
@@ -194,13 +199,18 @@ class ResultWaiters:
         try:
             state: str | None
             if flagged:
-                state = "ready"  # not final: wait for the announcement
+                state = "ready"  # not read: the announcement tells of its end
             else:
                 if not (self._loop is loop and self._ready.is_set()):
                     await self._subscribed()
                 state = await watch(job_id)
+            read = not flagged
             while state is not None and state not in FINAL_STATES:
                 if deadline is not None and loop.time() >= deadline:
+                    if not read:  # out of time before any word: the state, read once
+                        read = True
+                        state = await watch(job_id)
+                        continue
                     raise JobTimeout(
                         f"job {job_id} did not finish within {seconds} seconds", job_id=job_id
                     )
@@ -209,6 +219,7 @@ class ResultWaiters:
                     return True, waiter.outcome
                 # The subscription was renewed (an end may have been missed), or time is up.
                 state = await watch(job_id)
+                read = True
             return state is not None, None
         finally:
             waiters.discard(waiter)
@@ -263,14 +274,15 @@ class ResultWaiters:
         for i in range(0, len(fields) - _ENDED_WIDTH + 1, _ENDED_WIDTH):
             job_id = fields[i].decode(errors="replace")
             waiters = waiting.get(job_id)
-            if not waiters and job_id not in prewatched:
+            flagged = prewatched.pop(job_id, _ABSENT) is not _ABSENT
+            if not waiters and not flagged:
                 continue  # awaited by another process
             task = fields[i + 1]
             outcome = Outcome("done", as_text(task), fields[i + 2], None) if task else None
             if not waiters:
-                del prewatched[job_id]
                 self._heard_early(job_id, outcome)
                 continue
+            # (A flagged job's own handle, if it waits later, watches: its end is heard.)
             for waiter in waiters:
                 waiter.wake(done=True, outcome=outcome)
 

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
+
 from queue_async.broker.wire import as_bytes
 from queue_async.worker.jobs import LeasedJob, handed_job
 
@@ -47,6 +49,8 @@ class IdleWaits:
                 server = (*server, broker.keys.prefix)  # one slot per blocking call
             by_server.setdefault(server, []).append(lane)
         self._waits: list[tuple[Client, list[Lane]]] = []
+        self._many = True
+        """False once the server refused BLMPOP (an ACL): one job per wait, as on Redis 6."""
         for served in by_server.values():
             client = served[0].queue._broker.connections.make_client(1, blocking_reads=True)
             clients.append(client)
@@ -83,8 +87,8 @@ class IdleWaits:
                 alarm = lanes[0].queue._broker.keys.alarm(worker_id)
                 alarms.append((lanes[0].scripts, alarm))
                 keys.append(alarm)
-            count = room if inbox_key and lanes[0].scripts.functions else 1
-            waits.append(_pop(client, keys, seconds + _ALARM_SLACK if due else seconds, count))
+            count = room if inbox_key and self._many and lanes[0].scripts.functions else 1
+            waits.append(self._pop(client, keys, seconds + _ALARM_SLACK if due else seconds, count))
         if also is not None:
             waits.append(also)
         ring = asyncio.ensure_future(_ring(alarms, seconds)) if alarms else None
@@ -102,20 +106,24 @@ class IdleWaits:
             return [handed_job(as_bytes(packed), queue) for packed in popped[1]]
         return []
 
+    async def _pop(self, client: Client, keys: list[str], seconds: float, count: int) -> Any:
+        """What the first of ``keys`` with anything in it had: its name and a list of up to
+        ``count`` of its entries (BLMPOP; BLPOP for one, or where an ACL denies BLMPOP), or
+        None when ``seconds`` passed."""
 
-async def _pop(client: Client, keys: list[str], seconds: float, count: int) -> Any:
-    """What the first of ``keys`` with anything in it had: its name and a list of up to
-    ``count`` of its entries (BLMPOP; BLPOP for one), or None when ``seconds`` passed."""
-    if count <= 1:
-        popped = await client.blocking(
-            seconds, lambda: client.redis.blpop(keys, timeout=seconds), "waiting for jobs"
-        )
-        return None if popped is None else (popped[0], [popped[1]])
-    return await client.blocking(
-        seconds,
-        lambda: client.redis.blmpop(seconds, len(keys), *keys, direction="LEFT", count=count),
-        "waiting for jobs",
-    )
+        async def pop() -> Any:
+            if count > 1 and self._many:
+                try:
+                    return await client.redis.blmpop(
+                        seconds, len(keys), *keys, direction="LEFT", count=count
+                    )
+                except redis.exceptions.NoPermissionError:
+                    logger.info("BLMPOP is not allowed to this user: waiting with BLPOP")
+                    self._many = False
+            popped = await client.redis.blpop(keys, timeout=seconds)
+            return None if popped is None else (popped[0], [popped[1]])
+
+        return await client.blocking(seconds, pop, "waiting for jobs")
 
 
 async def _ring(alarms: list[tuple[Scripts, str]], seconds: float) -> None:
