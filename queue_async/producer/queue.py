@@ -487,6 +487,9 @@ class Queue:
         if pipeline is not None or self._enqueue_middlewares:
             handles = await self.enqueue_many([spec], pipeline=pipeline)
             return handles[0]
+        return await self._enqueue_coalesced(spec)
+
+    async def _enqueue_coalesced(self, spec: JobSpec[R]) -> JobHandle[R]:
         await self._check_server_once()
         return await self._submit(spec)
 
@@ -513,9 +516,8 @@ class Queue:
         # (see producer/waiters.py): their result() needs no watch call. Only jobs of ids
         # made here: an id the caller gives may be enqueued again (replace), and an end heard
         # of it could be an earlier job's.
-        ids = [
-            job_id for spec, job_id, _ in jobs if spec.options is None or not spec.options.job_id
-        ]
+        made = [spec.options is None or not spec.options.job_id for spec, _, _ in jobs]
+        ids = [job_id for (_, job_id, _), ours in zip(jobs, made, strict=True) if ours]
         flagged = self._waiters.flag(ids)
         try:
             try:
@@ -533,20 +535,18 @@ class Queue:
             raise
         owner = self._owner
         handles: list[JobHandle[Any] | Exception] = []
-        unflagged = []
-        for (spec, job_id, _), reply in zip(jobs, replies, strict=True):
+        not_added = []
+        for (spec, job_id, _), reply, ours in zip(jobs, replies, made, strict=True):
             if isinstance(reply, Unconfirmed):
                 handles.append(batches.not_replicated(owner, [spec], [job_id], [], reply))
-                unflagged.append(job_id)
-                continue
-            handle = owner._handle(job_id, reply)
-            if flagged and reply == 1 and (spec.options is None or not spec.options.job_id):
-                handle._flagged = True
             else:
-                unflagged.append(job_id)
-            handles.append(handle)
-        if flagged:
-            self._waiters.unflag(unflagged)
+                handle = owner._handle(job_id, reply)
+                handle._flagged = flagged and ours and reply == 1
+                handles.append(handle)
+            if flagged and ours and reply != 1:
+                not_added.append(job_id)
+        if not_added:
+            self._waiters.unflag(not_added)
         return handles
 
     async def enqueue_many(
@@ -584,8 +584,7 @@ class Queue:
     ) -> Awaitable[list[JobHandle[Any]]]:
         async def last(specs: list[JobSpec[Any]]) -> list[JobHandle[Any]]:
             if len(specs) == 1 and pipeline is None:
-                await self._check_server_once()
-                return [await self._submit(specs[0])]  # coalesced with other callers
+                return [await self._enqueue_coalesced(specs[0])]  # with other callers
             return await self._enqueue_all(specs, pipeline)
 
         call: EnqueueCall = last

@@ -87,7 +87,7 @@ class IdleWaits:
                 alarm = lanes[0].queue._broker.keys.alarm(worker_id)
                 alarms.append((lanes[0].scripts, alarm))
                 keys.append(alarm)
-            count = room if inbox_key and self._many and lanes[0].scripts.functions else 1
+            count = room if inbox_key and lanes[0].scripts.functions else 1
             waits.append(self._pop(client, keys, seconds + _ALARM_SLACK if due else seconds, count))
         if also is not None:
             waits.append(also)
