@@ -48,7 +48,7 @@ import contextvars
 import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import unquote
@@ -262,6 +262,22 @@ class _CallLimit:
             free.release()
 
 
+@contextlib.contextmanager
+def _torn_down_as_lost() -> Iterator[None]:
+    """redis-py's cluster client (5.0.8, and 8.1 too) can find a node's connection torn
+    down under it while a master fails over, and fail with an ``AttributeError`` on the
+    connection's missing reader or writer: that is a lost connection, and is told as one, so
+    that callers back off and try again instead of ending."""
+    try:
+        yield
+    except AttributeError as exc:
+        if "'NoneType' object has no attribute" not in str(exc):
+            raise
+        raise redis.exceptions.ConnectionError(
+            f"the connection to a cluster node went away during the call ({exc})"
+        ) from exc
+
+
 class _ClusterClient(RedisCluster):
     """A cluster client whose calls wait for one another past ``max_connections`` (see
     ``_CallLimit``), and whose ``pubsub()`` subscribes on one node of the cluster.
@@ -279,7 +295,8 @@ class _ClusterClient(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.calls.held():
-            return await super().execute_command(*args, **kwargs)
+            with _torn_down_as_lost():
+                return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, *args: Any, **kwargs: Any) -> Any:
         pipe = super().pipeline(*args, **kwargs)
@@ -288,7 +305,8 @@ class _ClusterClient(RedisCluster):
 
         async def limited(*a: Any, **k: Any) -> Any:
             async with calls.held():
-                return await execute(*a, **k)
+                with _torn_down_as_lost():
+                    return await execute(*a, **k)
 
         setattr(pipe, "execute", limited)  # noqa: B010 - mypy refuses a method assigned
         return pipe

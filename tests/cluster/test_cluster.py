@@ -113,3 +113,27 @@ async def test_a_cluster_caller_that_waits_past_pool_timeout_is_told_why(redis_u
             await anyio.sleep(0.05)
             with pytest.raises(qa.ConnectionError, match="no Redis connection became free"):
                 await queue.job_status("some-id")
+
+
+async def test_a_node_connection_torn_down_under_a_call_is_a_lost_connection(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What redis-py's cluster client raises when a failover tears a node's connection down
+    under it (seen on 5.0.8 and 8.1), injected once: callers get a connection error, which
+    workers back off from, not an AttributeError that ends them."""
+    async with qa.Queue(redis_url, name=unique_name()) as queue:
+        await queue.ping()
+        execute = redis.asyncio.cluster.ClusterNode.execute_command
+        calls = 0
+
+        async def torn_down_once(node: object, *args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise AttributeError("'NoneType' object has no attribute 'writelines'")
+            return await execute(node, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(redis.asyncio.cluster.ClusterNode, "execute_command", torn_down_once)
+        with pytest.raises(qa.ConnectionError, match="went away during the call"):
+            await queue.stats()
+        assert (await queue.stats()).ready == 0  # the next call goes through
