@@ -85,6 +85,44 @@ async def test_idle_workers_take_turns_and_only_up_to_their_free_slots(queue: qa
     assert await queue.client.llen(queue._broker.keys.wake) == 1
 
 
+async def test_one_call_hands_jobs_round_the_rotation_and_leaves_it_as_one_by_one_would(
+    queue: qa.Queue,
+) -> None:
+    """A batch takes each idle worker's keys once, yet leaves the rotation, the free counts
+    and the inboxes exactly as handing its jobs one call at a time would."""
+    noop = await noop_task(queue)
+    keys = queue._broker.keys
+    await queue.client.rpush(keys.idle, "ghost")  # its registration expired: dropped
+    for worker, free in (("w1", 3), ("w2", 2), ("w3", 4)):
+        await register_idle(queue, worker, free=free)
+    handles = await queue.enqueue_many([noop.call() for _ in range(4)])
+
+    assert [(await h.info()).worker for h in handles] == ["w1", "w2", "w3", "w1"]
+    assert await queue.client.lrange(keys.idle, 0, -1) == [b"w2", b"w3", b"w1"]
+    for worker, free in (("w1", 1), ("w2", 1), ("w3", 3)):
+        assert await queue.client.hget(f"{keys.prefix}idle:{worker}", "free") == str(free).encode()
+    inboxes = {
+        worker: [handed_job(p, queue) for p in await queue.client.lrange(keys.inbox(worker), 0, -1)]
+        for worker in ("w1", "w2", "w3", "ghost")
+    }
+    assert {w: [j.id for j in jobs] for w, jobs in inboxes.items()} == {
+        "w1": [handles[0].id, handles[3].id],
+        "w2": [handles[1].id],
+        "w3": [handles[2].id],
+        "ghost": [],
+    }
+    tokens = set()
+    for jobs in inboxes.values():
+        for job in jobs:
+            stored = await queue.client.hget(keys.job(job.id), "token")
+            assert stored == job.token.encode()
+            tokens.add(job.token)
+    assert len(tokens) == 4
+    assert 0 < await queue.client.pttl(keys.inbox("w1")) <= 30_000
+    assert await queue.client.zcard(keys.active) == 4
+    assert await queue.client.llen(keys.wake) == 0
+
+
 async def test_no_hand_off_while_older_jobs_wait_in_ready(queue: qa.Queue) -> None:
     noop = await noop_task(queue)
     older = await noop.enqueue()

@@ -62,7 +62,8 @@ local function new_batch(prefix, keys)
     -- records, reply slots, and every id of the batch so far (id -> true).
     -- (Counters instead of #t: the length operator is a search.)
     plain_ids = {}, plain_records = {}, plain_slots = {}, seen = {},
-    -- Hand-off skips the gates (includes/gates.lua): only while none is configured.
+    -- Hand-off skips the gates (includes/gates.lua): only while none is configured. The
+    -- idle rotation it hands jobs from is batch.rotation (see includes/handoff.lua).
     handing = ready_count(prefix, keys[1]) == 0
       and redis.call('EXISTS', gates_key(prefix)) == 0,
   }
@@ -227,13 +228,12 @@ local function add_job(batch, jobs, bounds, at, slot)
     end
     return 1
   end
-  local worker, lease_ms, grace = nil, nil, nil
+  local worker = nil
   if batch.handing and not ckey then
-    worker, lease_ms, grace = next_idle_worker(prefix, batch.idle)
+    worker = next_idle_worker(batch)
   end
   if worker then
-    hand_off(prefix, batch.active, worker, lease_ms, grace, id, key, fields, opts, now,
-      redis.call('INCR', batch.seq))
+    hand_off(batch, worker, id, key, fields, opts)
     return 1
   end
   batch.handing = false
@@ -311,6 +311,7 @@ local function finish_batch(batch, reply)
       batch.woke = true
     end
   end
+  deliver_handed(batch)
   if #fifo > 0 then
     call_in_slices('RPUSH', fifo_key(batch.prefix), fifo)
   end

@@ -3,49 +3,86 @@
 -- list (in KEYS) and its idle hash (idle_key) says how many jobs it takes and its lease.
 -- A job handed to it is written active at once and packed into its inbox (inbox_key),
 -- which the worker blocks on.
--- needs: format, keys, packed, wire
--- provides: next_idle_worker hand_off
+-- One script call hands off any number of jobs but touches each idle worker's keys once:
+-- the rotation is kept in the batch (see new_batch in includes/batch.lua) while jobs are
+-- handed, and written back by deliver_handed, with the same order and free counts that
+-- handing the jobs one by one would leave.
+-- needs: format, keys, packed, slices, wire
+-- provides: idle_rotation next_idle_worker hand_off deliver_handed
 -- Minimum server: Redis 5.0.
 
--- Take the next idle worker in rotation that still has a free slot; nil if none.
--- Returns its id, lease length (ms) and lease grace (ms, see recover_expired).
-local function next_idle_worker(prefix, idle)
+-- The batch's idle rotation, made on first use: workers taken from the head of the idle
+-- list so far (by id), and those of them with slots left, in the order they rejoin its tail;
+-- drained once the list had none left.
+local function idle_rotation(batch)
+  local r = batch.rotation
+  if not r then
+    r = {workers = {}, order = {}, tail = {}, head = 1, n = 0, active = {}, active_n = 0}
+    batch.rotation = r
+  end
+  return r
+end
+
+-- Take the next idle worker in rotation that still has a free slot, and count the slot
+-- taken; nil if none. The worker is a table: id, free, lease (ms), grace (ms, see
+-- recover_expired), entries (its inbox entries so far) and n (how many).
+local function next_idle_worker(batch)
+  local r = idle_rotation(batch)
   while true do
-    local worker = redis.call('LPOP', idle)
-    if not worker then
+    local worker = nil
+    local id = not r.drained and redis.call('LPOP', batch.idle)
+    if not id then
+      r.drained = true
+    end
+    if id then
+      worker = r.workers[id]
+      if not worker then
+        local f = redis.call('HMGET', idle_key(batch.prefix, id), 'free', 'lease', 'grace')
+        worker = {id = id, free = tonumber(f[1]) or 0, lease = tonumber(f[2]), grace = f[3],
+          entries = {}, n = 0}
+        r.workers[id] = worker
+        r.order[#r.order + 1] = worker
+      end
+    elseif r.head <= #r.tail then
+      worker = r.tail[r.head]
+      r.head = r.head + 1
+    else
       return nil
     end
-    local key = idle_key(prefix, worker)
-    local f = redis.call('HMGET', key, 'free', 'lease', 'grace')
-    local free = tonumber(f[1])
-    if free and free > 0 then
-      if free > 1 then
-        redis.call('HSET', key, 'free', free - 1)
-        redis.call('RPUSH', idle, worker)
-      else
-        redis.call('DEL', key)
+    if worker.free > 0 then
+      worker.free = worker.free - 1
+      if worker.free > 0 then
+        r.tail[#r.tail + 1] = worker
       end
-      return worker, tonumber(f[2]), f[3]
+      return worker
     end
   end
 end
 
--- Lease a new job to an idle worker: its hash (fields: as job_fields in includes/batch.lua
--- builds them) is written active, and its packed fields (as lease.lua returns them) go to
--- the worker's inbox. opts: the job's options, unpacked (see enqueue.lua).
-local function hand_off(prefix, active, worker, lease_ms, grace, id, key, fields, opts, now,
-    seq)
-  local token = worker .. ':h' .. seq
+-- Lease a new job to an idle worker (as next_idle_worker returned it): its hash (fields: as
+-- job_fields in includes/batch.lua builds them) is written active, and its packed fields
+-- (as lease.lua returns them) are kept for the worker's inbox. opts: the job's options,
+-- unpacked (see enqueue.lua).
+local function hand_off(batch, worker, id, key, fields, opts)
+  local r = idle_rotation(batch)
+  if not r.seq then
+    r.seq = redis.call('INCR', batch.seq)
+  end
+  worker.n = worker.n + 1
+  local token = worker.id .. ':h' .. r.seq .. '.' .. worker.n
+  local now = batch.now
   local started = fmt(now)
   -- After job_fields' 'attempts' '0': HSET applies pairs in order, so these win.
   local n = #fields
   fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'active', 'attempts', '1'
-  fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'token', token, 'worker', worker
+  fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'token', token, 'worker',
+    worker.id
   fields[n + 9], fields[n + 10], fields[n + 11], fields[n + 12] = 'started', started, 'grace',
-    grace or '0'
+    worker.grace or '0'
   redis.call('HSET', key, unpack(fields))
-  redis.call('ZADD', active, fmt(now + lease_ms), id)
-  local inbox = inbox_key(prefix, worker)
+  r.active[r.active_n + 1] = fmt(now + worker.lease)
+  r.active[r.active_n + 2] = id
+  r.active_n = r.active_n + 2
   local entry = {}
   entry[LEASED.id], entry[LEASED.task], entry[LEASED.payload] = id, fields[2], fields[4]
   entry[LEASED.attempts], entry[LEASED.enqueued], entry[LEASED.token] = '1', started, token
@@ -54,7 +91,37 @@ local function hand_off(prefix, active, worker, lease_ms, grace, id, key, fields
   entry[LEASED.keep] = opts[OPT.keep] or ''
   entry[LEASED.headers] = opts[OPT.headers] or ''
   entry[LEASED.ready] = started
-  redis.call('RPUSH', inbox, pack(entry))
-  -- Entries outlive their use only if the worker died; by then the lease has expired.
-  redis.call('PEXPIRE', inbox, lease_ms)
+  worker.entries[worker.n] = pack(entry)
+end
+
+-- Write back what the batch's hand-offs did: the handed jobs' lease deadlines, each
+-- worker's inbox and free count (its idle hash goes once it has none), and the workers
+-- with slots left at the tail of the idle list, in rotation order.
+local function deliver_handed(batch)
+  local r = batch.rotation
+  if not r then
+    return
+  end
+  call_in_slices('ZADD', batch.active, r.active)
+  for _, worker in ipairs(r.order) do
+    -- A worker taken off the list without a free slot (its registration expired) was only
+    -- dropped from the rotation.
+    if worker.n > 0 then
+      local inbox = inbox_key(batch.prefix, worker.id)
+      call_in_slices('RPUSH', inbox, worker.entries)
+      -- Entries outlive their use only if the worker died; by then the lease has expired.
+      redis.call('PEXPIRE', inbox, worker.lease)
+      local key = idle_key(batch.prefix, worker.id)
+      if worker.free > 0 then
+        redis.call('HSET', key, 'free', worker.free)
+      else
+        redis.call('DEL', key)
+      end
+    end
+  end
+  local back = {}
+  for i = r.head, #r.tail do
+    back[#back + 1] = r.tail[i].id
+  end
+  call_in_slices('RPUSH', batch.idle, back)
 end
