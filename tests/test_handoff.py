@@ -270,3 +270,97 @@ async def test_a_worker_whose_user_may_not_blmpop_waits_with_blpop(
                 assert [await h.result() for h in handles] == [0, 2, 4, 6, 8]
             # Where the server has BLMPOP (Redis 7+) the worker tried it and fell back.
             assert worker._waits._many is not bool(worker._lanes[0].scripts.functions)
+
+
+async def _leased_one(queue: qa.Queue, noop: qa.Task[[], None], worker: str) -> tuple[str, str]:
+    """Enqueue a job and lease it to ``worker`` (registered as nothing): its id and token."""
+    handle = await noop.enqueue()
+    reply = await queue._broker.scripts.lease(
+        1, 30_000, f"{worker}:1", worker, 3, 60_000, 100, 0, 20_000
+    )
+    [job] = parse_lease(reply, queue)[2]
+    assert job.id == handle.id
+    return job.id, job.token
+
+
+async def test_a_completion_registers_its_worker_as_idle_for_the_next_enqueue(
+    queue: qa.Queue,
+) -> None:
+    noop = await noop_task(queue)
+    keys = queue._broker.keys
+    first, second = await _leased_one(queue, noop, "w1"), await _leased_one(queue, noop, "w2")
+    offer = ("w1", 2, 30_000, 20_000, 5000)
+    assert await queue._broker.scripts.complete([*first, b"null", 60_000], idle=offer) == [1]
+    assert await queue.client.lrange(keys.idle, 0, -1) == [b"w1"]
+    assert 0 < await queue.client.pttl(f"{keys.prefix}idle:w1") <= 5500
+    await queue._broker.scripts.complete([*second, b"null", 60_000], idle=("w2", *offer[1:]))
+    # Registered again: still once in the rotation, behind w2.
+    await queue._broker.scripts.complete([], idle=offer)
+    assert await queue.client.lrange(keys.idle, 0, -1) == [b"w2", b"w1"]
+
+    handles = await queue.enqueue_many([noop.call() for _ in range(3)])
+    assert [(await h.info()).worker for h in handles] == ["w2", "w1", "w2"]
+    assert await queue.client.llen(keys.inbox("w2")) == 2
+
+
+async def test_a_completion_does_not_register_its_worker_while_jobs_are_ready_or_gated(
+    queue: qa.Queue,
+) -> None:
+    noop = await noop_task(queue)
+    keys = queue._broker.keys
+    offer = ("w1", 5, 30_000, 20_000, 5000)
+    job_id, token = await _leased_one(queue, noop, "w1")
+    waiting = await noop.enqueue()
+    await queue._broker.scripts.complete([job_id, token, b"null", 60_000], idle=offer)
+    assert await queue.client.llen(keys.idle) == 0
+    assert await waiting.status() is qa.JobStatus.READY
+
+    await queue.client.delete(keys.fifo, keys.fresh)
+    job_id, token = await _leased_one(queue, noop, "w1")
+    await queue._broker.scripts.pause("noop")  # a gate: hand-offs would skip it
+    await queue._broker.scripts.complete([job_id, token, b"null", 60_000], idle=offer)
+    assert await queue.client.llen(keys.idle) == 0
+
+
+async def test_a_lease_that_fills_its_count_registers_the_free_slots_it_leaves(
+    queue: qa.Queue,
+) -> None:
+    noop = await noop_task(queue)
+    keys = queue._broker.keys
+    await queue.enqueue_many([noop.call() for _ in range(3)])
+    # Three of ten free slots taken, at most three at once: seven are left, three offered.
+    reply = await queue._broker.scripts.lease(
+        3, 30_000, "w1:1", "w1", 3, 60_000, 100, 5000, 20_000, slots=10
+    )
+    assert len(parse_lease(reply, queue)[2]) == 3
+    assert await queue.client.hget(f"{keys.prefix}idle:w1", "free") == b"3"
+    # Without the slots, a lease that took its count offers nothing, as before.
+    await queue._broker.scripts.retire("w1")
+    await queue.enqueue_many([noop.call() for _ in range(3)])
+    reply = await queue._broker.scripts.lease(3, 30_000, "w2:1", "w2", 3, 60_000, 100, 5000, 20_000)
+    assert len(parse_lease(reply, queue)[2]) == 3
+    assert await queue.client.exists(f"{keys.prefix}idle:w2") == 0
+
+
+async def test_a_busy_worker_takes_many_of_its_clients_jobs_by_hand_off(queue: qa.Queue) -> None:
+    """Once its completions register it, a worker fed by clients that each wait for their
+    last result takes many of their jobs from its inbox rather than by a lease call."""
+    tokens: list[str] = []
+
+    @queue.task
+    async def echo(ctx: qa.JobContext, n: int) -> int:
+        tokens.append(ctx.token)
+        return n
+
+    async def client(k: int) -> None:
+        for n in range(20):
+            assert await (await echo.enqueue(k * 100 + n)).result(timeout=10) == k * 100 + n
+
+    async with qa.Worker(queue, concurrency=20, lease_batch=10) as worker:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for k in range(20):
+                    tg.start_soon(client, k)
+    handed = sum(token.startswith(f"{worker.id}:h") for token in tokens)
+    assert len(tokens) == 400
+    assert handed > 100  # before completions registered the worker: none

@@ -474,10 +474,13 @@ class Scripts:
         dead_max_len: int,
         max_idle_ms: int,
         grace_ms: int,
+        *,
+        slots: int | None = None,
     ) -> list[Any]:
         """Take up to ``count`` jobs; the reply is described in lease.lua.
 
-        ``max_idle_ms`` > 0 registers the worker as idle if nothing is left to take;
+        ``max_idle_ms`` > 0 registers the worker as idle if nothing is left to take, for
+        the free ``slots`` (before this lease) that it leaves, up to ``count``, when given;
         ``grace_ms``: how long an expired lease of these jobs is suspected before recovery.
         """
         k = self.keys
@@ -495,6 +498,7 @@ class Scripts:
                 dead_max_len,
                 max_idle_ms,
                 grace_ms,
+                *([] if slots is None else [slots]),
             ],
         )
         return result
@@ -507,18 +511,23 @@ class Scripts:
         )
         return result
 
-    async def complete(self, fields: list[Arg]) -> list[int]:
+    async def complete(
+        self, fields: list[Arg], *, idle: tuple[str, int, int, int, int] | None = None
+    ) -> list[int]:
         """Record jobs done, four fields each: id, token, result, keep ms.
 
+        ``idle``: the finishing worker's id, free slots, lease, lease grace and longest idle
+        wait (ms), to register it as idle for hand-offs (see complete.lua).
         One flag per job: 1 recorded, 0 lease lost, 2 the job is gone (see complete.lua).
         """
-        result: list[int] = await self._call(
-            SCRIPTS["complete"],
-            [self.keys.active, self.keys.meta, self.keys.ready, self.keys.wake, self.keys.done],
-            # One argument: redis-py packs each argument at about 1 us.
-            [self.keys.prefix, pack_fields(fields)],
-            durable=True,
-        )
+        k = self.keys
+        keys = [k.active, k.meta, k.ready, k.wake, k.done]
+        # One argument for the jobs: redis-py packs each argument at about 1 us.
+        args: list[Arg] = [k.prefix, pack_fields(fields)]
+        if idle is not None:
+            keys.append(k.idle)
+            args += idle
+        result: list[int] = await self._call(SCRIPTS["complete"], keys, args, durable=True)
         return result
 
     async def fail(

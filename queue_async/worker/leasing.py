@@ -129,9 +129,16 @@ class Lane:
     it): ``lease_order`` orders groups, and takes the lanes of a group in turn."""
 
     async def lease(
-        self, settings: WorkerSettings, worker_id: str, lease_id: str, free: int, idle_ms: int
+        self,
+        settings: WorkerSettings,
+        worker_id: str,
+        lease_id: str,
+        free: int,
+        idle_ms: int,
+        slots: int | None = None,
     ) -> tuple[int, int, list[LeasedJob]]:
-        """Take up to ``free`` jobs (see lease.lua); ``idle_ms`` > 0 offers hand-offs."""
+        """Take up to ``free`` jobs (see lease.lua); ``idle_ms`` > 0 offers hand-offs, for
+        the worker's free ``slots`` this lease leaves when given."""
         reply = await self.scripts.lease(
             min(free, settings.lease_batch),
             to_ms(settings.lease),
@@ -142,6 +149,7 @@ class Lane:
             settings.dead_max_len,
             idle_ms,
             2 * to_ms(settings.heartbeat),
+            slots=slots,
         )
         return parse_lease(reply, self.queue)
 
@@ -179,12 +187,13 @@ class Lane:
             limit = "" if opts.max_concurrency is None else str(opts.max_concurrency)
             await self.scripts.set_limits(task.name, limit, rate)
 
-    async def flush(self) -> None:
+    async def flush(self, idle: tuple[str, int, int, int, int] | None = None) -> None:
         """Record the buffered completions in one call; raises BrokerError with them kept
-        for the next try."""
+        for the next try. ``idle``: register the worker as idle with it (see
+        ``Scripts.complete``)."""
         batch = self.book.take_done()
         try:
-            flags = await self.scripts.complete(batch)
+            flags = await self.scripts.complete(batch, idle=idle)
         except Unconfirmed as short:
             flags = short.reply
             logger.warning(

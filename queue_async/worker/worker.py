@@ -72,6 +72,11 @@ class Worker:
             (see ``Queue.middleware``).
     """
 
+    _offering = False
+    """While the lease loop offers hand-offs (one queue, not burst), a completion call
+    registers the worker as idle: it blocks on its inbox whenever it has room (see
+    complete.lua)."""
+
     def __init__(
         self,
         queue: Queue | Sequence[Queue],
@@ -408,12 +413,16 @@ class Worker:
         try:
             with anyio.CancelScope() as self._lease_scope:
                 if not self._stopping:
+                    self._offering = not burst and len(self._lanes) == 1
                     await self._lease_loop(burst)
         finally:
+            self._offering = False
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(self.settings.lease.total_seconds()):
-                    for lane in self._lanes:
-                        await lane.retire(self.id)
+                    # After any completion call in flight: none registers the worker again.
+                    async with self._flush_lock:
+                        for lane in self._lanes:
+                            await lane.retire(self.id)
                 with anyio.CancelScope() as self._grace_scope:
                     if self._stopping:  # else run() itself was cancelled: no grace
                         self._grace_scope.deadline = (
@@ -441,6 +450,59 @@ class Worker:
     async def _lease_loop(self, burst: bool) -> None:
         """Lease, start, repeat; block on Redis when there is nothing to do."""
         backoff = Backoff(self.settings.reconnect_max.total_seconds())
+        await self._prepare_lanes(backoff)
+        loop = asyncio.get_running_loop()
+        # After jobs came by hand-off, the worker waits again without a lease call until the
+        # end of the wait the last lease asked for (its completions register it as idle
+        # again, see complete.lua); a wake-up, an alarm, the end of the wait or a time
+        # without room (jobs may have gone to ready meanwhile) leases.
+        wait_until: float | None = None
+        due = False
+        while True:
+            if self._room() <= 0:
+                wait_until = None
+                await self._changed.wait()
+                continue
+            if wait_until is None:
+                try:
+                    wait_ms, scheduled, leased = await self._lease_round(burst)
+                except BrokerError as exc:
+                    await backoff.wait(exc)
+                    continue
+                backoff.reset()
+                if wait_ms == 0:
+                    continue  # more jobs are ready than we had room for
+                if burst and not leased and not self._busy and scheduled == 0:
+                    return
+                timeout = self.settings.max_idle_wait.total_seconds()
+                due = 0 < wait_ms / 1000 < timeout
+                if due:
+                    timeout = wait_ms / 1000
+                wait_until = loop.time() + timeout
+            timeout = wait_until - loop.time()
+            if timeout <= 0:
+                wait_until = None
+                continue
+            try:
+                handed = await self._waits.wait(
+                    timeout,
+                    worker_id=self.id,
+                    inbox=not burst and len(self._lanes) == 1,
+                    due=due,
+                    also=self._changed.wait() if burst and self._busy else None,
+                    room=max(1, self._room()),
+                )
+            except BrokerError as exc:
+                wait_until = None
+                await backoff.wait(exc)
+                continue
+            if not (handed and self._offering):
+                wait_until = None
+            await self._start_handed(handed)
+
+    async def _prepare_lanes(self, backoff: Backoff) -> None:
+        """Check each queue's server and publish what workers share, retrying while Redis is
+        away."""
         for lane in self._lanes:
             while True:
                 try:
@@ -452,37 +514,6 @@ class Worker:
                     break
                 except BrokerError as exc:
                     await backoff.wait(exc)
-        while True:
-            if self._room() <= 0:
-                await self._changed.wait()
-                continue
-            try:
-                wait_ms, scheduled, leased = await self._lease_round(burst)
-            except BrokerError as exc:
-                await backoff.wait(exc)
-                continue
-            backoff.reset()
-            if wait_ms == 0:
-                continue  # more jobs are ready than we had room for
-            if burst and not leased and not self._busy and scheduled == 0:
-                return
-            timeout = self.settings.max_idle_wait.total_seconds()
-            due = 0 < wait_ms / 1000 < timeout
-            if due:
-                timeout = wait_ms / 1000
-            try:
-                handed = await self._waits.wait(
-                    timeout,
-                    worker_id=self.id,
-                    inbox=not burst and len(self._lanes) == 1,
-                    due=due,
-                    also=self._changed.wait() if burst and self._busy else None,
-                    room=max(1, self._room()),
-                )
-            except BrokerError as exc:
-                await backoff.wait(exc)
-                continue
-            await self._start_handed(handed)
 
     async def _start_handed(self, handed: list[LeasedJob]) -> None:
         """Start the jobs an idle wait brought, and let them start before the next lease."""
@@ -510,7 +541,12 @@ class Worker:
             # back with the rest.
             with anyio.CancelScope(shield=True):
                 lane_wait, lane_scheduled, leased = await lane.lease(
-                    self.settings, self.id, f"{self.id}:{self._lease_seq}", free, idle_ms
+                    self.settings,
+                    self.id,
+                    f"{self.id}:{self._lease_seq}",
+                    free,
+                    idle_ms,
+                    self._slots() if self._offering else None,
                 )
             scheduled += lane_scheduled
             for job in leased:
@@ -631,9 +667,32 @@ class Worker:
             for lane in self._lanes:
                 while lane.book.done:
                     try:
-                        await lane.flush()
+                        await lane.flush(self._idle_offer())
                     except BrokerError as exc:
                         await backoff.wait(exc)
+
+    def _slots(self) -> int:
+        """Free slots: no job running in them or leased ahead for them."""
+        return self.settings.concurrency - self._busy - len(self._waiting)
+
+    def _idle_offer(self) -> tuple[str, int, int, int, int] | None:
+        """What a completion call registers the worker as idle with (see
+        ``Scripts.complete``), while the lease loop offers hand-offs and slots are free."""
+        if not self._offering or self._stopping:
+            return None
+        settings = self.settings
+        # At most a lease's worth, as a lease takes: a worker offered every free slot takes
+        # all the jobs of its clients in one go, and they then wait for each other.
+        free = min(self._slots(), settings.lease_batch)
+        if free <= 0:
+            return None
+        return (
+            self.id,
+            free,
+            to_ms(settings.lease),
+            2 * to_ms(settings.heartbeat),
+            to_ms(settings.max_idle_wait),
+        )
 
     # -- heartbeats, signals ------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ class Header:
     lines: list[str]
     keys: dict[int, str] = field(default_factory=dict)
     """KEYS index -> the first word after it (a QueueKeys field name, for most)."""
+    optional_keys: set[int] = field(default_factory=set)
+    """KEYS declared "optional" (trailing: a caller may leave them out)."""
     variadic_keys_from: int | None = None
     """``KEYS[n..]``: one key per repeated ARGV group from here on (a job's hash)."""
     argv: set[int] = field(default_factory=set)
@@ -54,6 +56,8 @@ def header(name: str) -> Header:
     text = "\n".join(lines)
     for index, word in re.findall(r"KEYS\[(\d+)\]\s+(\S+)", text):
         head.keys[int(index)] = word
+    for index in re.findall(r"KEYS\[(\d+)\]\s+\S+ optional\b", text):
+        head.optional_keys.add(int(index))
     for index in re.findall(r"KEYS\[(\d+)\.\.\]", text):
         head.variadic_keys_from = int(index)
     for index, dots in re.findall(r"ARGV\[(\d+)(\.\.)?\]", text):
@@ -224,7 +228,8 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
         head = header(name)
         for call in calls:
             if head.variadic_keys_from is None:
-                assert len(call.keys) == len(head.keys), (name, call.keys, head.keys)
+                required = len(head.keys) - len(head.optional_keys)
+                assert required <= len(call.keys) <= len(head.keys), (name, call.keys, head.keys)
             else:
                 assert head.group is not None
                 jobs = (len(call.args) - len(head.argv)) // head.group
@@ -232,7 +237,9 @@ async def test_wrapper_passes_the_keys_and_arguments_each_header_declares(
                 for key in call.keys[len(head.keys) :]:
                     assert key.startswith(queue._broker.keys.prefix), (name, key)
             for index, word in head.keys.items():
-                if word in key_fields:
+                if index > len(call.keys):
+                    assert index in head.optional_keys, (name, index)
+                elif word in key_fields:
                     assert call.keys[index - 1] == getattr(queue._broker.keys, word), (name, index)
                 else:
                     assert call.keys[index - 1].startswith(queue._broker.keys.prefix), (name, index)

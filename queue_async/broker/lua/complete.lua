@@ -3,14 +3,20 @@
 -- KEYS[5] done    finished jobs whose results are kept, by finish time: the DONE_LISTED
 --                 most recent (what Admin.jobs("done") lists); it expires with the longest
 --                 kept result among them
+-- KEYS[6] idle optional: the list of idle workers (see lease.lua), given with ARGV[3] to [7]
 -- ARGV[1] key prefix of the queue
 -- ARGV[2] the jobs, packed (see includes/packed.lua): four fields per job: id, token, result
 --   (codec bytes), keep (result TTL ms; 0 deletes the job hash at once)
+-- ARGV[3] optional: the finishing worker's id, to register it as idle (as lease.lua does when
+--   it finds nothing): a worker with free slots blocks on its inbox, so the next enqueue hands
+--   it jobs without a lease call; not while jobs are ready or a gate is configured
+-- ARGV[4] optional: its free slots   ARGV[5] optional: its lease (ms)
+-- ARGV[6] optional: its lease grace (ms)   ARGV[7] optional: its longest idle wait (ms)
 -- Reply: one integer per job: 1 recorded (now, or by an earlier send of the same call whose
 --   reply was lost: the job's 'spent' field holds the token of the try that finished it),
 --   0 lease lost (recovered elsewhere), 2 the job is gone (deleted, or recorded with keep 0).
 -- Minimum server: Redis 5.0.
--- needs: clock, final, format, gates, keys, packed, ready, slices, wire
+-- needs: clock, final, format, gates, handoff, keys, packed, ready, slices, wire
 local prefix = ARGV[1]
 local done_jobs = ARGV[2]
 local bounds, bad = parse_packed(done_jobs, COMPLETED_FIELDS)
@@ -98,5 +104,10 @@ if #kept > 0 then
 end
 if let_go > 0 then
   wake(KEYS[4])
+end
+local worker, free = ARGV[3], tonumber(ARGV[4])
+if worker and free and free > 0 and KEYS[6] and ready_count(prefix, KEYS[3]) == 0
+    and redis.call('EXISTS', gates_key(prefix)) == 0 then
+  register_idle(prefix, KEYS[6], worker, free, ARGV[5], ARGV[6], tonumber(ARGV[7]))
 end
 return reply

@@ -15,6 +15,9 @@
 -- ARGV[9] the worker's longest idle wait (ms); 0: do not register as idle
 -- ARGV[10] lease grace (ms): how long an expired lease of this worker is only suspected
 --   before it is recovered (see recover_expired in includes/leases.lua)
+-- ARGV[11] optional: the worker's free slots before this lease: the idle registration
+--   offers those it leaves, up to ARGV[2], even after a lease that took ARGV[2] jobs (a
+--   worker whose completions register it, see complete.lua, goes on taking hand-offs)
 -- Reply: {wait_ms, scheduled, inbox_count, then inbox_count packed jobs (see
 --   includes/handoff.lua), then eleven fields per leased job (LEASED in includes/wire.lua):
 --   id, task, payload, attempts, enqueued (ms), retries, timeout, keep (each "" when unset),
@@ -23,7 +26,8 @@
 --   lease expires or a rate limit's next token is due, -1 if nothing is pending.
 --   scheduled: how many jobs wait for their time.
 -- Minimum server: Redis 5.0.
--- needs: clock, final, format, gates, keys, leases, packed, ready, records, scheduled, slices, wire
+-- needs: clock, final, format, gates, handoff, keys, leases, packed, ready, records, scheduled,
+--   slices, wire
 local prefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local worker = ARGV[5]
@@ -162,15 +166,17 @@ else
   reply[1] = next_wait()
   local max_idle = tonumber(ARGV[9])
   local free = count - taken
+  local slots = tonumber(ARGV[11])
+  if slots then
+    free = math.max(free, math.min(slots - #handed - taken, tonumber(ARGV[2])))
+  end
   if max_idle > 0 and free > 0 and not paused then
     -- Registered for as long as the worker will block, plus a margin for the round trip.
     local wait = max_idle
     if reply[1] >= 0 and reply[1] < wait then
       wait = reply[1]
     end
-    redis.call('HSET', idle, 'free', free, 'lease', ARGV[3], 'grace', grace)
-    redis.call('PEXPIRE', idle, wait + 500)
-    redis.call('RPUSH', KEYS[7], worker)
+    register_idle(prefix, KEYS[7], worker, free, ARGV[3], grace, wait)
   end
 end
 reply[2] = redis.call('ZCARD', KEYS[2])

@@ -2,7 +2,7 @@
 -- Fields and replies are described in enqueue.lua.
 -- needs: clock, final, format, handoff, keys, packed, ready, records, scheduled, slices, wire
 -- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
---   add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS ID_FIRST ID_LAST
+--   note_plain hand_off_noted add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS ID_FIRST ID_LAST
 --   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY replace_finished
 -- Minimum server: Redis 5.0.
 
@@ -138,6 +138,36 @@ local function fresh_record(batch, jobs, bounds, at)
     bounds[at + 2 * ENQUEUED.payload])
 end
 
+-- Note a plain job of priority 0 for finish_batch: with its fresh record, or with where its
+-- bounds start when it may be handed off (a job without options, see add_job).
+local function note_plain(batch, id, slot, record)
+  local n = batch.plain_n + 1
+  batch.plain_n = n
+  batch.plain_ids[n] = id
+  batch.plain_records[n] = record
+  batch.plain_slots[n] = slot
+  push_fifo(batch, id)
+end
+
+-- Hand a job noted for hand-off (its bounds start after `at`) to the next idle worker with a
+-- free slot; false if none is left. Its inbox entry is cut from the batch's own packing: its
+-- id field, then its task and payload fields (ENQUEUED puts them last, LEASED first).
+local function hand_off_noted(batch, id, at)
+  local worker = batch.handing and next_idle_worker(batch)
+  if not worker then
+    batch.handing = false
+    return false
+  end
+  local jobs, bounds = batch.jobs, batch.bounds
+  local first = at == 0 and 1 or bounds[at] + 1
+  hand_off_plain(batch, worker, id, job_key(batch.prefix, id),
+    string.sub(jobs, bounds[at + 2 * ENQUEUED.task - 1], bounds[at + 2 * ENQUEUED.task]),
+    string.sub(jobs, bounds[at + 2 * ENQUEUED.payload - 1], bounds[at + 2 * ENQUEUED.payload]),
+    string.sub(jobs, first, bounds[at + ID_LAST]),
+    string.sub(jobs, bounds[at + 2 * ENQUEUED.options] + 1, bounds[at + 2 * ENQUEUED.payload]))
+  return true
+end
+
 -- With the option replace: a finished job of this id (done, dead, cancelled or aborted) is
 -- deleted, so that the new one takes its id. A job that waits or runs is kept.
 local function replace_finished(prefix, id)
@@ -180,12 +210,14 @@ local function add_job(batch, jobs, bounds, at, slot)
   -- Stored as a fresh record, ready now (see includes/records.lua).
   local fresh = plain and due <= now and not batch.handing
   if fresh and priority == 0 then
-    local n = batch.plain_n + 1
-    batch.plain_n = n
-    batch.plain_ids[n] = id
-    batch.plain_records[n] = fresh_record(batch, jobs, bounds, at)
-    batch.plain_slots[n] = slot
-    push_fifo(batch, id)
+    note_plain(batch, id, slot, fresh_record(batch, jobs, bounds, at))
+    return 1
+  end
+  -- A job with no options at all, while idle workers may be waiting: finish_batch hands it
+  -- off, or stores it fresh once no idle worker has a slot left.
+  if batch.handing and opts == NO_OPTIONS then
+    batch.jobs, batch.bounds = jobs, bounds
+    note_plain(batch, id, slot, at)
     return 1
   end
   local key = job_key(prefix, id)
@@ -278,30 +310,38 @@ local function existing_plain_ids(batch)
   return found
 end
 
--- Write the plain jobs noted by add_job (setting the reply of those whose id exists to 0),
--- push the batch's ready ids of priority 0 in order, and wake idle workers if jobs came.
+-- Write the plain jobs noted by add_job (setting the reply of those whose id exists to 0):
+-- hand off those noted for it while idle workers have slots, in order, and store the rest
+-- fresh; push the batch's ready ids of priority 0 in order, and wake idle workers if jobs
+-- came.
 local function finish_batch(batch, reply)
   local ids, fifo = batch.plain_ids, batch.fifo
   if batch.plain_n > 0 then
-    local existing = existing_plain_ids(batch)
+    -- Ids in fifo only as plain jobs that were not added, or that were handed off.
+    local dropped = existing_plain_ids(batch)
     local pairs_, n = {}, 0
     local records = batch.plain_records
     for i = 1, batch.plain_n do
       local id = ids[i]
-      if existing[id] then
+      local record = records[i]
+      if dropped[id] then
         reply[batch.plain_slots[i]] = 0
+      elseif type(record) == 'number' and hand_off_noted(batch, id, record) then
+        dropped[id] = true
       else
+        if type(record) == 'number' then
+          record = fresh_record(batch, batch.jobs, batch.bounds, record)
+        end
         pairs_[n + 1] = id
-        pairs_[n + 2] = records[i]
+        pairs_[n + 2] = record
         n = n + 2
       end
     end
     call_in_slices('HSET', batch.fresh, pairs_)
-    if next(existing) then
+    if next(dropped) then
       local kept = {}
       for _, id in ipairs(fifo) do
-        -- An id of this batch that exists is in fifo only as a plain job that was not added.
-        if not existing[id] then
+        if not dropped[id] then
           kept[#kept + 1] = id
         end
       end

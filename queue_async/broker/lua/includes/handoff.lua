@@ -8,8 +8,20 @@
 -- handed, and written back by deliver_handed, with the same order and free counts that
 -- handing the jobs one by one would leave.
 -- needs: format, keys, packed, slices, wire
--- provides: idle_rotation next_idle_worker hand_off deliver_handed
+-- provides: register_idle idle_rotation next_idle_worker handed_token hand_off hand_off_plain
+--   deliver_handed
 -- Minimum server: Redis 5.0.
+
+-- Register a worker as idle, with `free` slots for hand-offs, its lease and lease grace
+-- (ms), for `wait` ms (how long it blocks on its inbox) plus a margin for the round trip.
+-- idle: the list of idle workers, which it joins at the tail (once).
+local function register_idle(prefix, idle, worker, free, lease_ms, grace, wait)
+  local key = idle_key(prefix, worker)
+  redis.call('HSET', key, 'free', free, 'lease', lease_ms, 'grace', grace)
+  redis.call('PEXPIRE', key, wait + 500)
+  redis.call('LREM', idle, 0, worker)
+  redis.call('RPUSH', idle, worker)
+end
 
 -- The batch's idle rotation, made on first use: workers taken from the head of the idle
 -- list so far (by id), and those of them with slots left, in the order they rejoin its tail;
@@ -59,17 +71,28 @@ local function next_idle_worker(batch)
   end
 end
 
+-- The lease token of the next job handed to `worker` (as next_idle_worker returned it), whose
+-- deadline joins the batch's active jobs; one INCR of seq per call makes tokens unique.
+local function handed_token(batch, worker, id)
+  local r = batch.rotation
+  if not r.seq then
+    r.seq = redis.call('INCR', batch.seq)
+    r.started = fmt(batch.now)
+    r.started_packed = #r.started .. ':' .. r.started
+  end
+  worker.n = worker.n + 1
+  r.active[r.active_n + 1] = fmt(batch.now + worker.lease)
+  r.active[r.active_n + 2] = id
+  r.active_n = r.active_n + 2
+  return worker.id .. ':h' .. r.seq .. '.' .. worker.n
+end
+
 -- Lease a new job to an idle worker (as next_idle_worker returned it): its hash (fields: as
 -- job_fields in includes/batch.lua builds them) is written active, and its packed fields
 -- (as lease.lua returns them) are kept for the worker's inbox. opts: the job's options,
 -- unpacked (see enqueue.lua).
 local function hand_off(batch, worker, id, key, fields, opts)
-  local r = idle_rotation(batch)
-  if not r.seq then
-    r.seq = redis.call('INCR', batch.seq)
-  end
-  worker.n = worker.n + 1
-  local token = worker.id .. ':h' .. r.seq .. '.' .. worker.n
+  local token = handed_token(batch, worker, id)
   local now = batch.now
   local started = fmt(now)
   -- After job_fields' 'attempts' '0': HSET applies pairs in order, so these win.
@@ -80,9 +103,6 @@ local function hand_off(batch, worker, id, key, fields, opts)
   fields[n + 9], fields[n + 10], fields[n + 11], fields[n + 12] = 'started', started, 'grace',
     worker.grace or '0'
   redis.call('HSET', key, unpack(fields))
-  r.active[r.active_n + 1] = fmt(now + worker.lease)
-  r.active[r.active_n + 2] = id
-  r.active_n = r.active_n + 2
   local entry = {}
   entry[LEASED.id], entry[LEASED.task], entry[LEASED.payload] = id, fields[2], fields[4]
   entry[LEASED.attempts], entry[LEASED.enqueued], entry[LEASED.token] = '1', started, token
@@ -92,6 +112,21 @@ local function hand_off(batch, worker, id, key, fields, opts)
   entry[LEASED.headers] = opts[OPT.headers] or ''
   entry[LEASED.ready] = started
   worker.entries[worker.n] = pack(entry)
+end
+
+-- hand_off for a job of priority 0 without options, whose inbox entry is made from its own
+-- packed fields as the batch carried them: id (id_packed), task and payload (body_packed).
+-- The entry's fields are in LEASED order: id, task, payload, attempts, enqueued, retries,
+-- timeout, keep, token, headers, ready.
+local function hand_off_plain(batch, worker, id, key, task, payload, id_packed, body_packed)
+  local token = handed_token(batch, worker, id)
+  local r = batch.rotation
+  local started = r.started
+  redis.call('HSET', key, 'state', 'active', 'attempts', '1', 'token', token, 'worker',
+    worker.id, 'started', started, 'grace', worker.grace or '0', 'task', task,
+    'payload', payload, 'enqueued', started)
+  worker.entries[worker.n] = id_packed .. body_packed .. '1:1' .. r.started_packed
+    .. '0:0:0:' .. #token .. ':' .. token .. '0:' .. r.started_packed
 end
 
 -- Write back what the batch's hand-offs did: the handed jobs' lease deadlines, each
