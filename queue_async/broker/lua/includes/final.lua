@@ -8,20 +8,31 @@
 local FINAL_STATES = {done = true, dead = true, cancelled = true, aborted = true}
 
 -- Tell result() waiters that jobs reached a final state (or are gone). Each watched job's id
--- goes on the "done" channel, one message per job, as the wire format documents it; and one
--- message per call goes on the "ended" channel, which queue_async's waiters listen on: the
--- ended jobs packed, three fields each (ENDED in includes/wire.lua), so that a waiting process
--- parses one message per finishing call, and most waiters need no read for their result.
+-- goes on the "done" channel, one message per job, as the wire format documents it, while a
+-- client of this server listens there; and one message per call goes on the "ended" channel,
+-- which queue_async's waiters listen on: the ended jobs packed, three fields each (ENDED in
+-- includes/wire.lua), so that a waiting process parses one message per finishing call, and
+-- most waiters need no read for their result.
 local function publish_ended(prefix, ids, tasks, results)
   local done = done_channel(prefix)
+  local heard = redis.call('PUBSUB', 'NUMSUB', done)[2] > 0
   local parts, n = {}, 0
+  -- Packed task names, made once per name (most jobs of a call share a few).
+  local packed_tasks = {['']= '0:'}
   for i, id in ipairs(ids) do
-    redis.call('PUBLISH', done, id)
+    if heard then
+      redis.call('PUBLISH', done, id)
+    end
     local result = results and results[i]
     local task = result and tasks[i] or ''
+    local packed_task = packed_tasks[task]
+    if not packed_task then
+      packed_task = #task .. ':' .. task
+      packed_tasks[task] = packed_task
+    end
     result = result or ''
     parts[n + 1] = #id .. ':' .. id
-    parts[n + 2] = #task .. ':' .. task
+    parts[n + 2] = packed_task
     parts[n + 3] = #result .. ':' .. result
     n = n + 3
   end

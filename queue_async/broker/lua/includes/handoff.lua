@@ -37,7 +37,8 @@ end
 
 -- Take the next idle worker in rotation that still has a free slot, and count the slot
 -- taken; nil if none. The worker is a table: id, free, lease (ms), grace (ms, see
--- recover_expired), entries (its inbox entries so far) and n (how many).
+-- recover_expired), entries (its inbox entries so far), n (how many) and deadline (their
+-- lease deadline, once made).
 local function next_idle_worker(batch)
   local r = idle_rotation(batch)
   while true do
@@ -81,7 +82,10 @@ local function handed_token(batch, worker, id)
     r.started_packed = #r.started .. ':' .. r.started
   end
   worker.n = worker.n + 1
-  r.active[r.active_n + 1] = fmt(batch.now + worker.lease)
+  if not worker.deadline then
+    worker.deadline = fmt(batch.now + worker.lease)
+  end
+  r.active[r.active_n + 1] = worker.deadline
   r.active[r.active_n + 2] = id
   r.active_n = r.active_n + 2
   return worker.id .. ':h' .. r.seq .. '.' .. worker.n
