@@ -6,6 +6,8 @@ it), so they can look at what a dead or stopping idle worker leaves behind.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 import redis.asyncio
@@ -121,6 +123,34 @@ async def test_one_call_hands_jobs_round_the_rotation_and_leaves_it_as_one_by_on
     assert 0 < await queue.client.pttl(keys.inbox("w1")) <= 30_000
     assert await queue.client.zcard(keys.active) == 4
     assert await queue.client.llen(keys.wake) == 0
+
+
+async def test_a_mixed_batch_is_handed_off_in_its_order(queue: qa.Queue) -> None:
+    """Jobs without options and jobs with some take idle workers in the batch's order; the
+    first that finds none and every job after it wait in ready, in order."""
+    noop = await noop_task(queue)
+    for worker in ("w1", "w2", "w3"):
+        await register_idle(queue, worker, free=1)
+    with_options = noop.options(retries=2)
+    handles = await queue.enqueue_many(
+        [noop.call(), with_options.call(), noop.call(), with_options.call(), noop.call()]
+    )
+    assert [(await h.info()).worker for h in handles] == ["w1", "w2", "w3", None, None]
+    assert await ready_ids(queue) == [handles[3].id, handles[4].id]
+
+
+async def test_a_job_never_handed_off_stops_the_hand_offs_after_it(queue: qa.Queue) -> None:
+    """A job with a concurrency key goes to ready, and so do the jobs after it, though an
+    idle worker has slots: none starts ahead of it."""
+    noop = await noop_task(queue)
+
+    @queue.task(name="keyed", concurrency_key=lambda: "k")
+    async def keyed() -> None: ...
+
+    await register_idle(queue, "w1", free=5)
+    handles = await queue.enqueue_many([noop.call(), keyed.call(), noop.call()])
+    assert [(await h.info()).worker for h in handles] == ["w1", None, None]
+    assert [await h.status() for h in handles[1:]] == [qa.JobStatus.READY] * 2
 
 
 async def test_no_hand_off_while_older_jobs_wait_in_ready(queue: qa.Queue) -> None:
@@ -303,6 +333,24 @@ async def test_a_completion_registers_its_worker_as_idle_for_the_next_enqueue(
     assert await queue.client.llen(keys.inbox("w2")) == 2
 
 
+async def test_a_completion_offers_no_slot_its_inbox_already_fills(queue: qa.Queue) -> None:
+    """Jobs handed to a worker and not yet taken fill slots that its free count, counted
+    before the call, still shows as free."""
+    noop = await noop_task(queue)
+    keys = queue._broker.keys
+    first, second = await _leased_one(queue, noop, "w1"), await _leased_one(queue, noop, "w1")
+    await register_idle(queue, "w1", free=1)
+    handed = await noop.enqueue()
+    assert (await handed.info()).worker == "w1"
+    assert await queue.client.llen(keys.idle) == 0
+    await queue._broker.scripts.complete([*first, b"null", 60_000], idle=("w1", 1, 30_000, 0, 5000))
+    assert await queue.client.llen(keys.idle) == 0
+    await queue._broker.scripts.complete(
+        [*second, b"null", 60_000], idle=("w1", 3, 30_000, 0, 5000)
+    )
+    assert await queue.client.hget(f"{keys.prefix}idle:w1", "free") == b"2"
+
+
 async def test_a_completion_does_not_register_its_worker_while_jobs_are_ready_or_gated(
     queue: qa.Queue,
 ) -> None:
@@ -364,3 +412,54 @@ async def test_a_busy_worker_takes_many_of_its_clients_jobs_by_hand_off(queue: q
     handed = sum(token.startswith(f"{worker.id}:h") for token in tokens)
     assert len(tokens) == 400
     assert handed > 100  # before completions registered the worker: none
+
+
+async def test_no_completion_registers_the_worker_while_its_lease_call_is_in_flight(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The free slots a completion offers are counted with no lease in flight: a lease that
+    lands first could fill them, and a job handed to a worker without room would wait in its
+    inbox, its lease not extended."""
+    scripts = type(queue._broker.scripts)
+    lease, complete = scripts.lease, scripts.complete
+    leasing = 0
+    offers_while_leasing = 0
+    offers = 0
+
+    async def slow_lease(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal leasing
+        leasing += 1
+        try:
+            await anyio.sleep(0.02)
+            return await lease(self, *args, **kwargs)
+        finally:
+            leasing -= 1
+
+    async def watched_complete(self: Any, fields: Any, *, idle: Any = None) -> Any:
+        nonlocal offers, offers_while_leasing
+        if idle is not None:
+            offers += 1
+            offers_while_leasing += leasing > 0
+        return await complete(self, fields, idle=idle)
+
+    monkeypatch.setattr(scripts, "lease", slow_lease)
+    monkeypatch.setattr(scripts, "complete", watched_complete)
+
+    @queue.task
+    async def nap(n: int) -> int:
+        await anyio.sleep(0.01 * (n % 3))
+        return n
+
+    async def client() -> None:
+        n = 0
+        while offers < 20 or n < 15:
+            assert await (await nap.enqueue(n)).result(timeout=10) == n
+            n += 1
+
+    async with qa.Worker(queue, concurrency=8, lease_batch=4):
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(client)
+    assert offers >= 20
+    assert offers_while_leasing == 0

@@ -126,7 +126,10 @@ class Worker:
         self._abandoned = 0  # async handlers given up on, see _give_up
         self._processed = 0
         self._done_ready = anyio.Event()
-        self._flush_lock = anyio.Lock()
+        # The offer lock is held by a lease call and by a completion call that registers the
+        # worker as idle: the free slots such a call offers are counted with no lease in
+        # flight.
+        self._flush_lock, self._offer_lock = anyio.Lock(), asyncio.Lock()
         self._executor = Executor(
             worker_id=self.id,
             state=self.state,
@@ -420,7 +423,7 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(self.settings.lease.total_seconds()):
                     # After any completion call in flight: none registers the worker again.
-                    async with self._flush_lock:
+                    async with self._offer_lock:
                         for lane in self._lanes:
                             await lane.retire(self.id)
                 with anyio.CancelScope() as self._grace_scope:
@@ -540,14 +543,15 @@ class Worker:
             # unseen, until their leases expire. Jobs that come in while stopping are handed
             # back with the rest.
             with anyio.CancelScope(shield=True):
-                lane_wait, lane_scheduled, leased = await lane.lease(
-                    self.settings,
-                    self.id,
-                    f"{self.id}:{self._lease_seq}",
-                    free,
-                    idle_ms,
-                    self._slots() if self._offering else None,
-                )
+                async with self._offer_lock:
+                    lane_wait, lane_scheduled, leased = await lane.lease(
+                        self.settings,
+                        self.id,
+                        f"{self.id}:{self._lease_seq}",
+                        free,
+                        idle_ms,
+                        self._slots() if self._offering else None,
+                    )
             scheduled += lane_scheduled
             for job in leased:
                 self._start(job)
@@ -667,9 +671,18 @@ class Worker:
             for lane in self._lanes:
                 while lane.book.done:
                     try:
-                        await lane.flush(self._idle_offer())
+                        await self._flush_lane(lane)
                     except BrokerError as exc:
                         await backoff.wait(exc)
+
+    async def _flush_lane(self, lane: Lane) -> None:
+        """One completion call; while offering, and unless a lease call is in flight (whose
+        jobs are not counted yet), it registers the worker as idle for its free slots."""
+        if not self._offering or self._offer_lock.locked():
+            await lane.flush()
+            return
+        async with self._offer_lock:
+            await lane.flush(self._idle_offer())
 
     def _slots(self) -> int:
         """Free slots: no job running in them or leased ahead for them."""

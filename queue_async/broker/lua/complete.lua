@@ -10,7 +10,8 @@
 -- ARGV[3] optional: the finishing worker's id, to register it as idle (as lease.lua does when
 --   it finds nothing): a worker with free slots blocks on its inbox, so the next enqueue hands
 --   it jobs without a lease call; not while jobs are ready or a gate is configured
--- ARGV[4] optional: its free slots   ARGV[5] optional: its lease (ms)
+-- ARGV[4] optional: its free slots (those its inbox holds jobs for are not offered)
+-- ARGV[5] optional: its lease (ms)
 -- ARGV[6] optional: its lease grace (ms)   ARGV[7] optional: its longest idle wait (ms)
 -- Reply: one integer per job: 1 recorded (now, or by an earlier send of the same call whose
 --   reply was lost: the job's 'spent' field holds the token of the try that finished it),
@@ -106,8 +107,12 @@ if let_go > 0 then
   wake(KEYS[4])
 end
 local worker, free = ARGV[3], tonumber(ARGV[4])
-if worker and free and free > 0 and KEYS[6] and ready_count(prefix, KEYS[3]) == 0
-    and redis.call('EXISTS', gates_key(prefix)) == 0 then
-  register_idle(prefix, KEYS[6], worker, free, ARGV[5], ARGV[6], tonumber(ARGV[7]))
+if worker and free and KEYS[6] then
+  -- Jobs handed to it and not yet taken fill slots too.
+  free = free - redis.call('LLEN', inbox_key(prefix, worker))
+  if free > 0 and ready_count(prefix, KEYS[3]) == 0
+      and redis.call('EXISTS', gates_key(prefix)) == 0 then
+    register_idle(prefix, KEYS[6], worker, free, ARGV[5], ARGV[6], tonumber(ARGV[7]))
+  end
 end
 return reply

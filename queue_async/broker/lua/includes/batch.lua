@@ -2,8 +2,9 @@
 -- Fields and replies are described in enqueue.lua.
 -- needs: clock, final, format, handoff, keys, packed, ready, records, scheduled, slices, wire
 -- provides: new_batch unique_holder job_fields push_fifo queue_ready NO_OPTIONS fresh_record
---   note_plain hand_off_noted add_job existing_plain_ids finish_batch bad_options INTEGER_OPTIONS ID_FIRST ID_LAST
---   OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY replace_finished
+--   note_plain existing_ids job_exists add_job finish_batch bad_options INTEGER_OPTIONS
+--   ID_FIRST ID_LAST OPTIONS_FIRST OPTIONS_LAST O_PRIORITY O_DELAY O_AT O_CKEY O_UKEY
+--   replace_finished
 -- Minimum server: Redis 5.0.
 
 -- Where a job's id and options start and end among its parse_packed bounds (as packed_field
@@ -138,8 +139,7 @@ local function fresh_record(batch, jobs, bounds, at)
     bounds[at + 2 * ENQUEUED.payload])
 end
 
--- Note a plain job of priority 0 for finish_batch: with its fresh record, or with where its
--- bounds start when it may be handed off (a job without options, see add_job).
+-- Note a plain job of priority 0, with its fresh record, for finish_batch to write.
 local function note_plain(batch, id, slot, record)
   local n = batch.plain_n + 1
   batch.plain_n = n
@@ -149,23 +149,53 @@ local function note_plain(batch, id, slot, record)
   push_fifo(batch, id)
 end
 
--- Hand a job noted for hand-off (its bounds start after `at`) to the next idle worker with a
--- free slot; false if none is left. Its inbox entry is cut from the batch's own packing: its
--- id field, then its task and payload fields (ENQUEUED puts them last, LEASED first).
-local function hand_off_noted(batch, id, at)
-  local worker = batch.handing and next_idle_worker(batch)
-  if not worker then
-    batch.handing = false
-    return false
+-- Of n ids, those that exist already (as a job hash or a fresh record), as a set: in the
+-- usual case, one EXISTS and one HMGET per 1,000 jobs tell that none does.
+local function existing_ids(batch, ids, n)
+  local prefix, found = batch.prefix, {}
+  -- One EXISTS of many keys per slice (EXISTS takes keys only: no call_in_slices).
+  for first = 1, n, SLICE do
+    local last = math.min(first + SLICE - 1, n)
+    local keys = {}
+    for i = first, last do
+      keys[i - first + 1] = job_key(prefix, ids[i])
+    end
+    if redis.call('EXISTS', unpack(keys)) > 0 then
+      for i = first, last do
+        if redis.call('EXISTS', keys[i - first + 1]) == 1 then
+          found[ids[i]] = true
+        end
+      end
+    end
   end
-  local jobs, bounds = batch.jobs, batch.bounds
-  local first = at == 0 and 1 or bounds[at] + 1
-  hand_off_plain(batch, worker, id, job_key(batch.prefix, id),
-    string.sub(jobs, bounds[at + 2 * ENQUEUED.task - 1], bounds[at + 2 * ENQUEUED.task]),
-    string.sub(jobs, bounds[at + 2 * ENQUEUED.payload - 1], bounds[at + 2 * ENQUEUED.payload]),
-    string.sub(jobs, first, bounds[at + ID_LAST]),
-    string.sub(jobs, bounds[at + 2 * ENQUEUED.options] + 1, bounds[at + 2 * ENQUEUED.payload]))
-  return true
+  local records = hmget_many(batch.fresh, ids)
+  for i = 1, n do
+    if records[i] then
+      found[ids[i]] = true
+    end
+  end
+  return found
+end
+
+-- Whether a job of this id exists (a job hash or a fresh record). While jobs are handed off,
+-- every id of the batch is looked up at the first ask, with existing_ids: a few calls for the
+-- batch instead of two per job. (An id that comes twice is caught by batch.seen; one that
+-- replace frees is forgotten there.)
+local function job_exists(batch, jobs, bounds, id, key)
+  if batch.handing then
+    local known = batch.known
+    if not known then
+      local ids, n = {}, 0
+      for at = 0, #bounds - 1, 2 * ENQUEUED_FIELDS do
+        n = n + 1
+        ids[n] = string.sub(jobs, bounds[at + ID_FIRST], bounds[at + ID_LAST])
+      end
+      known = existing_ids(batch, ids, n)
+      batch.known = known
+    end
+    return known[id] == true
+  end
+  return redis.call('EXISTS', key) == 1 or redis.call('HEXISTS', batch.fresh, id) == 1
 end
 
 -- With the option replace: a finished job of this id (done, dead, cancelled or aborted) is
@@ -198,6 +228,9 @@ local function add_job(batch, jobs, bounds, at, slot)
     opts = unpack_fields(sub(jobs, bounds[at + OPTIONS_FIRST], bounds[at + OPTIONS_LAST]))
     if opts[OPT.replace] == '1' then
       replace_finished(prefix, id)
+      if batch.known then
+        batch.known[id] = nil
+      end
     end
   end
   local now = batch.now
@@ -207,22 +240,35 @@ local function add_job(batch, jobs, bounds, at, slot)
     due = now + tonumber(opts[O_DELAY])
   end
   local plain = (opts[O_CKEY] or '') == '' and (opts[O_UKEY] or '') == ''
+  if batch.handing and not has_idle_worker(batch) then
+    batch.handing = false
+  end
   -- Stored as a fresh record, ready now (see includes/records.lua).
   local fresh = plain and due <= now and not batch.handing
   if fresh and priority == 0 then
     note_plain(batch, id, slot, fresh_record(batch, jobs, bounds, at))
     return 1
   end
-  -- A job with no options at all, while idle workers may be waiting: finish_batch hands it
-  -- off, or stores it fresh once no idle worker has a slot left.
-  if batch.handing and opts == NO_OPTIONS then
-    batch.jobs, batch.bounds = jobs, bounds
-    note_plain(batch, id, slot, at)
-    return 1
-  end
   local key = job_key(prefix, id)
-  if redis.call('EXISTS', key) == 1 then
+  if job_exists(batch, jobs, bounds, id, key) then
     return 0
+  end
+  -- A job with no options at all, handed off with its inbox entry cut from the batch's own
+  -- packing: its id field, then its task and payload fields (ENQUEUED puts them last,
+  -- LEASED first).
+  if batch.handing and opts == NO_OPTIONS then
+    local worker = next_idle_worker(batch)
+    if worker then
+      hand_off_plain(batch, worker, id, key,
+        sub(jobs, bounds[at + 2 * ENQUEUED.task - 1], bounds[at + 2 * ENQUEUED.task]),
+        sub(jobs, bounds[at + 2 * ENQUEUED.payload - 1], bounds[at + 2 * ENQUEUED.payload]),
+        sub(jobs, at == 0 and 1 or bounds[at] + 1, bounds[at + ID_LAST]),
+        sub(jobs, bounds[at + 2 * ENQUEUED.options] + 1, bounds[at + 2 * ENQUEUED.payload]))
+      return 1
+    end
+    batch.handing = false
+    note_plain(batch, id, slot, fresh_record(batch, jobs, bounds, at))
+    return 1
   end
   if fresh then
     if redis.call('HSETNX', batch.fresh, id, fresh_record(batch, jobs, bounds, at)) == 0 then
@@ -230,9 +276,6 @@ local function add_job(batch, jobs, bounds, at, slot)
     end
     queue_ready(batch, id, priority)
     return 1
-  end
-  if redis.call('HEXISTS', batch.fresh, id) == 1 then
-    return 0
   end
   local task = packed_field(jobs, bounds, at, ENQUEUED.task)
   local payload = packed_field(jobs, bounds, at, ENQUEUED.payload)
@@ -280,68 +323,30 @@ local function add_job(batch, jobs, bounds, at, slot)
   return 1
 end
 
--- Of the plain jobs noted by add_job, the ids that exist already (as a job hash or a fresh
--- record), as a set: in the usual case, one EXISTS and one HMGET per 1,000 jobs tell that
--- none does.
-local function existing_plain_ids(batch)
-  local ids, prefix, found = batch.plain_ids, batch.prefix, {}
-  local n = batch.plain_n
-  -- One EXISTS of many keys per slice (EXISTS takes keys only: no call_in_slices).
-  for first = 1, n, SLICE do
-    local last = math.min(first + SLICE - 1, n)
-    local keys = {}
-    for i = first, last do
-      keys[i - first + 1] = job_key(prefix, ids[i])
-    end
-    if redis.call('EXISTS', unpack(keys)) > 0 then
-      for i = first, last do
-        if redis.call('EXISTS', keys[i - first + 1]) == 1 then
-          found[ids[i]] = true
-        end
-      end
-    end
-  end
-  local records = hmget_many(batch.fresh, ids)
-  for i = 1, n do
-    if records[i] then
-      found[ids[i]] = true
-    end
-  end
-  return found
-end
-
--- Write the plain jobs noted by add_job (setting the reply of those whose id exists to 0):
--- hand off those noted for it while idle workers have slots, in order, and store the rest
--- fresh; push the batch's ready ids of priority 0 in order, and wake idle workers if jobs
--- came.
+-- Write the plain jobs noted by add_job (setting the reply of those whose id exists to 0),
+-- push the batch's ready ids of priority 0 in order, and wake idle workers if jobs came.
 local function finish_batch(batch, reply)
   local ids, fifo = batch.plain_ids, batch.fifo
   if batch.plain_n > 0 then
-    -- Ids in fifo only as plain jobs that were not added, or that were handed off.
-    local dropped = existing_plain_ids(batch)
+    local existing = existing_ids(batch, ids, batch.plain_n)
     local pairs_, n = {}, 0
     local records = batch.plain_records
     for i = 1, batch.plain_n do
       local id = ids[i]
-      local record = records[i]
-      if dropped[id] then
+      if existing[id] then
         reply[batch.plain_slots[i]] = 0
-      elseif type(record) == 'number' and hand_off_noted(batch, id, record) then
-        dropped[id] = true
       else
-        if type(record) == 'number' then
-          record = fresh_record(batch, batch.jobs, batch.bounds, record)
-        end
         pairs_[n + 1] = id
-        pairs_[n + 2] = record
+        pairs_[n + 2] = records[i]
         n = n + 2
       end
     end
     call_in_slices('HSET', batch.fresh, pairs_)
-    if next(dropped) then
+    if next(existing) then
       local kept = {}
       for _, id in ipairs(fifo) do
-        if not dropped[id] then
+        -- An id of this batch that exists is in fifo only as a plain job that was not added.
+        if not existing[id] then
           kept[#kept + 1] = id
         end
       end

@@ -8,8 +8,8 @@
 -- handed, and written back by deliver_handed, with the same order and free counts that
 -- handing the jobs one by one would leave.
 -- needs: format, keys, packed, slices, wire
--- provides: register_idle idle_rotation next_idle_worker handed_token hand_off hand_off_plain
---   deliver_handed
+-- provides: register_idle idle_rotation has_idle_worker next_idle_worker handed_token hand_off
+--   hand_off_plain deliver_handed
 -- Minimum server: Redis 5.0.
 
 -- Register a worker as idle, with `free` slots for hand-offs, its lease and lease grace
@@ -33,6 +33,16 @@ local function idle_rotation(batch)
     batch.rotation = r
   end
   return r
+end
+
+-- Whether an idle worker may be left to hand jobs to: the idle list is not empty, or the
+-- batch's rotation has one.
+local function has_idle_worker(batch)
+  local r = batch.rotation
+  if r then
+    return r.head <= #r.tail or (not r.drained and redis.call('LLEN', batch.idle) > 0)
+  end
+  return redis.call('LLEN', batch.idle) > 0
 end
 
 -- Take the next idle worker in rotation that still has a free slot, and count the slot
