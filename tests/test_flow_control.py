@@ -275,3 +275,28 @@ async def test_resume_of_many_held_jobs_goes_in_bounded_steps_and_keeps_their_or
     assert (stats.held, stats.ready) == (0, 2500)
     fifo = [i.decode() for i in await queue.client.lrange(queue._broker.keys.fifo, 0, -1)]
     assert fifo == [h.id for h in handles]
+
+
+async def test_a_burst_worker_waits_for_the_completions_that_let_held_jobs_go(
+    queue: qa.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion call slower than the next lease: the lease finds only held jobs, yet the
+    burst worker does not stop before the completion has let the next one go."""
+    scripts = type(queue._broker.scripts)
+    complete = scripts.complete
+
+    async def slow_complete(self: Any, fields: Any, **kwargs: Any) -> Any:
+        await anyio.sleep(0.05)
+        return await complete(self, fields, **kwargs)
+
+    monkeypatch.setattr(scripts, "complete", slow_complete)
+
+    @queue.task(concurrency_key=lambda n: "one", concurrency_limit=1)
+    async def serial(n: int) -> int:
+        return n
+
+    handles = await queue.enqueue_many([serial.call(n) for n in range(3)])
+    worker = qa.Worker(queue, **FAST)
+    with anyio.fail_after(20):
+        await worker.run(burst=True, handle_signals=False)
+    assert [await h.result(timeout=1) for h in handles] == [0, 1, 2]

@@ -461,6 +461,7 @@ class Worker:
         # without room (jobs may have gone to ready meanwhile) leases.
         wait_until: float | None = None
         due = False
+        settled = False  # burst: nothing found by a lease sent after every completion applied
         while True:
             if self._room() <= 0:
                 wait_until = None
@@ -473,9 +474,17 @@ class Worker:
                     await backoff.wait(exc)
                     continue
                 backoff.reset()
+                settled = settled and not leased
                 if wait_ms == 0:
                     continue  # more jobs are ready than we had room for
                 if burst and not leased and not self._busy and scheduled == 0:
+                    if not settled:
+                        # Completions buffered, or sent but not yet applied when this lease
+                        # went out, may let go jobs that a gate holds: record them all, then
+                        # look once more.
+                        await self._flush_now()
+                        settled = True
+                        continue
                     return
                 timeout = self.settings.max_idle_wait.total_seconds()
                 due = 0 < wait_ms / 1000 < timeout
