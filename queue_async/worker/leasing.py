@@ -114,6 +114,26 @@ class LeaseBook:
         return news
 
 
+def lease_grace_ms(settings: WorkerSettings) -> int:
+    """How long an expired lease of this worker's is only suspected before it is recovered
+    (see recover_expired in lua/includes/leases.lua): two heartbeats."""
+    return 2 * to_ms(settings.heartbeat)
+
+
+def idle_offer(
+    settings: WorkerSettings, worker_id: str, free: int
+) -> tuple[str, int, int, int, int]:
+    """What a completion call registers a worker as idle with (see ``Scripts.complete``):
+    its id, ``free`` slots, lease, lease grace and longest idle wait."""
+    return (
+        worker_id,
+        free,
+        to_ms(settings.lease),
+        lease_grace_ms(settings),
+        to_ms(settings.max_idle_wait),
+    )
+
+
 @dataclass(eq=False)
 class Lane:
     """One queue a worker serves."""
@@ -148,7 +168,7 @@ class Lane:
             to_ms(settings.dead_max_age),
             settings.dead_max_len,
             idle_ms,
-            2 * to_ms(settings.heartbeat),
+            lease_grace_ms(settings),
             slots=slots,
         )
         return parse_lease(reply, self.queue)

@@ -38,7 +38,7 @@ from queue_async.worker.crons import record_crons, run_crons
 from queue_async.worker.deadlines import Deadlines
 from queue_async.worker.executor import Executor, JobObserver
 from queue_async.worker.jobs import JobSlot, LeasedJob, job_timeout_ms
-from queue_async.worker.leasing import Lane, Strategy, lane_groups, lease_order
+from queue_async.worker.leasing import Lane, Strategy, idle_offer, lane_groups, lease_order
 from queue_async.worker.loop_monitor import LoopMonitor
 from queue_async.worker.threads import HandlerThreads
 from queue_async.worker.waits import IdleWaits
@@ -577,7 +577,7 @@ class Worker:
     def _room(self) -> int:
         """How many jobs to lease now: free slots, plus the prefetch allowance (see
         ``WorkerSettings.prefetch``) less the jobs already waiting for a slot."""
-        room = self.settings.concurrency - self._busy - len(self._waiting)
+        room = self._slots()
         if self.settings.prefetch and self._ended:
             since = asyncio.get_running_loop().time() - _PREFETCH_WINDOW
             recent = 0
@@ -698,23 +698,13 @@ class Worker:
         return self.settings.concurrency - self._busy - len(self._waiting)
 
     def _idle_offer(self) -> tuple[str, int, int, int, int] | None:
-        """What a completion call registers the worker as idle with (see
-        ``Scripts.complete``), while the lease loop offers hand-offs and slots are free."""
-        if not self._offering or self._stopping:
-            return None
-        settings = self.settings
+        """The idle registration a completion call makes, while slots are free."""
         # At most a lease's worth, as a lease takes: a worker offered every free slot takes
         # all the jobs of its clients in one go, and they then wait for each other.
-        free = min(self._slots(), settings.lease_batch)
-        if free <= 0:
+        free = min(self._slots(), self.settings.lease_batch)
+        if free <= 0 or self._stopping:
             return None
-        return (
-            self.id,
-            free,
-            to_ms(settings.lease),
-            2 * to_ms(settings.heartbeat),
-            to_ms(settings.max_idle_wait),
-        )
+        return idle_offer(self.settings, self.id, free)
 
     # -- heartbeats, signals ------------------------------------------------------------------
 

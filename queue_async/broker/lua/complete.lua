@@ -112,6 +112,7 @@ if worker and free and KEYS[6] then
   free = free - redis.call('LLEN', inbox_key(prefix, worker))
   if free > 0 and ready_count(prefix, KEYS[3]) == 0
       and redis.call('EXISTS', gates_key(prefix)) == 0 then
+    redis.call('LREM', KEYS[6], 0, worker)
     register_idle(prefix, KEYS[6], worker, free, ARGV[5], ARGV[6], tonumber(ARGV[7]))
   end
 end

@@ -14,12 +14,12 @@
 
 -- Register a worker as idle, with `free` slots for hand-offs, its lease and lease grace
 -- (ms), for `wait` ms (how long it blocks on its inbox) plus a margin for the round trip.
--- idle: the list of idle workers, which it joins at the tail (once).
+-- idle: the list of idle workers, which it joins at the tail; the caller has taken it off
+-- the list already (lease.lua does as it starts), so that it is there once.
 local function register_idle(prefix, idle, worker, free, lease_ms, grace, wait)
   local key = idle_key(prefix, worker)
   redis.call('HSET', key, 'free', free, 'lease', lease_ms, 'grace', grace)
   redis.call('PEXPIRE', key, wait + 500)
-  redis.call('LREM', idle, 0, worker)
   redis.call('RPUSH', idle, worker)
 end
 
